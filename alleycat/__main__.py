@@ -1,0 +1,3 @@
+from alleycat.cli import main
+
+main()

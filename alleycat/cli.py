@@ -1,0 +1,71 @@
+"""The root ``alleycat`` command.
+
+Subcommands are imported only when invoked, so that ``alleycat ride`` on a bike never loads
+boto3, rich's dashboard or the simulator, and ``alleycat --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import click
+
+#: Subcommand name -> (``module:attribute``, one-line summary for ``--help``).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ride": ("alleycat_rider.cli:ride", "Run the rider agent: read the bike, publish over MQTT."),
+    "simulate": ("simulator.cli:simulate", "Drive a fleet of virtual riders into Kinesis."),
+    "compare": ("simulator.compare_cli:compare", "Compare partition keys and batching modes."),
+    "verify": ("simulator.verify_cli:verify", "Read a stream back and check every message."),
+    "certs": ("alleycat_rider.certs_cli:certs", "Make development certificates."),
+    "broker": ("alleycat_rider.certs_cli:broker", "Run a local mutual-TLS MQTT broker."),
+    "provision": ("alleycat_rider.provision_cli:provision", "Enrol a bike in AWS IoT Core."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in COMMANDS if self._available(name))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        target, _ = COMMANDS[cmd_name]
+        module_name, attribute = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            return None
+        command = getattr(module, attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        module_name = COMMANDS[name][0].split(":")[0]
+        return importlib.util.find_spec(module_name) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="alleycat")
+def cli() -> None:
+    """Alleycat: an exercise-bike rider agent and a Kinesis fleet simulator.
+
+    Start with `alleycat simulate --riders 1000 --fast` (no AWS account needed), or
+    `alleycat COMMAND --help` for any command below.
+    """
+
+
+def main() -> None:
+    """Run the ``alleycat`` command line."""
+    cli()

@@ -1,0 +1,5 @@
+"""The Alleycat rider agent and the pure core it shares with the simulator.
+
+The pure core (``message``, ``physiology``) does no I/O and reads no clock: time and randomness are
+arguments. This package never imports ``simulator`` or boto3; it runs on a bike's small computer.
+"""

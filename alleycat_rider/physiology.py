@@ -1,0 +1,122 @@
+"""A believable rider, second by second: cadence and resistance from a small physiological model.
+
+Each rider has an ability (how hard they can push), warms up over the first part of a race,
+alternates efforts and recoveries, tires as the race goes on, and reads through a noisy sensor.
+Values stay within configurable bounds (the original's 30..90 rpm and 33..86 by default).
+
+The model is pure: it owns no clock and no global randomness. Every step takes the
+``random.Random`` to draw from, so a seed makes a whole fleet repeat exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+#: Names the simulator gives its virtual riders (at most 8 characters, as the schema allows).
+RIDER_NAMES = (
+    "Ada", "Bea", "Cal", "Dev", "Eli", "Fay", "Gus", "Hal", "Ivy", "Jo", "Kai", "Lu", "Mo",
+    "Ned", "Oli", "Pam", "Quin", "Rae", "Sam", "Tia", "Uma", "Vic", "Wes", "Xan", "Yas", "Zed",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RideBounds:
+    """The range a sensor can report."""
+
+    cadence_min: float = 30.0
+    cadence_max: float = 90.0
+    resistance_min: float = 33.0
+    resistance_max: float = 86.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.cadence_min < self.cadence_max:
+            raise ValueError("cadence bounds must satisfy 0 <= min < max")
+        if not 0 <= self.resistance_min < self.resistance_max:
+            raise ValueError("resistance bounds must satisfy 0 <= min < max")
+
+
+DEFAULT_BOUNDS = RideBounds()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiderProfile:
+    """What makes one rider different from another."""
+
+    ability: float
+    """0..1: where in the bounds this rider's sustainable effort sits."""
+    endurance: float
+    """0..1: how slowly the rider tires."""
+    noise_rpm: float = 1.5
+    """Standard deviation of the cadence sensor's noise."""
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> RiderProfile:
+        """A random rider: most are average, a few are very strong or weak."""
+        ability = min(1.0, max(0.0, rng.gauss(0.55, 0.18)))
+        endurance = min(1.0, max(0.0, rng.gauss(0.6, 0.2)))
+        return cls(ability=ability, endurance=endurance)
+
+
+@dataclass(slots=True)
+class RiderModel:
+    """The state of one rider's legs, advanced one second at a time by :meth:`step`."""
+
+    profile: RiderProfile
+    bounds: RideBounds = DEFAULT_BOUNDS
+    warmup_seconds: int = 45
+    elapsed: int = 0
+    """Seconds ridden in the current race."""
+    fatigue: float = 0.0
+    """0..1: accumulated tiredness; efforts raise it, recoveries lower it a little."""
+    effort: float = 0.0
+    """The current surge above (positive) or below (negative) steady effort, -1..1."""
+    effort_left: int = 0
+    """Seconds until the rider decides on the next effort."""
+    resistance_level: float = field(default=-1.0)
+    """The knob position, 0..1 of the resistance range (drawn on the first step)."""
+
+    def start_race(self) -> None:
+        """Reset what a new race resets: the warm-up and the effort plan, not the fatigue."""
+        self.elapsed = 0
+        self.effort = 0.0
+        self.effort_left = 0
+        self.fatigue *= 0.3
+
+    def step(self, rng: random.Random) -> tuple[float, float]:
+        """Advance one second and return the sensor's (cadence rpm, resistance) reading."""
+        profile = self.profile
+        bounds = self.bounds
+        if self.resistance_level < 0:
+            self.resistance_level = min(1.0, max(0.0, profile.ability + rng.gauss(0.0, 0.12)))
+        self.elapsed += 1
+        if self.effort_left <= 0:
+            # Riders alternate short hard efforts with longer recoveries and steady stretches.
+            roll = rng.random()
+            if roll < 0.25:
+                self.effort, self.effort_left = (
+                    0.35 + 0.4 * rng.random(),
+                    10 + int(20 * rng.random()),
+                )
+            elif roll < 0.5:
+                self.effort, self.effort_left = (
+                    -0.15 - 0.2 * rng.random(),
+                    8 + int(15 * rng.random()),
+                )
+            else:
+                self.effort, self.effort_left = 0.0, 15 + int(30 * rng.random())
+            if rng.random() < 0.3:
+                # Turn the knob now and then, more often up during an effort.
+                delta = 0.08 * (rng.random() - 0.5 + self.effort)
+                self.resistance_level = min(1.0, max(0.0, self.resistance_level + delta))
+        self.effort_left -= 1
+        tiring = (1.0 - profile.endurance) * 0.004 * max(self.effort, 0.0) + 0.0004
+        self.fatigue = min(1.0, self.fatigue + tiring - (0.001 if self.effort < 0 else 0.0))
+        warmup = min(1.0, 0.55 + 0.45 * self.elapsed / self.warmup_seconds)
+        drive = warmup * (0.35 + 0.5 * profile.ability + 0.3 * self.effort - 0.25 * self.fatigue)
+        span = bounds.cadence_max - bounds.cadence_min
+        cadence = bounds.cadence_min + span * drive + rng.gauss(0.0, profile.noise_rpm)
+        cadence = min(bounds.cadence_max, max(bounds.cadence_min, cadence))
+        r_span = bounds.resistance_max - bounds.resistance_min
+        resistance = bounds.resistance_min + r_span * self.resistance_level
+        return round(cadence, 1), round(resistance, 1)

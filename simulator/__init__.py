@@ -1,0 +1,1 @@
+"""The Alleycat fleet simulator: virtual riders driving Kinesis."""

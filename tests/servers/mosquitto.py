@@ -1,0 +1,1 @@
+"""mosquitto with mutual TLS, started per test session on a free port."""
