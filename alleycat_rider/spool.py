@@ -1,0 +1,187 @@
+"""The local spool of QoS 1 messages: on disk before publishing, removed only after the PUBACK.
+
+The spool is an SQLite database in WAL mode with ``synchronous=FULL``, so an appended message
+survives the agent being killed or the bike losing power. Messages keep the order they were
+appended in and their original payloads (and so their uuids); after a restart they are sent
+first, oldest first. The spool is bounded: when it is full, the oldest messages are dropped and
+counted, and the count survives restarts too.
+
+The spool is used from one thread only (the agent's loop); SDK callbacks never touch it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from alleycat_rider.errors import SpoolError
+
+#: Default bound: one day of messages at one a second (about 20 MB on disk).
+DEFAULT_SPOOL_MAX = 86_400
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledMessage:
+    """One message waiting in the spool for its PUBACK."""
+
+    seq: int
+    """Position in the spool: increases with every message appended, never reused."""
+    uuid: str
+    """The message's uuid, the idempotency key downstream."""
+    payload: bytes
+    """The exact bytes to publish, again if need be."""
+
+
+class Spool:
+    """A bounded, ordered, crash-safe queue of messages on disk.
+
+    Args:
+        path: The SQLite database file; its directory is created if missing.
+        max_messages: How many messages the spool keeps at most.
+
+    Raises:
+        SpoolError: the database cannot be created, opened or is not a spool.
+    """
+
+    def __init__(self, path: Path, *, max_messages: int = DEFAULT_SPOOL_MAX) -> None:
+        if max_messages < 1:
+            raise SpoolError(f"the spool must hold at least one message, not {max_messages}")
+        self.path = path
+        self.max_messages = max_messages
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: every statement below is its own transaction unless grouped.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise SpoolError(f"cannot open the spool {path}: {exc}") from exc
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise SpoolError(f"the spool {path} cannot use WAL mode (got {mode!r})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._depth: int = self._db.execute("SELECT count(*) FROM messages").fetchone()[0]
+            self._dropped: int = self._db.execute(
+                "SELECT value FROM counters WHERE name = 'dropped'"
+            ).fetchone()[0]
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise SpoolError(f"cannot use the spool {path}: {exc} (move it aside?)") from exc
+
+    @property
+    def depth(self) -> int:
+        """How many messages wait for their PUBACK."""
+        return self._depth
+
+    @property
+    def dropped(self) -> int:
+        """How many messages were dropped because the spool was full, over its whole life."""
+        return self._dropped
+
+    def append(self, uuid: str, payload: bytes) -> tuple[int, int]:
+        """Store a message durably, dropping the oldest ones if the spool is full.
+
+        Args:
+            uuid: The message's uuid.
+            payload: The bytes to publish.
+
+        Returns:
+            The new message's sequence number, and how many old messages were dropped for it.
+        """
+        overflow = max(0, self._depth + 1 - self.max_messages)
+        try:
+            with self._transaction():
+                if overflow:
+                    self._db.execute(
+                        "DELETE FROM messages WHERE seq IN "
+                        "(SELECT seq FROM messages ORDER BY seq LIMIT ?)",
+                        (overflow,),
+                    )
+                    self._db.execute(
+                        "UPDATE counters SET value = value + ? WHERE name = 'dropped'",
+                        (overflow,),
+                    )
+                cursor = self._db.execute(
+                    "INSERT INTO messages (uuid, payload) VALUES (?, ?)", (uuid, payload)
+                )
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
+        self._depth += 1 - overflow
+        self._dropped += overflow
+        seq = cursor.lastrowid
+        assert seq is not None
+        return seq, overflow
+
+    def ack(self, seq: int) -> bool:
+        """Remove a message whose PUBACK arrived; return whether it was still in the spool."""
+        removed = self._execute("DELETE FROM messages WHERE seq = ?", (seq,)).rowcount > 0
+        if removed:
+            self._depth -= 1
+        return removed
+
+    def pending(self, *, after: int = 0, limit: int = 100) -> list[SpooledMessage]:
+        """The oldest messages with a sequence number above ``after``, oldest first."""
+        rows = self._execute(
+            "SELECT seq, uuid, payload FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [SpooledMessage(seq, uuid, bytes(payload)) for seq, uuid, payload in rows]
+
+    def get(self, seqs: Iterable[int]) -> list[SpooledMessage]:
+        """The messages among ``seqs`` that are still in the spool, oldest first."""
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        rows = self._execute(
+            f"SELECT seq, uuid, payload FROM messages WHERE seq IN ({marks}) ORDER BY seq",
+            wanted,
+        ).fetchall()
+        return [SpooledMessage(seq, uuid, bytes(payload)) for seq, uuid, payload in rows]
+
+    def close(self) -> None:
+        """Close the database; what is still spooled is sent after the next start."""
+        self._db.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _execute(self, sql: str, parameters: Iterable[object] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, tuple(parameters))
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot use the spool {self.path}: {exc}") from exc
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")

@@ -1,0 +1,94 @@
+"""The QoS 1 spool: ordered, bounded, and still there after the process is killed."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alleycat_rider.errors import SpoolError
+from alleycat_rider.spool import Spool
+
+
+def test_messages_come_back_in_order_with_their_payloads(tmp_path: Path) -> None:
+    with Spool(tmp_path / "spool.db") as spool:
+        for i in range(5):
+            spool.append(f"u{i}", f"payload {i}".encode())
+        pending = spool.pending(limit=10)
+    assert [m.uuid for m in pending] == [f"u{i}" for i in range(5)]
+    assert pending[2].payload == b"payload 2"
+    assert [m.seq for m in pending] == sorted(m.seq for m in pending)
+
+
+def test_acked_messages_leave_the_spool_and_others_stay(tmp_path: Path) -> None:
+    with Spool(tmp_path / "spool.db") as spool:
+        seqs = [spool.append(f"u{i}", b"x")[0] for i in range(4)]
+        assert spool.ack(seqs[1]) is True
+        assert spool.ack(seqs[1]) is False
+        assert spool.depth == 3
+        assert [m.uuid for m in spool.pending()] == ["u0", "u2", "u3"]
+        assert [m.uuid for m in spool.pending(after=seqs[2])] == ["u3"]
+        assert [m.uuid for m in spool.get([seqs[3], seqs[1], seqs[0]])] == ["u0", "u3"]
+
+
+def test_a_reopened_spool_keeps_messages_and_the_dropped_count(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    with Spool(path, max_messages=3) as spool:
+        for i in range(5):
+            spool.append(f"u{i}", b"x")
+    with Spool(path, max_messages=3) as spool:
+        assert spool.depth == 3
+        assert spool.dropped == 2
+        seq, dropped = spool.append("u5", b"x")
+        assert dropped == 1
+        assert [m.uuid for m in spool.pending()] == ["u3", "u4", "u5"]
+        assert spool.dropped == 3
+        assert seq > max(m.seq for m in spool.pending(limit=2))
+
+
+def test_the_spool_uses_write_ahead_logging(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    Spool(path).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_appended_messages_survive_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from alleycat_rider.spool import Spool\n"
+        f"spool = Spool(Path({str(path)!r}))\n"
+        "for i in range(20):\n"
+        "    spool.append(f'u{i}', b'payload')\n"
+        "print('appended', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"appended\n"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    with Spool(path) as spool:
+        assert [m.uuid for m in spool.pending(limit=100)] == [f"u{i}" for i in range(20)]
+
+
+def test_a_file_that_is_not_a_spool_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(SpoolError, match="spool"):
+        Spool(path)
+
+
+def test_a_spool_must_hold_at_least_one_message(tmp_path: Path) -> None:
+    with pytest.raises(SpoolError):
+        Spool(tmp_path / "spool.db", max_messages=0)
