@@ -1,0 +1,84 @@
+"""The development PKI: what it makes, who it names, and what it keeps."""
+
+from __future__ import annotations
+
+import ipaddress
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from alleycat_rider.devcerts import make_dev_pki
+from alleycat_rider.errors import CertificateError, ConfigError
+
+
+def _load(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_private_keys_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    pki = make_dev_pki(tmp_path, ["bike-1"])
+    for key in (pki.ca_key, pki.server_key, pki.client("bike-1")[1]):
+        assert _mode(key) == 0o600, key
+
+
+def test_server_certificate_is_valid_for_localhost_and_loopback(tmp_path: Path) -> None:
+    pki = make_dev_pki(tmp_path, [])
+    names = _load(pki.server_cert).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert names.value.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert names.value.get_values_for_type(x509.IPAddress) == [ipaddress.IPv4Address("127.0.0.1")]
+
+
+def test_every_certificate_is_signed_by_the_dev_ca(tmp_path: Path) -> None:
+    pki = make_dev_pki(tmp_path, ["bike-1", "bike-2"])
+    ca = _load(pki.ca_cert)
+    for path in (pki.server_cert, pki.client("bike-1")[0], pki.client("bike-2")[0]):
+        _load(path).verify_directly_issued_by(ca)
+
+
+def test_device_certificate_names_its_client_id(tmp_path: Path) -> None:
+    pki = make_dev_pki(tmp_path, ["bike-7"])
+    subject = _load(pki.client("bike-7")[0]).subject
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "bike-7"
+
+
+def test_second_run_keeps_existing_files_and_adds_new_devices(tmp_path: Path) -> None:
+    first = make_dev_pki(tmp_path, ["bike-1"])
+    before = {p: p.read_bytes() for p in (first.ca_cert, first.server_key, *first.client("bike-1"))}
+    second = make_dev_pki(tmp_path, ["bike-1", "bike-2"])
+    assert {p: p.read_bytes() for p in before} == before
+    _load(second.client("bike-2")[0]).verify_directly_issued_by(_load(second.ca_cert))
+
+
+def test_force_makes_a_new_ca_and_reissues_everything(tmp_path: Path) -> None:
+    first = make_dev_pki(tmp_path, ["bike-1"])
+    old_ca = first.ca_cert.read_bytes()
+    second = make_dev_pki(tmp_path, ["bike-1"], force=True)
+    assert second.ca_cert.read_bytes() != old_ca
+    _load(second.client("bike-1")[0]).verify_directly_issued_by(_load(second.ca_cert))
+    assert _mode(second.client("bike-1")[1]) == 0o600
+
+
+def test_client_id_that_is_not_a_safe_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="client id '../etc'"):
+        make_dev_pki(tmp_path, ["../etc"])
+    assert not (tmp_path / "ca.crt").exists()
+
+
+def test_asking_for_a_device_that_was_not_made_says_how_to_make_it(tmp_path: Path) -> None:
+    pki = make_dev_pki(tmp_path, ["bike-1"])
+    with pytest.raises(CertificateError, match="alleycat certs dev --client-id bike-9"):
+        pki.client("bike-9")
+
+
+def test_unreadable_ca_is_one_clear_error(tmp_path: Path) -> None:
+    pki = make_dev_pki(tmp_path, [])
+    pki.ca_key.write_text("not a key")
+    with pytest.raises(CertificateError, match="--force"):
+        make_dev_pki(tmp_path, ["bike-1"])
