@@ -1,0 +1,294 @@
+"""The rider agent's configuration: a TOML file, ``ALLEYCAT_*`` variables and flags, flags winning.
+
+Every setting has one name, the long option with underscores (``--results-topic`` is
+``results_topic`` in the file and ``ALLEYCAT_RESULTS_TOPIC`` in the environment). Sources are
+layered: built-in defaults, then the config file, then the environment, then flags. The file is
+``--config``, else ``ALLEYCAT_CONFIG``, else :data:`DEFAULT_CONFIG_PATH` if it exists.
+
+Loading is pure: the environment and the flags are arguments, and the only I/O is reading the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from alleycat_rider.errors import ConfigError
+from alleycat_rider.message import DEFAULT_RACE_SECONDS, MessageError, RiderIdentity
+from alleycat_rider.spool import DEFAULT_SPOOL_MAX
+
+#: The system-wide config file, read when it exists and no other file is named.
+DEFAULT_CONFIG_PATH = Path("/etc/alleycat/rider.toml")
+#: Prefix of the environment variables that configure the agent.
+ENV_PREFIX = "ALLEYCAT_"
+#: The port AWS IoT Core takes MQTT over mutual TLS on.
+TLS_PORT = 8883
+#: The usual port of plain-TCP MQTT (loopback or ``--insecure`` only).
+PLAIN_PORT = 1883
+#: How the agent reports: ``auto`` is a panel on a terminal and JSON lines otherwise.
+LOG_FORMATS = ("auto", "json", "panel")
+#: How much the agent reports.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Sensor kinds, as ``alleycat_rider.sensors`` names them.
+SENSOR_KINDS = ("mock", "serial", "peloton", "ble")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiderConfig:
+    """Everything ``alleycat ride`` needs, validated."""
+
+    endpoint: str
+    """MQTT broker host name: the AWS IoT Core data endpoint, or a local broker."""
+    port: int
+    """Broker port: 8883 with TLS, 1883 for plain TCP unless given."""
+    cert: Path | None = None
+    """Device certificate (PEM); ``None`` only for plain TCP."""
+    key: Path | None = None
+    """Device private key (PEM); ``None`` only for plain TCP."""
+    ca: Path | None = None
+    """CA bundle to trust; ``None`` for the system trust store."""
+    client_id: str
+    """MQTT client id (on IoT Core usually the thing name)."""
+    racer_id: int
+    name: str
+    class_id: int = 1
+    race_seconds: int = DEFAULT_RACE_SECONDS
+    """Length of one race; races follow one another."""
+    topic: str = "alleycat-publish"
+    results_topic: str = "alleycat-subscribe"
+    qos: int = 1
+    """0: fire and forget, dropped while offline; 1: spooled on disk until acknowledged."""
+    spool: Path
+    """The SQLite spool of QoS 1 messages."""
+    spool_max: int = DEFAULT_SPOOL_MAX
+    """The most messages the spool holds; the oldest are dropped beyond."""
+    sensor: str = "mock"
+    device: str | None = None
+    baud: int | None = None
+    address: str | None = None
+    ble_name: str | None = None
+    seed: int | None = None
+    insecure: bool = False
+    """Allow plain TCP to a broker that is not on this machine."""
+    log_format: str = "auto"
+    log_level: str = "info"
+    drain_timeout: float = 5.0
+    """Seconds to wait for outstanding PUBACKs when stopping."""
+    status_interval: float = 60.0
+    """Seconds between status log lines (JSON logs only)."""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection uses mutual TLS (else plain TCP)."""
+        return self.cert is not None
+
+    @property
+    def identity(self) -> RiderIdentity:
+        """The rider as the message sees it."""
+        return RiderIdentity(racer_id=self.racer_id, name=self.name, class_id=self.class_id)
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+#: Each setting's type: how to read it from the environment, and what TOML must hold.
+_KINDS: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
+    "str": (str, (str,)),
+    "int": (int, (int,)),
+    "float": (float, (int, float)),
+    "bool": (_parse_bool, (bool,)),
+    "path": (Path, (str,)),
+}
+SETTINGS: dict[str, str] = {
+    "endpoint": "str",
+    "port": "int",
+    "cert": "path",
+    "key": "path",
+    "ca": "path",
+    "client_id": "str",
+    "racer_id": "int",
+    "name": "str",
+    "class_id": "int",
+    "race_seconds": "int",
+    "topic": "str",
+    "results_topic": "str",
+    "qos": "int",
+    "spool": "path",
+    "spool_max": "int",
+    "sensor": "str",
+    "device": "str",
+    "baud": "int",
+    "address": "str",
+    "ble_name": "str",
+    "seed": "int",
+    "insecure": "bool",
+    "log_format": "str",
+    "log_level": "str",
+    "drain_timeout": "float",
+    "status_interval": "float",
+}
+
+
+def default_spool_path(env: Mapping[str, str]) -> Path:
+    """Where the spool lives unless configured: systemd's state directory, else XDG state."""
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0]) / "spool.sqlite3"
+    state_home = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")) / ".local/state")
+    return Path(state_home).expanduser() / "alleycat" / "spool.sqlite3"
+
+
+def config_file_path(flag: Path | None, env: Mapping[str, str]) -> Path | None:
+    """The config file to read: the flag, ``ALLEYCAT_CONFIG``, or the default if it exists."""
+    if flag is not None:
+        return flag
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return Path(env[ENV_PREFIX + "CONFIG"])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings in a TOML config file, checked for unknown keys and types.
+
+    Raises:
+        ConfigError: the file cannot be read, is not TOML, or holds a bad setting.
+    """
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from exc
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        kind = SETTINGS.get(key, "")
+        if not kind:
+            known = ", ".join(sorted(SETTINGS))
+            raise ConfigError(f"unknown setting {key!r} in {path}; known settings: {known}")
+        parse, allowed = _KINDS[kind]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ConfigError(f"{key} in {path} must be a {kind}, not {value!r}")
+        settings[key] = parse(value) if kind in ("path", "float") else value
+    return settings
+
+
+def read_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given as ``ALLEYCAT_*`` environment variables.
+
+    Raises:
+        ConfigError: a variable's value is not of its setting's type.
+    """
+    settings: dict[str, Any] = {}
+    for key, kind in SETTINGS.items():
+        variable = ENV_PREFIX + key.upper()
+        if variable not in env:
+            continue
+        parse = _KINDS[kind][0]
+        try:
+            settings[key] = parse(env[variable])
+        except ValueError as exc:
+            raise ConfigError(f"{variable} must be a {kind}: {exc}") from exc
+    return settings
+
+
+def load_config(
+    flags: Mapping[str, Any], env: Mapping[str, str], config_path: Path | None = None
+) -> RiderConfig:
+    """Merge defaults, the config file, the environment and flags (in rising priority).
+
+    Args:
+        flags: Settings given on the command line; ``None`` values are ignored.
+        env: The environment.
+        config_path: The ``--config`` flag, if given.
+
+    Raises:
+        ConfigError: a setting is missing, malformed or inconsistent with another.
+    """
+    merged: dict[str, Any] = {}
+    path = config_file_path(config_path, env)
+    if path is not None:
+        merged.update(read_config_file(path))
+    merged.update(read_environment(env))
+    unknown = set(flags) - set(SETTINGS)
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+    merged.update({key: value for key, value in flags.items() if value is not None})
+    return _validate(merged, env)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost`` or a loopback address)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _require(settings: Mapping[str, Any], key: str) -> Any:
+    if settings.get(key) is None:
+        option = "--" + key.replace("_", "-")
+        raise ConfigError(
+            f"missing {key}: pass {option}, set {ENV_PREFIX}{key.upper()}, "
+            f"or put {key} in the config file"
+        )
+    return settings[key]
+
+
+def _one_of(settings: Mapping[str, Any], key: str, choices: tuple[Any, ...]) -> None:
+    if key in settings and settings[key] not in choices:
+        allowed = ", ".join(str(choice) for choice in choices)
+        raise ConfigError(f"{key} must be one of {allowed}, not {settings[key]!r}")
+
+
+def _at_least(settings: Mapping[str, Any], key: str, minimum: float) -> None:
+    if key in settings and settings[key] < minimum:
+        raise ConfigError(f"{key} must be at least {minimum}, not {settings[key]}")
+
+
+def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
+    endpoint = str(_require(settings, "endpoint"))
+    racer_id = int(_require(settings, "racer_id"))
+    _one_of(settings, "qos", (0, 1))
+    _one_of(settings, "log_format", LOG_FORMATS)
+    _one_of(settings, "log_level", LOG_LEVELS)
+    _one_of(settings, "sensor", SENSOR_KINDS)
+    for key, minimum in (("race_seconds", 1), ("spool_max", 1), ("port", 1), ("baud", 1)):
+        _at_least(settings, key, minimum)
+    for key in ("drain_timeout", "status_interval"):
+        _at_least(settings, key, 0)
+    if settings.get("port", 0) > 65535:
+        raise ConfigError(f"port must be at most 65535, not {settings['port']}")
+    cert = settings.get("cert")
+    if (cert is None) != (settings.get("key") is None):
+        raise ConfigError("mutual TLS needs both a certificate (--cert) and a key (--key)")
+    if cert is None:
+        if settings.get("ca") is not None:
+            raise ConfigError("--ca needs a device certificate and key (--cert, --key)")
+        if not (is_loopback(endpoint) or settings.get("insecure")):
+            raise ConfigError(
+                f"no device certificate for {endpoint}: pass --cert and --key "
+                "(plain TCP is only for a broker on this machine, or with --insecure)"
+            )
+    settings.setdefault("port", TLS_PORT if cert is not None else PLAIN_PORT)
+    settings.setdefault("name", f"R{racer_id}"[:8])
+    settings.setdefault("client_id", f"alleycat-{racer_id}")
+    settings.setdefault("spool", default_spool_path(env))
+    names = {field.name for field in fields(RiderConfig)}
+    config = RiderConfig(**{key: value for key, value in settings.items() if key in names})
+    try:
+        config.identity  # noqa: B018 (validates name, class id and racer id)
+    except MessageError as exc:
+        raise ConfigError(str(exc)) from exc
+    return config

@@ -1,0 +1,130 @@
+"""Configuration layering: file, then ALLEYCAT_* variables, then flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alleycat_rider.config import default_spool_path, is_loopback, load_config
+from alleycat_rider.errors import ConfigError
+
+TLS = {"cert": Path("/c.pem"), "key": Path("/k.pem")}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rider.toml"
+    path.write_text(text)
+    return path
+
+
+def test_flags_win_over_environment_which_wins_over_the_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'endpoint = "iot.example.com"\nracer_id = 7\nname = "File"\ntopic = "from-file"\n'
+        'cert = "/c.pem"\nkey = "/k.pem"\nqos = 0\n',
+    )
+    env = {"ALLEYCAT_NAME": "Env", "ALLEYCAT_TOPIC": "from-env", "HOME": "/home/r"}
+    config = load_config({"name": "Flag", "qos": None}, env, path)
+    assert config.name == "Flag"
+    assert config.topic == "from-env"
+    assert config.qos == 0
+    assert config.racer_id == 7
+    assert config.port == 8883
+    assert config.tls
+
+
+def test_the_config_file_can_be_named_by_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, 'endpoint = "localhost"\nracer_id = 3\nclass_id = 4\n')
+    config = load_config({}, {"ALLEYCAT_CONFIG": str(path), "HOME": "/h"})
+    assert config.class_id == 4
+    assert config.client_id == "alleycat-3"
+    assert config.name == "R3"
+
+
+def test_environment_values_are_typed() -> None:
+    env = {
+        "ALLEYCAT_ENDPOINT": "127.0.0.1",
+        "ALLEYCAT_RACER_ID": "12",
+        "ALLEYCAT_INSECURE": "yes",
+        "ALLEYCAT_DRAIN_TIMEOUT": "2.5",
+        "ALLEYCAT_SPOOL": "/var/lib/alleycat/s.db",
+    }
+    config = load_config({}, env)
+    assert config.racer_id == 12
+    assert config.insecure is True
+    assert config.drain_timeout == 2.5
+    assert config.spool == Path("/var/lib/alleycat/s.db")
+    assert config.port == 1883
+    assert not config.tls
+
+
+def test_a_malformed_environment_variable_names_itself() -> None:
+    with pytest.raises(ConfigError, match="ALLEYCAT_RACER_ID must be a int"):
+        load_config({"endpoint": "localhost"}, {"ALLEYCAT_RACER_ID": "seven"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("racer_id = 1\nbogus = 2\n", "unknown setting 'bogus'"),
+        ('racer_id = "one"\n', "racer_id in .* must be a int"),
+        ("racer_id = 1\ninsecure = 1\n", "insecure .* must be a bool"),
+        ("racer_id = = 1\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_config_file_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, 'endpoint = "localhost"\n' + text)
+    with pytest.raises(ConfigError, match=message):
+        load_config({}, {}, path)
+
+
+def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config({}, {}, tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"racer_id": 1}, "missing endpoint: pass --endpoint, set ALLEYCAT_ENDPOINT"),
+        ({"endpoint": "localhost"}, "missing racer_id"),
+        ({"endpoint": "iot.example.com", "racer_id": 1}, "pass --cert and --key"),
+        ({"endpoint": "iot.example.com", "racer_id": 1, "cert": Path("/c")}, "both"),
+        ({"endpoint": "localhost", "racer_id": 1, "ca": Path("/ca")}, "--ca needs"),
+        ({"endpoint": "localhost", "racer_id": 1, "qos": 2}, "qos must be one of 0, 1"),
+        ({"endpoint": "localhost", "racer_id": 1, "name": "Much too long"}, "name must be"),
+        ({"endpoint": "localhost", "racer_id": 1, "class_id": 9}, "class id"),
+        ({"endpoint": "localhost", "racer_id": 1, "spool_max": 0}, "spool_max"),
+        ({"endpoint": "localhost", "racer_id": 1, "port": 70000}, "port"),
+        ({"endpoint": "localhost", "racer_id": 1, "sensor": "abacus"}, "sensor"),
+    ],
+)
+def test_inconsistent_settings_are_refused(flags: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(flags, {})
+
+
+def test_plain_tcp_to_a_remote_broker_needs_insecure() -> None:
+    config = load_config({"endpoint": "broker.lan", "racer_id": 1, "insecure": True}, {})
+    assert not config.tls
+    config = load_config({"endpoint": "broker.lan", "racer_id": 1, **TLS}, {})
+    assert config.tls
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("localhost", True), ("127.0.0.1", True), ("127.3.2.1", True), ("::1", True),
+     ("10.0.0.1", False), ("iot.example.com", False)],
+)  # fmt: skip
+def test_loopback_hosts_are_recognised(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_the_spool_defaults_to_the_systemd_state_directory() -> None:
+    assert default_spool_path({"STATE_DIRECTORY": "/var/lib/alleycat"}) == Path(
+        "/var/lib/alleycat/spool.sqlite3"
+    )
+    assert default_spool_path({"HOME": "/home/r"}) == Path(
+        "/home/r/.local/state/alleycat/spool.sqlite3"
+    )
