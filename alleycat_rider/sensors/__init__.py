@@ -1,0 +1,16 @@
+"""Where the rider's cadence and resistance come from: one :class:`Sensor` interface, one module
+per kind (``mock``, ``serial``, ``peloton``, ``ble``), picked by :func:`open_sensor`.
+
+Importing this package imports neither bleak nor pyserial; only the chosen backend does.
+"""
+
+from alleycat_rider.sensors.base import (
+    SENSOR_KINDS,
+    Reading,
+    Sensor,
+    SensorOptions,
+    SensorStats,
+    open_sensor,
+)
+
+__all__ = ["SENSOR_KINDS", "Reading", "Sensor", "SensorOptions", "SensorStats", "open_sensor"]
