@@ -205,7 +205,6 @@ class MessageEncoder:
 
     def encode(
         self,
-        *,
         uuid: str,
         event: str,
         device_timestamp: int,

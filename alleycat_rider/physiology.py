@@ -60,7 +60,11 @@ class RiderProfile:
 
 @dataclass(slots=True)
 class RiderModel:
-    """The state of one rider's legs, advanced one second at a time by :meth:`step`."""
+    """The state of one rider's legs, advanced one second at a time by :meth:`step`.
+
+    :meth:`step` is the simulator's hot path (hundreds of thousands of calls a second), so what
+    changes only when the rider picks a new effort is worked out then, in :meth:`_plan_effort`.
+    """
 
     profile: RiderProfile
     bounds: RideBounds = DEFAULT_BOUNDS
@@ -75,6 +79,10 @@ class RiderModel:
     """Seconds until the rider decides on the next effort."""
     resistance_level: float = field(default=-1.0)
     """The knob position, 0..1 of the resistance range (drawn on the first step)."""
+    _drive: float = field(default=0.0, init=False, repr=False)
+    _tiring: float = field(default=0.0, init=False, repr=False)
+    _resistance: float = field(default=0.0, init=False, repr=False)
+    _noise: float = field(default=0.0, init=False, repr=False)
 
     def start_race(self) -> None:
         """Reset what a new race resets: the warm-up and the effort plan, not the fatigue."""
@@ -85,38 +93,50 @@ class RiderModel:
 
     def step(self, rng: random.Random) -> tuple[float, float]:
         """Advance one second and return the sensor's (cadence rpm, resistance) reading."""
-        profile = self.profile
+        if self.effort_left <= 0:
+            self._plan_effort(rng)
+        self.effort_left -= 1
+        elapsed = self.elapsed = self.elapsed + 1
+        fatigue = self.fatigue + self._tiring
+        self.fatigue = fatigue = 1.0 if fatigue > 1.0 else 0.0 if fatigue < 0.0 else fatigue
+        drive = self._drive - 0.25 * fatigue
+        if elapsed < self.warmup_seconds:
+            drive *= 0.55 + 0.45 * elapsed / self.warmup_seconds
         bounds = self.bounds
+        # Sensor noise: the sum of two uniforms, cheap and close enough to a normal.
+        noise = (rng.random() + rng.random() - 1.0) * self._noise
+        cadence = bounds.cadence_min + (bounds.cadence_max - bounds.cadence_min) * drive + noise
+        if cadence > bounds.cadence_max:
+            cadence = bounds.cadence_max
+        elif cadence < bounds.cadence_min:
+            cadence = bounds.cadence_min
+        return round(cadence, 1), self._resistance
+
+    def _plan_effort(self, rng: random.Random) -> None:
+        """Pick the next effort: riders alternate hard efforts, recoveries and steady stretches."""
+        profile = self.profile
         if self.resistance_level < 0:
             self.resistance_level = min(1.0, max(0.0, profile.ability + rng.gauss(0.0, 0.12)))
-        self.elapsed += 1
-        if self.effort_left <= 0:
-            # Riders alternate short hard efforts with longer recoveries and steady stretches.
-            roll = rng.random()
-            if roll < 0.25:
-                self.effort, self.effort_left = (
-                    0.35 + 0.4 * rng.random(),
-                    10 + int(20 * rng.random()),
-                )
-            elif roll < 0.5:
-                self.effort, self.effort_left = (
-                    -0.15 - 0.2 * rng.random(),
-                    8 + int(15 * rng.random()),
-                )
-            else:
-                self.effort, self.effort_left = 0.0, 15 + int(30 * rng.random())
-            if rng.random() < 0.3:
-                # Turn the knob now and then, more often up during an effort.
-                delta = 0.08 * (rng.random() - 0.5 + self.effort)
-                self.resistance_level = min(1.0, max(0.0, self.resistance_level + delta))
-        self.effort_left -= 1
-        tiring = (1.0 - profile.endurance) * 0.004 * max(self.effort, 0.0) + 0.0004
-        self.fatigue = min(1.0, self.fatigue + tiring - (0.001 if self.effort < 0 else 0.0))
-        warmup = min(1.0, 0.55 + 0.45 * self.elapsed / self.warmup_seconds)
-        drive = warmup * (0.35 + 0.5 * profile.ability + 0.3 * self.effort - 0.25 * self.fatigue)
-        span = bounds.cadence_max - bounds.cadence_min
-        cadence = bounds.cadence_min + span * drive + rng.gauss(0.0, profile.noise_rpm)
-        cadence = min(bounds.cadence_max, max(bounds.cadence_min, cadence))
+            self._noise = profile.noise_rpm / 0.408  # the std of the sum of two uniforms
+        roll = rng.random()
+        if roll < 0.25:
+            self.effort = 0.35 + 0.4 * rng.random()
+            self.effort_left = 10 + int(20 * rng.random())
+        elif roll < 0.5:
+            self.effort = -0.15 - 0.2 * rng.random()
+            self.effort_left = 8 + int(15 * rng.random())
+        else:
+            self.effort = 0.0
+            self.effort_left = 15 + int(30 * rng.random())
+        if rng.random() < 0.3:
+            # Turn the knob now and then, more often up during an effort.
+            delta = 0.08 * (rng.random() - 0.5 + self.effort)
+            self.resistance_level = min(1.0, max(0.0, self.resistance_level + delta))
+        effort = self.effort
+        self._drive = 0.35 + 0.5 * profile.ability + 0.3 * effort
+        self._tiring = (1.0 - profile.endurance) * 0.004 * max(effort, 0.0) + 0.0004
+        if effort < 0:
+            self._tiring -= 0.001
+        bounds = self.bounds
         r_span = bounds.resistance_max - bounds.resistance_min
-        resistance = bounds.resistance_min + r_span * self.resistance_level
-        return round(cadence, 1), round(resistance, 1)
+        self._resistance = round(bounds.resistance_min + r_span * self.resistance_level, 1)

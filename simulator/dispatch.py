@@ -1,0 +1,149 @@
+"""Sending batches: inline for the built-in stream, or several requests in flight at once.
+
+A dispatcher takes batches from the run loop, calls the sink, and hands back completions. With a
+real stream the round trip, not the CPU, limits throughput, so :class:`ThreadedDispatcher` keeps
+up to ``max_in_flight`` PutRecords requests going at once.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from simulator.batching import Record
+from simulator.clock import Clock
+from simulator.errors import SinkError
+from simulator.sink import PutRecordsOutcome, StreamSink
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A finished request: its outcome, or the whole-request error it failed with."""
+
+    batch: list[Record]
+    outcome: PutRecordsOutcome | None
+    error: SinkError | None
+    finished_at: float
+    """Simulation time the response arrived."""
+
+
+class Dispatcher(Protocol):
+    """Runs PutRecords requests for the run loop."""
+
+    wake: threading.Event
+    """Set whenever a completion is ready."""
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet collected."""
+        ...
+
+    @property
+    def has_capacity(self) -> bool:
+        """Whether another request may be sent now."""
+        ...
+
+    def submit(self, batch: list[Record], now: float) -> None:
+        """Send one request."""
+        ...
+
+    def completions(self) -> list[Completion]:
+        """The requests finished since the last call."""
+        ...
+
+    def close(self) -> None:
+        """Stop sending; wait for requests in flight."""
+        ...
+
+
+def _call(sink: StreamSink, batch: list[Record], now: float, clock: Clock) -> Completion:
+    try:
+        outcome = sink.put_records(batch, now)
+    except SinkError as exc:
+        return Completion(batch, None, exc, clock.now())
+    return Completion(batch, outcome, None, clock.now())
+
+
+class InlineDispatcher:
+    """Calls the sink at once, in the caller's thread: one request at a time."""
+
+    def __init__(self, sink: StreamSink, clock: Clock) -> None:
+        self._sink = sink
+        self._clock = clock
+        self._done: list[Completion] = []
+        self.wake = threading.Event()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests finished but not yet collected."""
+        return len(self._done)
+
+    @property
+    def has_capacity(self) -> bool:
+        """Always: a request finishes before ``submit`` returns."""
+        return True
+
+    def submit(self, batch: list[Record], now: float) -> None:
+        """Send one request and keep its completion."""
+        self._done.append(_call(self._sink, batch, now, self._clock))
+
+    def completions(self) -> list[Completion]:
+        """The requests finished since the last call."""
+        done, self._done = self._done, []
+        return done
+
+    def close(self) -> None:
+        """Nothing runs in the background."""
+
+
+class ThreadedDispatcher:
+    """Keeps up to ``max_in_flight`` requests going on worker threads."""
+
+    def __init__(self, sink: StreamSink, clock: Clock, max_in_flight: int) -> None:
+        if max_in_flight < 1:
+            raise ValueError("at least one request must be allowed in flight")
+        self._sink = sink
+        self._clock = clock
+        self._max = max_in_flight
+        self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="put-records")
+        self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._in_flight = 0
+        self.wake = threading.Event()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet collected."""
+        return self._in_flight
+
+    @property
+    def has_capacity(self) -> bool:
+        """Whether fewer than ``max_in_flight`` requests are outstanding."""
+        return self._in_flight < self._max
+
+    def submit(self, batch: list[Record], now: float) -> None:
+        """Start one request on a worker thread."""
+        self._in_flight += 1
+        self._pool.submit(self._run, batch, now)
+
+    def _run(self, batch: list[Record], now: float) -> None:
+        self._done.put(_call(self._sink, batch, now, self._clock))
+        self.wake.set()
+
+    def completions(self) -> list[Completion]:
+        """The requests finished since the last call."""
+        self.wake.clear()
+        done = []
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        self._in_flight -= len(done)
+        return done
+
+    def close(self) -> None:
+        """Wait for the requests in flight and stop the workers."""
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,34 @@
+"""Errors of the fleet simulator, all below one root so the CLI can turn each into one clear line.
+
+::
+
+    SimulatorError
+    ├── ConfigurationError   options that cannot work together
+    └── SinkError            the stream cannot be written
+        ├── RetryableSinkError   a whole request failed in a way that can pass (throttling of the
+        │                        API, timeouts, connection errors, 5xx): the batch is retried
+        └── FatalSinkError       a failure that retrying cannot fix (no such stream, access
+                                 denied, no credentials): the run stops with the message
+"""
+
+from __future__ import annotations
+
+
+class SimulatorError(Exception):
+    """Root of the simulator's errors; its message says what the user can do."""
+
+
+class ConfigurationError(SimulatorError):
+    """Options that cannot work together."""
+
+
+class SinkError(SimulatorError):
+    """The stream cannot be written."""
+
+
+class RetryableSinkError(SinkError):
+    """A whole PutRecords request failed, but the same request may pass later."""
+
+
+class FatalSinkError(SinkError):
+    """Writing cannot go on: retrying will not help."""

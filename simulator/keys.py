@@ -1,0 +1,84 @@
+"""Partition-key strategies: how records are spread over a stream's shards.
+
+Each strategy trades load balance against per-rider ordering; ``alleycat compare`` measures them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+
+from simulator.shards import Shard
+
+
+class PartitionKeyStrategy(StrEnum):
+    """Which partition key (and explicit hash key) a record is written with."""
+
+    RANDOM = "random"
+    """A new random number per record, as the original simulator did. Spreads evenly over the
+    shards, but a rider's messages scatter over all of them: per-rider order is lost."""
+    TIME = "time"
+    """The device timestamp in ms, like the IoT rule's ``${timestamp()}``. Records made in the
+    same millisecond share a shard, so synchronised riders pile onto one shard and throttle."""
+    CLASS = "class"
+    """The class id. Each class is pinned to one shard and capped at that shard's 1,000
+    records/s; with 6 classes at most 6 shards carry any load, and a big class throttles."""
+    RACER = "racer"
+    """The racer id. A rider's messages stay in order on one shard; MD5 spreads riders unevenly
+    when there are few riders per shard."""
+    BALANCED = "balanced"
+    """The racer id, with an ExplicitHashKey that deals riders round-robin over the shards' hash
+    ranges: even load and per-rider order, but the key map must be rebuilt after resharding."""
+
+
+#: Produces ``(partition_key, explicit_hash_key)`` for rider ``index`` at ``timestamp_ms``.
+Keyer = Callable[[int, int], tuple[str, str | None]]
+
+
+def make_keyer(
+    strategy: PartitionKeyStrategy,
+    *,
+    racer_ids: Sequence[int],
+    class_ids: Sequence[int],
+    shards: Sequence[Shard],
+    rng: random.Random,
+) -> Keyer:
+    """The key function of ``strategy`` for a fleet whose rider ``i`` has ``racer_ids[i]``."""
+    if strategy is PartitionKeyStrategy.RANDOM:
+        bits = rng.getrandbits
+
+        def random_key(index: int, timestamp_ms: int) -> tuple[str, None]:
+            return str(bits(63)), None
+
+        return random_key
+    if strategy is PartitionKeyStrategy.TIME:
+        return lambda index, timestamp_ms: (str(timestamp_ms), None)
+    if strategy is PartitionKeyStrategy.CLASS:
+        class_keys = [(str(c), None) for c in class_ids]
+        return lambda index, timestamp_ms: class_keys[index]
+    racer_keys: list[tuple[str, str | None]] = [(str(r), None) for r in racer_ids]
+    if strategy is PartitionKeyStrategy.BALANCED:
+        racer_keys = balanced_keys(racer_ids, shards)
+    return lambda index, timestamp_ms: racer_keys[index]
+
+
+def balanced_keys(
+    racer_ids: Sequence[int], shards: Sequence[Shard]
+) -> list[tuple[str, str | None]]:
+    """Rider ``i`` goes to shard ``i mod N``, at an explicit hash key inside that shard's range.
+
+    Riders on one shard get distinct hash keys spread through its range, so a later split of the
+    shard still divides them evenly.
+    """
+    ordered = sorted(shards, key=lambda s: s.starting_hash_key)
+    count = len(ordered)
+    per_shard = -(-len(racer_ids) // count) if racer_ids else 1
+    keys: list[tuple[str, str | None]] = []
+    for i, racer in enumerate(racer_ids):
+        shard = ordered[i % count]
+        width = shard.ending_hash_key - shard.starting_hash_key + 1
+        slot = i // count
+        offset = (2 * slot + 1) * width // (2 * per_shard)
+        keys.append((str(racer), str(shard.starting_hash_key + offset)))
+    return keys

@@ -1,0 +1,183 @@
+"""The run loop: riders produce, the producer batches, the dispatcher sends, the clock moves.
+
+:class:`Simulation` wires a fleet, a producer and a sink together and drives them with a clock, so
+the same code runs in real time, compressed time and virtual time. It stops by itself when every
+message is delivered or dropped; Ctrl-C stops generation and drains what is left for a bounded
+time, counting the rest as dropped.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from simulator.batching import Record
+from simulator.clock import Clock
+from simulator.dispatch import Dispatcher, InlineDispatcher
+from simulator.errors import FatalSinkError, SimulatorError
+from simulator.fleet import Fleet, FleetConfig
+from simulator.keys import PartitionKeyStrategy, make_keyer
+from simulator.producer import Producer, ProducerConfig
+from simulator.sink import StreamDescription, StreamSink
+from simulator.stats import RunStats, StatsSnapshot
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulationConfig:
+    """One simulated run."""
+
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    duration: int = 300
+    """Seconds of riding; every rider sends one message per second."""
+    strategy: PartitionKeyStrategy = PartitionKeyStrategy.RANDOM
+    producer: ProducerConfig = field(default_factory=ProducerConfig)
+    seed: int | None = None
+    tick: float = 0.05
+    """Simulation seconds between passes of the loop when nothing else is due."""
+    drain_timeout: float = 10.0
+    """After Ctrl-C, simulation seconds allowed to send what is buffered."""
+
+    def __post_init__(self) -> None:
+        if self.duration < 1:
+            raise ValueError("the duration must be at least one second")
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended."""
+
+    stats: RunStats
+    interrupted: bool
+    error: SimulatorError | None
+    """The error that stopped the run early, if any."""
+
+
+class Simulation:
+    """A fleet writing into one stream, driven by one clock."""
+
+    def __init__(
+        self,
+        config: SimulationConfig,
+        sink: StreamSink,
+        clock: Clock,
+        *,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self.clock = clock
+        self.stream: StreamDescription = sink.describe()
+        self.dispatcher = dispatcher or InlineDispatcher(sink, clock)
+        rng = random.Random(config.seed)
+        fleet_rng = random.Random(rng.getrandbits(64))
+        self.start = clock.now()
+        count = config.fleet.riders
+        keyer = make_keyer(
+            config.strategy,
+            racer_ids=[100 + i for i in range(count)],
+            class_ids=[i % config.fleet.classes + 1 for i in range(count)],
+            shards=self.stream.shards,
+            rng=random.Random(rng.getrandbits(64)),
+        )
+        self.fleet = Fleet(
+            config.fleet, start=self.start, duration=config.duration, keyer=keyer, rng=fleet_rng
+        )
+        self.stats = RunStats([s.shard_id for s in self.stream.shards])
+        self.producer = Producer(config.producer, self.stats, random.Random(rng.getrandbits(64)))
+        self._stop = threading.Event()
+        self.interrupted = False
+
+    def stop(self) -> None:
+        """Ask the run to stop generating and drain (safe from another thread)."""
+        self._stop.set()
+
+    def snapshot(self) -> StatsSnapshot:
+        """The run's figures now, for a dashboard."""
+        return self.stats.snapshot(
+            now=self.clock.now(),
+            start=self.start,
+            duration=self.config.duration,
+            in_flight_requests=self.dispatcher.in_flight,
+            buffered=self.producer.buffered,
+            leaderboard=self.fleet.leaderboard(),
+        )
+
+    def run(self, on_pass: Callable[[Simulation], None] | None = None) -> RunResult:
+        """Run until every message is delivered or dropped; ``on_pass`` is called each pass."""
+        error: SimulatorError | None = None
+        drain_until: float | None = None
+        while True:
+            try:
+                if self._stop.is_set() and drain_until is None:
+                    self.interrupted = True
+                    drain_until = self.clock.now() + self.config.drain_timeout
+                error = self._settle()
+                if error is not None:
+                    break
+                if not self._pass(drain_until):
+                    break
+                if on_pass is not None:
+                    on_pass(self)
+            except KeyboardInterrupt:
+                if drain_until is not None:
+                    break  # A second Ctrl-C: stop draining.
+                self._stop.set()
+        self._finish()
+        return RunResult(self.stats, self.interrupted, error)
+
+    def _settle(self) -> SimulatorError | None:
+        """Apply finished requests; return the first error that must stop the run."""
+        fatal: SimulatorError | None = None
+        for done in self.dispatcher.completions():
+            if done.outcome is not None:
+                self.producer.settle(done.batch, done.outcome, done.finished_at)
+            elif isinstance(done.error, FatalSinkError):
+                self.producer.in_flight -= len(done.batch)
+                self.stats.dropped_interrupted += len(done.batch)
+                fatal = fatal or done.error
+            else:
+                self.producer.fail_request(done.batch, done.finished_at)
+        return fatal
+
+    def _pass(self, drain_until: float | None) -> bool:
+        """One pass of the loop; False when the run is over."""
+        clock, fleet, producer, dispatcher = self.clock, self.fleet, self.producer, self.dispatcher
+        now = clock.now()
+        generating = drain_until is None and not fleet.done
+        if generating:
+            records: list[Record] = []
+            fleet.emit_until(now, records, producer.room())
+            producer.add_many(records, now)
+        draining = not generating
+        while dispatcher.has_capacity:
+            batch = producer.take_batch(now, drain=draining)
+            if batch is None:
+                break
+            dispatcher.submit(batch, now)
+        if draining and producer.pending == 0 and dispatcher.in_flight == 0:
+            return False
+        if drain_until is not None and now >= drain_until:
+            return False
+        if dispatcher.in_flight and not dispatcher.has_capacity:
+            dispatcher.wake.wait(0.5)
+            return True
+        if dispatcher.in_flight and isinstance(dispatcher, InlineDispatcher):
+            return True
+        due = [t for t in (fleet.next_due if generating else None, producer.next_deadline()) if t]
+        if drain_until is not None:
+            due.append(drain_until)
+        wake_at = max(min(due), now + self.config.tick) if due else now + self.config.tick
+        clock.sleep_until(wake_at, dispatcher.wake if dispatcher.in_flight else None)
+        return True
+
+    def _finish(self) -> None:
+        """Stop the dispatcher and count whatever is left as dropped."""
+        try:
+            self.dispatcher.close()
+        except KeyboardInterrupt:
+            pass
+        self._settle()
+        self.producer.abandon()
+        self.producer.abandon_in_flight()

@@ -1,0 +1,55 @@
+"""The one seam between the simulator and a stream: ``put_records(records, now)``.
+
+A sink is the built-in shard model (:class:`simulator.shards.LocalStream`) or a real stream
+(:mod:`simulator.sinks.kinesis`). It answers each PutRecords request with the per-entry results
+Kinesis gives, raises :class:`~simulator.errors.RetryableSinkError` when the whole request failed
+but may pass later, and :class:`~simulator.errors.FatalSinkError` when the run cannot go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from simulator.batching import Record
+    from simulator.shards import Shard
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamDescription:
+    """What the simulator needs to know of a stream before it writes."""
+
+    name: str
+    shards: tuple[Shard, ...]
+    """The open shards, in hash-key order."""
+
+
+@dataclass(slots=True, kw_only=True)
+class PutRecordsOutcome:
+    """A PutRecords response: index-aligned with the request's entries."""
+
+    failed_record_count: int
+    shard_ids: list[str | None]
+    """The shard each entry was written to; None for a failed entry."""
+    sequence_numbers: list[str | None]
+    error_codes: list[str | None]
+    """None for an accepted entry, else ``ProvisionedThroughputExceededException`` or
+    ``InternalFailure``."""
+
+
+class StreamSink(Protocol):
+    """Something that takes PutRecords requests."""
+
+    def describe(self) -> StreamDescription:
+        """The stream's name and open shards."""
+        ...
+
+    def put_records(self, records: Sequence[Record], now: float) -> PutRecordsOutcome:
+        """Write one request of at most the batch limits; ``now`` is the simulation's time."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
