@@ -1,0 +1,93 @@
+"""``alleycat ride``: the rider agent's command line.
+
+Every option can also be set in the config file (``--config``, ``ALLEYCAT_CONFIG`` or
+``/etc/alleycat/rider.toml``) under its name with underscores, or as ``ALLEYCAT_<NAME>`` in the
+environment; flags win over the environment, which wins over the file. Errors a user can fix are
+one line: exit 2 for bad configuration, exit 1 for everything else (certificate, sensor, spool,
+a broker refusing the device).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from alleycat_rider.config import LOG_FORMATS, LOG_LEVELS, SENSOR_KINDS, load_config
+from alleycat_rider.errors import AlleycatError, ConfigError
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+class BadConfiguration(click.ClickException):
+    """Configuration that cannot be used: one line, exit 2."""
+
+    exit_code = 2
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=_FILE, help="Read settings from this TOML file.")
+@click.option("--endpoint", help="Connect to this MQTT broker (the AWS IoT data endpoint).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Broker port [8883; 1883 plain].")
+@click.option("--cert", type=_FILE, help="Device certificate (PEM) for mutual TLS.")
+@click.option("--key", type=_FILE, help="Device private key (PEM).")
+@click.option("--ca", type=_FILE, help="Trust this CA (PEM) [system trust store].")
+@click.option("--client-id", help="MQTT client id [alleycat-RACER_ID].")
+@click.option("--racer-id", type=click.IntRange(min=0), help="The rider's racer id.")
+@click.option("--name", help="The rider's name, up to 8 characters [R<racer id>].")
+@click.option("--class-id", type=click.IntRange(1, 6), help="Exercise class, 1 to 6 [1].")
+@click.option("--race-seconds", type=click.IntRange(min=1), help="Race length [300].")
+@click.option("--topic", help="Publish ride messages here [alleycat-publish].")
+@click.option("--results-topic", help="Read standings here [alleycat-subscribe].")
+@click.option("--qos", type=click.IntRange(0, 1), help="0: drop while offline; 1: spool [1].")
+@click.option("--spool", type=_FILE, help="SQLite spool of unacknowledged QoS 1 messages.")
+@click.option("--spool-max", type=click.IntRange(min=1), help="Spool at most this many [86400].")
+@click.option("--sensor", type=click.Choice(SENSOR_KINDS), help="Where readings come from [mock].")
+@click.option("--device", help="Serial port of the bike (serial, peloton).")
+@click.option("--baud", type=click.IntRange(min=1), help="Serial speed.")
+@click.option("--address", help="BLE address of the bike.")
+@click.option("--ble-name", help="Advertised BLE name to scan for.")
+@click.option("--seed", type=int, help="Seed the mock rider.")
+@click.option(
+    "--insecure/--no-insecure",
+    default=None,
+    help="Allow plain TCP to a broker that is not on this machine.",
+)
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), help="Panel or JSON lines [auto].")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), help="Report from this level [info].")
+@click.option(
+    "--drain-timeout", type=click.FloatRange(min=0), help="Wait this long for PUBACKs at exit [5]."
+)
+@click.option(
+    "--status-interval", type=click.FloatRange(min=0), help="Seconds between status lines [60]."
+)
+def ride(config_path: Path | None, **flags: Any) -> None:
+    """Read the bike once a second and publish the Alleycat ride message over MQTT.
+
+    Settings come from flags, then ALLEYCAT_<NAME> environment variables, then the config file
+    (--config, ALLEYCAT_CONFIG, or /etc/alleycat/rider.toml). Stop with Ctrl-C or SIGTERM: the
+    race's final message is sent first.
+    """
+    try:
+        config = load_config(flags, os.environ, config_path)
+    except ConfigError as exc:
+        raise BadConfiguration(str(exc)) from exc
+    # Imported here so that `alleycat ride --help` stays quick.
+    from alleycat_rider.agent import ride as run_agent
+    from alleycat_rider.display import make_reporter
+
+    reporter = make_reporter(
+        config.log_format, level=config.log_level, status_interval=config.status_interval
+    )
+    try:
+        run_agent(config, reporter)
+    except ConfigError as exc:
+        reporter.event("error", "cannot start", error=str(exc))
+        raise BadConfiguration(str(exc)) from exc
+    except AlleycatError as exc:
+        reporter.event("error", "cannot continue", error=str(exc))
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        reporter.close()
