@@ -16,20 +16,36 @@ class PartitionKeyStrategy(StrEnum):
     """Which partition key (and explicit hash key) a record is written with."""
 
     RANDOM = "random"
-    """A new random number per record, as the original simulator did. Spreads evenly over the
-    shards, but a rider's messages scatter over all of them: per-rider order is lost."""
     TIME = "time"
-    """The device timestamp in ms, like the IoT rule's ``${timestamp()}``. Records made in the
-    same millisecond share a shard, so synchronised riders pile onto one shard and throttle."""
     CLASS = "class"
-    """The class id. Each class is pinned to one shard and capped at that shard's 1,000
-    records/s; with 6 classes at most 6 shards carry any load, and a big class throttles."""
     RACER = "racer"
-    """The racer id. A rider's messages stay in order on one shard; MD5 spreads riders unevenly
-    when there are few riders per shard."""
     BALANCED = "balanced"
-    """The racer id, with an ExplicitHashKey that deals riders round-robin over the shards' hash
-    ranges: even load and per-rider order, but the key map must be rebuilt after resharding."""
+
+
+#: What each strategy does and what it trades away (shown by ``--help`` and the README).
+STRATEGY_TRADE_OFFS: dict[PartitionKeyStrategy, str] = {
+    PartitionKeyStrategy.RANDOM: (
+        "a new random number per record, as the original simulator did. Spreads evenly over "
+        "the shards, but a rider's messages scatter over all of them: per-rider order is lost."
+    ),
+    PartitionKeyStrategy.TIME: (
+        "the device timestamp in ms, like the IoT rule's ${timestamp()}. Records made in the "
+        "same millisecond share a shard, so synchronised riders pile onto one shard and throttle."
+    ),
+    PartitionKeyStrategy.CLASS: (
+        "the class id. Each class is pinned to one shard and capped at that shard's 1,000 "
+        "records/s; with 6 classes at most 6 shards carry load, and a big class throttles."
+    ),
+    PartitionKeyStrategy.RACER: (
+        "the racer id. A rider's messages stay in order on one shard; MD5 spreads riders "
+        "unevenly when there are few riders per shard."
+    ),
+    PartitionKeyStrategy.BALANCED: (
+        "the racer id, with an ExplicitHashKey that deals riders round-robin over the shards' "
+        "hash ranges: even load and per-rider order, but the map must be rebuilt after "
+        "resharding."
+    ),
+}
 
 
 #: Produces ``(partition_key, explicit_hash_key)`` for rider ``index`` at ``timestamp_ms``.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -73,6 +74,7 @@ class Simulation:
         rng = random.Random(config.seed)
         fleet_rng = random.Random(rng.getrandbits(64))
         self.start = clock.now()
+        self.started_wall = time.monotonic()
         count = config.fleet.riders
         keyer = make_keyer(
             config.strategy,

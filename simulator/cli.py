@@ -1,0 +1,314 @@
+"""``alleycat simulate``: drive a fleet of virtual riders into a Kinesis stream."""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import json
+import textwrap
+import time
+from typing import Any
+
+import click
+
+from simulator.batching import (
+    KINESIS_MAX_RECORD_BYTES,
+    KINESIS_MAX_RECORDS,
+    KINESIS_MAX_REQUEST_BYTES,
+    MIB,
+    BatchLimits,
+)
+from simulator.clock import Clock, ScaledClock, VirtualClock
+from simulator.errors import SimulatorError
+from simulator.fleet import FleetConfig
+from simulator.keys import STRATEGY_TRADE_OFFS, PartitionKeyStrategy
+from simulator.live import run_with_progress
+from simulator.producer import ProducerConfig
+from simulator.runner import RunResult, Simulation, SimulationConfig
+from simulator.sinks import DEFAULT_MAX_IN_FLIGHT, SinkOptions, make_dispatcher, open_sink
+
+
+def _parse_start(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            "give epoch seconds or an ISO 8601 time, e.g. 2026-11-26T18:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--riders",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Virtual riders; each sends one message per second.",
+)
+@click.option(
+    "--duration",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="Seconds of riding (300 is one race).",
+)
+@click.option(
+    "--race-seconds",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="Race length; races follow each other without a pause.",
+)
+@click.option(
+    "--classes",
+    type=click.IntRange(1, 6),
+    default=6,
+    show_default=True,
+    help="Deal riders over class ids 1..N.",
+)
+@click.option(
+    "--phase-spread",
+    type=click.IntRange(0, 1000),
+    default=1000,
+    show_default=True,
+    metavar="MS",
+    help="Spread riders' send times over this part of each second "
+    "(0 = all riders send on the whole second).",
+)
+@click.option(
+    "--partition-key",
+    "strategy",
+    type=click.Choice([s.value for s in PartitionKeyStrategy]),
+    default=PartitionKeyStrategy.RANDOM.value,
+    show_default=True,
+    help="How records are keyed onto shards (see below).",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Shards of the built-in stream (or of one made by --create-stream).",
+)
+@click.option(
+    "--stream",
+    default=None,
+    metavar="NAME",
+    help="Write to this Kinesis stream instead of the built-in model.",
+)
+@click.option("--region", envvar="AWS_REGION", default=None, help="AWS region of --stream.")
+@click.option("--profile", envvar="AWS_PROFILE", default=None, help="AWS profile to use.")
+@click.option(
+    "--endpoint-url",
+    envvar="AWS_ENDPOINT_URL",
+    default=None,
+    metavar="URL",
+    help="A Kinesis-compatible endpoint, e.g. http://127.0.0.1:4567.",
+)
+@click.option(
+    "--create-stream", is_flag=True, help="Create --stream with --shards shards if missing."
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_IN_FLIGHT,
+    show_default=True,
+    help="PutRecords requests in flight at once (real streams).",
+)
+@click.option(
+    "--flush-interval",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Send a partly filled batch after this long.",
+)
+@click.option(
+    "--record-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Drop (and count) a record not accepted within this long.",
+)
+@click.option(
+    "--max-records",
+    type=click.IntRange(1, KINESIS_MAX_RECORDS),
+    default=500,
+    show_default=True,
+    help="Records per PutRecords request.",
+)
+@click.option(
+    "--max-request-bytes",
+    type=click.IntRange(1, KINESIS_MAX_REQUEST_BYTES),
+    default=5 * MIB,
+    show_default=True,
+    help="Bytes per PutRecords request.",
+)
+@click.option(
+    "--max-record-bytes",
+    type=click.IntRange(1, KINESIS_MAX_RECORD_BYTES),
+    default=MIB,
+    show_default=True,
+    help="Bytes per record, partition key included.",
+)
+@click.option(
+    "--max-buffered",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Records held at most; when full, generation waits for the stream.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Run X times faster than real time.",
+)
+@click.option("--fast", is_flag=True, help="Run in virtual time, as fast as the CPU allows.")
+@click.option("--seed", type=int, default=None, help="Make the run repeatable.")
+@click.option(
+    "--start-time",
+    callback=_parse_start,
+    default=None,
+    metavar="TIME",
+    help="Simulated start (epoch seconds or ISO 8601); default now.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout."
+)
+def simulate(
+    riders: int,
+    duration: int,
+    race_seconds: int,
+    classes: int,
+    phase_spread: int,
+    strategy: str,
+    shards: int,
+    stream: str | None,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+    create_stream: bool,
+    max_in_flight: int,
+    flush_interval: float,
+    record_ttl: float,
+    max_records: int,
+    max_request_bytes: int,
+    max_record_bytes: int,
+    max_buffered: int,
+    speed: float | None,
+    fast: bool,
+    seed: int | None,
+    start_time: float | None,
+    as_json: bool,
+) -> None:
+    """Drive virtual riders into Kinesis with PutRecords batches.
+
+    Each rider sends the Alleycat ride message once a second, at its own phase within the
+    second. The producer packs PutRecords requests (at most 500 records, 5 MiB), sends a batch
+    when it is full or FLUSH-INTERVAL has passed, retries only the failed entries with
+    exponential backoff and jitter, and counts a record not accepted within RECORD-TTL as
+    dropped. Its buffer is bounded: a stream that cannot keep up slows generation down.
+
+    Without --stream it writes to a built-in model of a Kinesis stream: SHARDS shards split as
+    CreateStream splits them, MD5 routing, and 1,000 records/s and 1 MiB/s per shard, so it
+    throttles where Kinesis would. No AWS account is needed.
+
+    Partition keys (--partition-key), and what each trades:
+    """
+    if speed is not None and fast:
+        raise click.UsageError("choose --speed or --fast, not both")
+    try:
+        limits = BatchLimits(
+            max_records=max_records,
+            max_request_bytes=max_request_bytes,
+            max_record_bytes=max_record_bytes,
+        )
+        config = SimulationConfig(
+            fleet=FleetConfig(
+                riders=riders,
+                classes=classes,
+                race_seconds=race_seconds,
+                phase_spread_ms=phase_spread,
+            ),
+            duration=duration,
+            strategy=PartitionKeyStrategy(strategy),
+            producer=ProducerConfig(
+                limits=limits,
+                flush_interval=flush_interval,
+                record_ttl=record_ttl,
+                max_buffered=max(max_buffered, max_records),
+            ),
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    sink_options = SinkOptions(
+        stream=stream,
+        shards=shards,
+        region=region,
+        profile=profile,
+        endpoint_url=endpoint_url,
+        create_stream=create_stream,
+        max_in_flight=max_in_flight,
+    )
+    clock: Clock
+    if fast:
+        clock = VirtualClock(time.time() if start_time is None else start_time)
+    else:
+        clock = ScaledClock(start_time, speed=speed or 1.0)
+    try:
+        sink = open_sink(sink_options)
+    except SimulatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        dispatcher = make_dispatcher(sink, clock, sink_options)
+        simulation = Simulation(config, sink, clock, dispatcher=dispatcher)
+        result = run_with_progress(simulation, json_output=as_json)
+    except SimulatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        sink.close()
+    summary = _summary(simulation, result)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        from rich.console import Console
+
+        from simulator.summary import summary_table
+
+        Console().print(summary_table(summary))
+    if result.error is not None:
+        raise click.ClickException(str(result.error))
+
+
+simulate.help = inspect.cleandoc(simulate.help or "") + "".join(
+    "\n\n\b\n" + textwrap.fill(f"{strategy.value}: {trade_off}", 78, subsequent_indent="  ")
+    for strategy, trade_off in STRATEGY_TRADE_OFFS.items()
+)
+
+
+def _summary(simulation: Simulation, result: RunResult) -> dict[str, Any]:
+    config = simulation.config
+    summary = {
+        "stream": simulation.stream.name,
+        "partition_key": config.strategy.value,
+        "riders": config.fleet.riders,
+        "duration": config.duration,
+        "interrupted": result.interrupted,
+        "error": None if result.error is None else str(result.error),
+        "wall_seconds": round(time.monotonic() - simulation.started_wall, 3),
+        "simulated_seconds": round(simulation.clock.now() - simulation.start, 3),
+    }
+    summary.update(result.stats.summary())
+    return summary

@@ -1,0 +1,62 @@
+"""The end-of-run summary: a table for people, or one JSON object for machines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+
+from simulator.shards import SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND
+
+
+def summary_table(summary: dict[str, Any]) -> RenderableType:
+    """Render a run summary (:meth:`simulator.stats.RunStats.summary` plus run facts)."""
+    totals = Table(title="Run summary", show_header=False, title_justify="left")
+    totals.add_column("figure")
+    totals.add_column("value", justify="right")
+    rows = [
+        ("stream", f"{summary['stream']} ({len(summary['shards'])} shards)"),
+        ("partition key", summary["partition_key"]),
+        ("riders × seconds", f"{summary['riders']:,} × {summary['duration']:,}"),
+        ("generated", f"{summary['generated']:,}"),
+        ("delivered", f"{summary['delivered']:,}"),
+        ("throttled (attempts)", f"{summary['throttled']:,}"),
+        ("retries", f"{summary['retries']:,}"),
+        ("dropped", f"{summary['dropped']:,}"),
+        ("failed requests", f"{summary['failed_requests']:,}"),
+        ("PutRecords requests", f"{summary['batches']:,}"),
+        ("mean records per request", f"{summary['mean_batch_records']:,}"),
+        ("PUT payload units", f"{summary['put_payload_units']:,}"),
+        (
+            "latency p50 / p95 / p99",
+            "{p50:,.0f} / {p95:,.0f} / {p99:,.0f} ms".format(**summary["latency_ms"]),
+        ),
+        ("elapsed (wall)", f"{summary['wall_seconds']:,.1f} s"),
+    ]
+    if summary.get("interrupted"):
+        rows.append(("stopped early", "yes (Ctrl-C)"))
+    for name, value in rows:
+        totals.add_row(name, value)
+    shards = Table(title="Shards", title_justify="left")
+    shards.add_column("shard")
+    shards.add_column("records", justify="right")
+    shards.add_column("share", justify="right")
+    shards.add_column("MiB", justify="right")
+    shards.add_column("peak rec/s", justify="right")
+    shards.add_column("of limit", justify="right")
+    delivered = max(1, summary["delivered"])
+    for shard in summary["shards"]:
+        peak = shard["peak_records_per_s"]
+        load = max(
+            peak / SHARD_RECORDS_PER_SECOND, shard["peak_bytes_per_s"] / SHARD_BYTES_PER_SECOND
+        )
+        shards.add_row(
+            shard["shard_id"],
+            f"{shard['records']:,}",
+            f"{shard['records'] / delivered:.1%}",
+            f"{shard['bytes'] / 2**20:,.1f}",
+            f"{peak:,}",
+            f"{load:.0%}",
+        )
+    return Group(totals, shards)
