@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,17 @@ def test_choosing_mock_or_serial_imports_neither_bleak_nor_boto3() -> None:
     )
 
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"silence_timeout": 0.0},
+        {"reconnect_min_delay": 0.0},
+        {"reconnect_min_delay": 20.0, "reconnect_max_delay": 10.0},
+        {"baud": 0},
+    ],
+)
+def test_options_that_would_spin_or_never_read_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        SensorOptions(kind="serial", device="loop://", **bad)

@@ -89,6 +89,14 @@ class SensorOptions:
     reconnect_max_delay: float = 10.0
     """The longest wait between attempts to reopen a dropped link."""
 
+    def __post_init__(self) -> None:
+        if self.silence_timeout <= 0 or self.scan_timeout <= 0:
+            raise ConfigError("sensor timeouts must be positive")
+        if not 0 < self.reconnect_min_delay <= self.reconnect_max_delay:
+            raise ConfigError("reconnect delays must satisfy 0 < min <= max")
+        if self.baud is not None and self.baud <= 0:
+            raise ConfigError(f"--baud must be positive, not {self.baud}")
+
     @property
     def effective_baud(self) -> int:
         """The serial speed to use: the one given, else the kind's default."""
