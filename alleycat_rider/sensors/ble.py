@@ -151,8 +151,8 @@ def ble_error_message(exc: BaseException, target: str) -> str:
         )
     if isinstance(exc, BleakError):
         return (
-            f"Bluetooth failed with bike {target}: {exc}; check the adapter is present "
-            "and powered (`bluetoothctl show`, `bluetoothctl power on`)"
+            f"Bluetooth failed with bike {target}: {str(exc).rstrip('.')}; check the adapter "
+            "is present and powered (`bluetoothctl show`, `bluetoothctl power on`)"
         )
     if isinstance(exc, TimeoutError):
         return f"BLE bike {target} did not answer in time: wake it by pedalling and retry"
