@@ -32,6 +32,7 @@ from alleycat_rider.mqtt import (
     MqttSettings,
     PublishDone,
     Received,
+    Subscribed,
     check_credentials,
 )
 from alleycat_rider.publisher import Publisher
@@ -235,6 +236,13 @@ class Agent:
                     self._reporter.event("warning", "disconnected", reason=event.code)
             case ConnectionFailed():
                 self._connection_failed(event)
+            case Subscribed():
+                if event.granted:
+                    self._reporter.event("info", "subscribed", topic=event.topic)
+                else:
+                    self._reporter.event(
+                        "warning", "subscription refused", topic=event.topic, reason=event.code
+                    )
             case Received():
                 self._results(event.payload)
             case StopRequested():

@@ -99,6 +99,17 @@ class PublishDone:
 
 
 @dataclass(frozen=True, slots=True)
+class Subscribed:
+    """A subscription completed."""
+
+    topic: str
+    granted: bool
+    """The broker granted it."""
+    code: str
+    """The SUBACK reason or the awscrt error name."""
+
+
+@dataclass(frozen=True, slots=True)
 class Received:
     """A message arrived on a subscribed topic."""
 
@@ -106,7 +117,7 @@ class Received:
     payload: bytes
 
 
-LinkEvent = Connected | ConnectionFailed | Disconnected | PublishDone | Received
+LinkEvent = Connected | ConnectionFailed | Disconnected | PublishDone | Subscribed | Received
 EventSink = Callable[[LinkEvent], None]
 
 
@@ -272,15 +283,19 @@ class MqttLink:
         future.add_done_callback(lambda done: self._on_publish_done(token, qos, done))
 
     def subscribe(self, topic: str) -> None:
-        """Subscribe to ``topic`` at QoS 0 (standings are only worth having fresh)."""
+        """Subscribe to ``topic`` at QoS 0 (standings are only worth having fresh).
+
+        A :class:`Subscribed` event follows.
+        """
         mqtt5 = self._mqtt5
         packet = mqtt5.SubscribePacket(
             subscriptions=[mqtt5.Subscription(topic_filter=topic, qos=mqtt5.QoS.AT_MOST_ONCE)]
         )
         try:
-            self._client.subscribe(packet)
+            future = self._client.subscribe(packet)
         except Exception as exc:
             raise PublishError(f"cannot subscribe to {topic}: {exc}") from exc
+        future.add_done_callback(lambda done: self._on_subscribe_done(topic, done))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Disconnect and stop reconnecting; wait up to ``timeout`` seconds for the client."""
@@ -302,6 +317,15 @@ class MqttLink:
         reason = getattr(puback.reason_code, "name", str(puback.reason_code))
         delivered = reason in _DELIVERED
         self._sink(PublishDone(token, delivered=delivered, rejected=not delivered, code=reason))
+
+    def _on_subscribe_done(self, topic: str, future: Future[Any]) -> None:
+        exc = future.exception()
+        if exc is not None:
+            self._sink(Subscribed(topic, granted=False, code=_error_code(exc)))
+            return
+        codes = getattr(future.result(), "reason_codes", None) or []
+        code = getattr(codes[0], "name", str(codes[0])) if codes else "UNKNOWN"
+        self._sink(Subscribed(topic, granted=code.startswith("GRANTED"), code=code))
 
     def _on_publish_received(self, data: Any) -> None:
         packet = data.publish_packet
