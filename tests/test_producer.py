@@ -1,0 +1,121 @@
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.batching import BatchLimits, Record
+from simulator.producer import Backoff, Producer, ProducerConfig
+from simulator.shards import THROTTLED
+from simulator.sink import PutRecordsOutcome
+from simulator.stats import RunStats
+
+
+def _producer(**config):
+    return Producer(ProducerConfig(**config), RunStats(["shardId-000000000000"]), random.Random(1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 4000), min_size=1, max_size=1500),
+    max_records=st.integers(1, 500),
+    max_request_bytes=st.integers(4000, 60_000),
+)
+def test_batches_never_break_the_putrecords_limits(sizes, max_records, max_request_bytes):
+    limits = BatchLimits(
+        max_records=max_records, max_request_bytes=max_request_bytes, max_record_bytes=4000
+    )
+    producer = _producer(limits=limits, max_buffered=10_000, flush_interval=0.0)
+    records = [Record(b"x" * (size - 1), "k", None, 0.0) for size in sizes]
+    producer.add_many(records, now=0.0)
+    sent = []
+    while (batch := producer.take_batch(1.0, drain=True)) is not None:
+        assert 1 <= len(batch) <= max_records
+        assert sum(r.size for r in batch) <= max_request_bytes
+        sent.extend(batch)
+    assert sent == records  # every record once, in order
+
+
+def test_a_record_larger_than_the_limit_is_dropped_and_counted():
+    producer = _producer(limits=BatchLimits(max_record_bytes=100))
+    producer.add_many([Record(b"x" * 200, "k", None, 0.0)], now=0.0)
+    assert producer.stats.dropped_oversized == 1
+    assert producer.stats.generated == 1
+    assert producer.take_batch(5.0, drain=True) is None
+
+
+def test_a_partly_filled_batch_waits_for_the_flush_interval():
+    producer = _producer(flush_interval=1.0)
+    producer.add_many([Record(b"x", "k", None, 0.0) for _ in range(10)], now=0.0)
+    assert producer.take_batch(0.5) is None
+    assert producer.next_deadline() == 1.0
+    batch = producer.take_batch(1.0)
+    assert batch is not None and len(batch) == 10
+
+
+def test_a_full_batch_goes_at_once():
+    producer = _producer(flush_interval=10.0)
+    producer.add_many([Record(b"x", "k", None, 0.0) for _ in range(501)], now=0.0)
+    batch = producer.take_batch(0.0)
+    assert batch is not None and len(batch) == 500
+
+
+def _throttle_all(batch):
+    n = len(batch)
+    return PutRecordsOutcome(
+        failed_record_count=n,
+        shard_ids=[None] * n,
+        sequence_numbers=[None] * n,
+        error_codes=[THROTTLED] * n,
+    )
+
+
+def test_only_failed_entries_are_retried_after_a_backoff():
+    producer = _producer(flush_interval=0.0, backoff=Backoff(base=0.1, cap=1.0))
+    producer.add_many([Record(b"x", str(i), None, 0.0) for i in range(4)], now=0.0)
+    batch = producer.take_batch(0.0)
+    assert batch is not None
+    outcome = PutRecordsOutcome(
+        failed_record_count=1,
+        shard_ids=["shardId-000000000000", None, "shardId-000000000000", "shardId-000000000000"],
+        sequence_numbers=["1", None, "2", "3"],
+        error_codes=[None, THROTTLED, None, None],
+    )
+    producer.settle(batch, outcome, now=0.05)
+    assert producer.stats.delivered == 3 and producer.stats.throttled == 1
+    retry_at = producer.next_deadline()
+    assert retry_at is not None and 0.05 <= retry_at <= 0.25
+    retry = producer.take_batch(retry_at)
+    assert retry is not None and [r.partition_key for r in retry] == ["1"]
+    assert retry[0].attempts == 2 and producer.stats.retries == 1
+
+
+def test_a_record_never_accepted_is_dropped_after_its_ttl_and_counted():
+    producer = _producer(flush_interval=0.0, record_ttl=3.0)
+    producer.add_many([Record(b"x", "k", None, 0.0) for _ in range(5)], now=0.0)
+    now = 0.0
+    while producer.pending:
+        batch = producer.take_batch(now)
+        if batch:
+            producer.settle(batch, _throttle_all(batch), now)
+        now += 0.05
+        assert now < 10, "records must not be retried past their TTL"
+    stats = producer.stats
+    assert stats.dropped_expired == 5 and stats.delivered == 0 and stats.throttled >= 5
+    assert now <= 3.2
+
+
+def test_a_failed_request_retries_every_entry():
+    producer = _producer(flush_interval=0.0)
+    producer.add_many([Record(b"x", "k", None, 0.0) for _ in range(3)], now=0.0)
+    batch = producer.take_batch(0.0)
+    assert batch is not None
+    producer.fail_request(batch, now=0.0)
+    assert producer.stats.failed_requests == 1
+    assert producer.pending == 3 and producer.in_flight == 0
+
+
+def test_the_buffer_is_bounded():
+    producer = _producer(max_buffered=600)
+    assert producer.room() == 600
+    producer.add_many([Record(b"x", "k", None, 0.0) for _ in range(600)], now=0.0)
+    assert producer.room() == 0
