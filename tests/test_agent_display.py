@@ -1,0 +1,107 @@
+"""What the rider sees: the panel, and the JSON log lines an operator reads."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from alleycat_rider.display import (
+    AgentStatus,
+    JsonLogReporter,
+    make_reporter,
+    render_panel,
+    standings_text,
+)
+from alleycat_rider.standings import Standings
+
+
+def standings(place: int | None, riders: int = 14) -> Standings:
+    return Standings(
+        race_id="race-1",
+        class_id=1,
+        timestamp_ms=0,
+        riders=riders,
+        place=place,
+        output=150.0,
+        leader_output=160.0,
+    )
+
+
+def render(status: AgentStatus) -> str:
+    console = Console(width=100, color_system=None, record=True, file=io.StringIO())
+    console.print(render_panel(status))
+    return console.export_text()
+
+
+def test_the_panel_shows_the_ride_the_link_the_spool_and_the_place() -> None:
+    status = AgentStatus(
+        name="Ada",
+        racer_id=101,
+        class_id=2,
+        cadence=72.5,
+        resistance=50.0,
+        output=123.4,
+        race_id=5985743,
+        second=42,
+        connection="offline",
+        spool_depth=17,
+        sent=40,
+        acked=30,
+        standings=standings(2),
+    )
+    text = render(status)
+    for expected in (
+        "Ada #101, class 2", "72.5 rpm", "50.0", "123.4", "42/300", "5985743", "offline",
+        "17 queued", "2nd of 14 (leader 160.0)", "40 (30 acked, 0 dropped)",
+    ):  # fmt: skip
+        assert expected in text, expected
+
+
+def test_the_panel_before_the_first_second_has_placeholders() -> None:
+    text = render(AgentStatus(name="Bo", racer_id=1, class_id=1, qos=0))
+    assert "connecting" in text
+    assert "no results yet" in text
+    assert "QoS 0, not spooled" in text
+
+
+def test_places_read_as_ordinals() -> None:
+    assert standings_text(standings(1)).startswith("1st of")
+    assert standings_text(standings(3)).startswith("3rd of")
+    assert standings_text(standings(11)).startswith("11th of")
+    assert standings_text(standings(22)).startswith("22nd of")
+    assert standings_text(standings(None, riders=5)) == "not placed yet, 5 riders"
+
+
+def test_a_json_log_line_has_timestamp_level_service_message_and_fields() -> None:
+    out = io.StringIO()
+    reporter = JsonLogReporter(out, clock=lambda: 1764186600.123)
+    reporter.event("warning", "disconnected", reason="AWS_ERROR_MQTT_UNEXPECTED_HANGUP")
+    reporter.event("debug", "message", uuid="u")  # below the level: not written
+    (line,) = out.getvalue().splitlines()
+    assert json.loads(line) == {
+        "timestamp": "2025-11-26T19:50:00.123Z",
+        "level": "warning",
+        "service": "alleycat-rider",
+        "message": "disconnected",
+        "reason": "AWS_ERROR_MQTT_UNEXPECTED_HANGUP",
+    }
+
+
+def test_status_lines_come_at_the_status_interval() -> None:
+    out = io.StringIO()
+    now = [0.0]
+    reporter = JsonLogReporter(out, status_interval=60, monotonic=lambda: now[0])
+    status = AgentStatus(name="Ada", racer_id=101, class_id=1, spool_depth=3)
+    for second in range(121):
+        now[0] = float(second)
+        reporter.update(status)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["status", "status"]
+    assert lines[0]["spool_depth"] == 3
+
+
+def test_without_a_terminal_the_agent_logs_json_lines() -> None:
+    reporter = make_reporter("auto", level="info", status_interval=0, stream=io.StringIO())
+    assert isinstance(reporter, JsonLogReporter)

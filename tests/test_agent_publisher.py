@@ -1,0 +1,167 @@
+"""The publisher: spool first, a bounded in-flight window, resend after a lost connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from alleycat_rider.mqtt import PublishDone
+from alleycat_rider.publisher import Publisher
+from alleycat_rider.spool import Spool
+
+
+class RecordingLink:
+    """A link that records publishes; the test completes them."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[bytes, int, int]] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int, token: int) -> None:
+        assert topic == "t"
+        self.published.append((payload, qos, token))
+
+    def payloads(self) -> list[bytes]:
+        return [payload for payload, _, _ in self.published]
+
+    def tokens(self) -> list[int]:
+        return [token for _, _, token in self.published]
+
+
+def ack(token: int) -> PublishDone:
+    return PublishDone(token, delivered=True, rejected=False, code="SUCCESS")
+
+
+def fail(token: int) -> PublishDone:
+    return PublishDone(
+        token, delivered=False, rejected=False, code="AWS_ERROR_MQTT5_USER_REQUESTED_STOP"
+    )
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    with Spool(tmp_path / "spool.db", max_messages=100) as spool:
+        yield spool
+
+
+def submit(publisher: Publisher, *numbers: int) -> None:
+    for n in numbers:
+        publisher.submit(f"u{n}", f"m{n}".encode())
+
+
+def test_qos1_messages_are_spooled_while_offline_and_sent_in_order_on_connect(
+    spool: Spool,
+) -> None:
+    link = RecordingLink()
+    publisher = Publisher(link, topic="t", qos=1, spool=spool, window=10)
+    submit(publisher, 0, 1, 2)
+    assert link.published == []
+    assert publisher.spool_depth == 3
+    publisher.on_connected()
+    assert link.payloads() == [b"m0", b"m1", b"m2"]
+    for token in link.tokens():
+        publisher.on_publish_done(ack(token))
+    assert publisher.spool_depth == 0
+    assert publisher.counters.acked == 3
+    assert publisher.settled
+
+
+def test_no_more_than_the_window_is_in_flight(spool: Spool) -> None:
+    link = RecordingLink()
+    publisher = Publisher(link, topic="t", qos=1, spool=spool, window=3)
+    submit(publisher, *range(8))
+    publisher.on_connected()
+    assert link.payloads() == [b"m0", b"m1", b"m2"]
+    assert publisher.in_flight == 3
+    publisher.on_publish_done(ack(link.tokens()[0]))
+    assert link.payloads()[3:] == [b"m3"]
+    submit(publisher, 8)
+    assert publisher.in_flight == 3
+    assert len(link.published) == 4
+
+
+def test_a_lost_connection_sends_everything_unacknowledged_again_oldest_first(
+    spool: Spool,
+) -> None:
+    link = RecordingLink()
+    publisher = Publisher(link, topic="t", qos=1, spool=spool, window=10)
+    publisher.on_connected()
+    submit(publisher, 0, 1, 2)
+    first = link.tokens()
+    publisher.on_publish_done(ack(first[0]))
+    publisher.on_disconnected()
+    for token in first[1:]:  # the SDK fails what was in flight
+        publisher.on_publish_done(fail(token))
+    submit(publisher, 3)
+    assert len(link.published) == 3
+    publisher.on_connected()
+    assert link.payloads()[3:] == [b"m1", b"m2", b"m3"]
+    assert publisher.counters.retried == 2
+    assert publisher.counters.sent == 6
+
+
+def test_a_late_puback_from_a_lost_connection_still_removes_the_message(spool: Spool) -> None:
+    link = RecordingLink()
+    publisher = Publisher(link, topic="t", qos=1, spool=spool)
+    publisher.on_connected()
+    submit(publisher, 0)
+    publisher.on_disconnected()
+    publisher.on_publish_done(ack(link.tokens()[0]))
+    assert publisher.spool_depth == 0
+    assert publisher.counters.acked == 1
+
+
+def test_a_failed_publish_on_a_live_connection_is_sent_again(spool: Spool) -> None:
+    link = RecordingLink()
+    publisher = Publisher(link, topic="t", qos=1, spool=spool)
+    publisher.on_connected()
+    submit(publisher, 0, 1)
+    publisher.on_publish_done(fail(link.tokens()[0]))
+    assert link.payloads() == [b"m0", b"m1", b"m0"]
+    assert publisher.counters.retried == 1
+
+
+def test_a_rejected_message_leaves_the_spool_and_is_counted(spool: Spool) -> None:
+    link = RecordingLink()
+    publisher = Publisher(link, topic="t", qos=1, spool=spool)
+    publisher.on_connected()
+    submit(publisher, 0)
+    token = link.tokens()[0]
+    publisher.on_publish_done(
+        PublishDone(token, delivered=False, rejected=True, code="NOT_AUTHORIZED")
+    )
+    assert publisher.spool_depth == 0
+    assert publisher.counters.rejected == 1
+    assert publisher.counters.acked == 0
+
+
+def test_a_full_spool_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
+    link = RecordingLink()
+    with Spool(tmp_path / "spool.db", max_messages=3) as spool:
+        publisher = Publisher(link, topic="t", qos=1, spool=spool)
+        submit(publisher, *range(5))
+        assert publisher.counters.dropped == 2
+        publisher.on_connected()
+    assert link.payloads() == [b"m2", b"m3", b"m4"]
+
+
+def test_qos0_messages_are_dropped_while_offline_and_never_spooled() -> None:
+    link = RecordingLink()
+    publisher = Publisher(link, topic="t", qos=0, spool=None)
+    submit(publisher, 0)
+    publisher.on_connected()
+    submit(publisher, 1)
+    assert link.published == [(b"m1", 0, link.tokens()[0])]
+    publisher.on_publish_done(ack(link.tokens()[0]))
+    publisher.on_disconnected()
+    submit(publisher, 2)
+    assert publisher.counters.dropped == 2
+    assert publisher.counters.acked == 1
+    assert publisher.counters.produced == 3
+    assert publisher.spool_depth == 0
+
+
+def test_qos1_needs_a_spool() -> None:
+    with pytest.raises(ValueError):
+        Publisher(RecordingLink(), topic="t", qos=1, spool=None)
