@@ -228,7 +228,8 @@ def test_ble_sensor_that_reaches_no_bike_fails_to_start_with_advice() -> None:
 
 
 class ScriptedLinkSensor(BleSensor):
-    """A BLE sensor whose radio link follows a script: ``up`` connects, ``missing`` fails."""
+    """A BLE sensor whose radio link follows a script: ``up`` connects, ``missing`` fails,
+    ``hang`` never finishes."""
 
     def __init__(self, options: SensorOptions, script: list[str], clock: Clock) -> None:
         super().__init__(options, clock=clock)
@@ -246,6 +247,8 @@ class ScriptedLinkSensor(BleSensor):
         step = self.script.pop(0)
         if step == "missing":
             raise BleakDeviceNotFoundError("AA:BB:CC:DD:EE:FF")
+        if step == "hang":  # a scan or connect that takes its time
+            await asyncio.Event().wait()
         dropped = asyncio.Event()
         loop = asyncio.get_running_loop()
         self._drop = lambda: loop.call_soon_threadsafe(dropped.set)
@@ -290,4 +293,19 @@ def test_bike_missing_at_start_fails_start_and_leaves_no_thread() -> None:
     with pytest.raises(SensorError, match="wake it by pedalling"):
         sensor.start()
     sensor.close()
+    assert not sensor_threads()
+
+
+def test_closing_while_reconnecting_stops_at_once() -> None:
+    options = SensorOptions(kind="ble", address="AA:BB:CC:DD:EE:FF", reconnect_min_delay=0.01)
+    sensor = ScriptedLinkSensor(options, ["up", "hang"], Clock())
+    sensor.start()
+    sensor.drop_link()
+    wait_until(lambda: sensor.script == [])
+
+    closer = threading.Thread(target=sensor.close)
+    closer.start()
+    closer.join(timeout=10)
+
+    assert not closer.is_alive()
     assert not sensor_threads()

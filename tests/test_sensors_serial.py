@@ -125,6 +125,8 @@ def test_line_sensor_reads_what_the_bike_writes(pty: Pty) -> None:
 
         assert sensor.read(NOW + 1) == Reading(73.5, 41.0, NOW)
         assert sensor.stats.malformed == 0
+    assert not [t for t in threading.enumerate() if t.name == "alleycat-serial-sensor"]
+    sensor.close()  # a second close does nothing
 
 
 def test_line_sensor_counts_and_skips_garbage(pty: Pty) -> None:
