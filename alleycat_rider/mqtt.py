@@ -158,7 +158,7 @@ def _read_pem(path: Path, what: str, option: str, markers: tuple[str, ...]) -> N
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
-        raise CertificateError(f"{what} {path} does not exist: pass {option}") from None
+        raise CertificateError(f"the {what} {path} does not exist: check {option}") from None
     except OSError as exc:
         raise CertificateError(f"cannot read the {what} {path}: {exc.strerror}") from exc
     if not any(f"-----BEGIN {marker}" in text for marker in markers):

@@ -1,0 +1,115 @@
+"""`alleycat ride` on the command line: help, and one clear line for each mistake a user makes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from alleycat.cli import cli
+from alleycat_rider.cli import ride
+
+LOCAL = ["--endpoint", "127.0.0.1", "--racer-id", "7", "--log-format", "json"]
+
+
+def run(args: list[str], tmp_path: Path) -> tuple[int, str, str]:
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["ride", *args, "--spool", str(tmp_path / "spool.db")], env={"HOME": str(tmp_path)}
+    )
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_every_option_of_ride_has_help() -> None:
+    missing = [
+        param.name for param in ride.params if isinstance(param, click.Option) and not param.help
+    ]
+    assert missing == []
+    result = CliRunner().invoke(cli, ["ride", "--help"])
+    assert result.exit_code == 0
+    assert "ALLEYCAT_<NAME>" in result.output
+    assert "--results-topic" in result.output
+
+
+def test_a_missing_certificate_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    args = ["--endpoint", "iot.example.com", "--racer-id", "7"]
+    args += ["--cert", str(tmp_path / "nope.crt"), "--key", str(tmp_path / "nope.key")]
+    code, _, stderr = run(args, tmp_path)
+    assert code == 1
+    assert (
+        stderr
+        == f"Error: the device certificate {tmp_path / 'nope.crt'} does not exist: check --cert\n"
+    )
+
+
+def test_a_key_that_is_not_pem_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    cert = tmp_path / "d.crt"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    key = tmp_path / "d.key"
+    key.write_text("hello")
+    code, _, stderr = run(["--endpoint", "iot.example.com", "--racer-id", "7",
+                           "--cert", str(cert), "--key", str(key)], tmp_path)  # fmt: skip
+    assert code == 1
+    assert stderr == f"Error: the private key {key} is not a PEM file (--key)\n"
+
+
+def test_an_unknown_serial_device_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    code, stdout, stderr = run([*LOCAL, "--sensor", "serial", "--device", "/dev/ttyNOPE"], tmp_path)
+    assert code == 1
+    assert stderr.startswith("Error: serial device /dev/ttyNOPE does not exist")
+    assert stderr.count("\n") == 1
+    assert '"level":"error"' in stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--racer-id", "7"], "missing endpoint"),
+        (["--endpoint", "iot.example.com", "--racer-id", "7"], "pass --cert and --key"),
+        ([*LOCAL, "--name", "FarTooLongName"], "name must be 1 to 8 characters"),
+        ([*LOCAL, "--sensor", "serial"], "--sensor serial needs --device"),
+    ],
+)
+def test_bad_configuration_is_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, _, stderr = run(args, tmp_path)
+    assert code == 2
+    assert stderr.startswith("Error: ") and message in stderr
+    assert stderr.count("\n") == 1
+
+
+def test_a_bad_config_file_is_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "rider.toml"
+    config.write_text('endpoint = "127.0.0.1"\nracer_id = 7\ncolour = "red"\n')
+    code, _, stderr = run(["--config", str(config)], tmp_path)
+    assert code == 2
+    assert "unknown setting 'colour'" in stderr
+
+
+def test_a_bad_flag_value_is_a_usage_error(tmp_path: Path) -> None:
+    code, _, stderr = run([*LOCAL, "--qos", "2"], tmp_path)
+    assert code == 2
+    assert "Invalid value for '--qos'" in stderr
+
+
+def test_the_agent_imports_neither_boto3_nor_the_simulator_nor_rich() -> None:
+    modules = [
+        "alleycat.cli", "alleycat_rider.cli", "alleycat_rider.agent", "alleycat_rider.mqtt",
+        "alleycat_rider.publisher", "alleycat_rider.spool", "alleycat_rider.display",
+        "alleycat_rider.config", "alleycat_rider.standings", "alleycat_rider.schedule",
+    ]  # fmt: skip
+    code = (
+        f"import sys\nfor name in {modules!r}:\n    __import__(name)\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'boto3', 'botocore', 'simulator', 'rich', 'awscrt', 'awsiot'})\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == ""
