@@ -160,6 +160,39 @@ def test_ftms_parser_raises_only_frame_error(data: bytes) -> None:
     assert parse_indoor_bike_data(encode_indoor_bike_data(record)) == record
 
 
+def _optional(strategy: st.SearchStrategy[int | float]) -> st.SearchStrategy[int | float | None]:
+    return st.none() | strategy
+
+
+@st.composite
+def indoor_bike_records(draw: st.DrawFn) -> IndoorBikeData:
+    more_data = draw(st.booleans())
+    energy = draw(st.booleans())
+    return IndoorBikeData(
+        more_data=more_data,
+        speed_kmh=None if more_data else draw(st.integers(0, 0xFFFF)) / 100,
+        average_speed_kmh=draw(_optional(st.integers(0, 0xFFFF).map(lambda v: v / 100))),
+        cadence_rpm=draw(_optional(st.integers(0, 0xFFFF).map(lambda v: v / 2))),
+        average_cadence_rpm=draw(_optional(st.integers(0, 0xFFFF).map(lambda v: v / 2))),
+        distance_m=draw(st.none() | st.integers(0, 0xFFFFFF)),
+        resistance=draw(_optional(st.integers(-0x8000, 0x7FFF).map(float))),
+        power_w=draw(st.none() | st.integers(-0x8000, 0x7FFF)),
+        average_power_w=draw(st.none() | st.integers(-0x8000, 0x7FFF)),
+        total_energy_kcal=draw(st.integers(0, 0xFFFE)) if energy else None,
+        energy_per_hour_kcal=draw(st.none() | st.integers(0, 0xFFFE)) if energy else None,
+        energy_per_minute_kcal=draw(st.none() | st.integers(0, 0xFE)) if energy else None,
+        heart_rate_bpm=draw(st.none() | st.integers(0, 0xFF)),
+        metabolic_equivalent=draw(_optional(st.integers(0, 0xFF).map(lambda v: v / 10))),
+        elapsed_time_s=draw(st.none() | st.integers(0, 0xFFFF)),
+        remaining_time_s=draw(st.none() | st.integers(0, 0xFFFF)),
+    )
+
+
+@given(indoor_bike_records())
+def test_any_indoor_bike_record_round_trips(record: IndoorBikeData) -> None:
+    assert parse_indoor_bike_data(encode_indoor_bike_data(record)) == record
+
+
 # --- CSC --------------------------------------------------------------------------------------
 
 
