@@ -28,8 +28,9 @@ CLASS_IDS = range(1, 7)
 #: The analytics schema stores names as VARCHAR(8).
 MAX_NAME_LENGTH = 8
 
-_UUID4_VERSION_BITS = (4 << 76) | (0b10 << 62)
-_UUID4_CLEAR_MASK = ~((0xF << 76) | (0b11 << 62)) & ((1 << 128) - 1)
+#: Bits a random 128-bit number is forced to and cleared of to make it a version 4 UUID.
+UUID4_VERSION_BITS = (4 << 76) | (0b10 << 62)
+UUID4_CLEAR_MASK = ~((0xF << 76) | (0b11 << 62)) & ((1 << 128) - 1)
 _UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 FIELDS = (
@@ -71,7 +72,7 @@ def race_id(epoch_ms: int) -> int:
 
 def uuid4(rng: random.Random) -> str:
     """A random (version 4) UUID drawn from ``rng``, so a seeded run repeats exactly."""
-    value = (rng.getrandbits(128) & _UUID4_CLEAR_MASK) | _UUID4_VERSION_BITS
+    value = (rng.getrandbits(128) & UUID4_CLEAR_MASK) | UUID4_VERSION_BITS
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -66,6 +66,7 @@ class Record:
         explicit_hash_key: str | None,
         generated_at: float,
         rider: int = -1,
+        enqueued_at: float | None = None,
         messages: int = 1,
     ) -> None:
         self.data = data
@@ -76,7 +77,7 @@ class Record:
         #: Simulation time (epoch seconds) the rider produced the message.
         self.generated_at = generated_at
         #: When the producer took the record in; the record TTL counts from here.
-        self.enqueued_at = generated_at
+        self.enqueued_at = generated_at if enqueued_at is None else enqueued_at
         #: Index of the virtual rider that produced it (-1 when not one rider's).
         self.rider = rider
         #: PutRecords attempts so far.

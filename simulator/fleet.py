@@ -7,13 +7,14 @@ simulation time, as Kinesis records ready for the producer.
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
 
 from alleycat_rider.message import (
-    _UUID4_CLEAR_MASK,
-    _UUID4_VERSION_BITS,
     DEFAULT_RACE_SECONDS,
+    UUID4_CLEAR_MASK,
+    UUID4_VERSION_BITS,
     MessageEncoder,
     RacePosition,
     RideEvent,
@@ -66,9 +67,13 @@ def rider_name(index: int) -> str:
 class VirtualRider:
     """One simulated rider: identity, legs, and the offset in each second it sends at."""
 
-    __slots__ = ("identity", "model", "encoder", "phase_ms", "best_output")
+    __slots__ = ("index", "identity", "model", "encoder", "phase_ms", "best_output")
 
-    def __init__(self, identity: RiderIdentity, model: RiderModel, phase_ms: int) -> None:
+    def __init__(
+        self, index: int, identity: RiderIdentity, model: RiderModel, phase_ms: int
+    ) -> None:
+        #: Position in the fleet (what keyers and stats call the rider).
+        self.index = index
         self.identity = identity
         self.model = model
         self.encoder = MessageEncoder(identity)
@@ -110,10 +115,13 @@ class Fleet:
             )
             model = RiderModel(RiderProfile.draw(rng), config.bounds)
             phase = int(rng.random() * spread)
-            riders.append(VirtualRider(identity, model, phase))
-        #: Riders in the order they send within a second.
+            riders.append(VirtualRider(i, identity, model, phase))
         self.riders = riders
-        self._order = sorted(range(len(riders)), key=lambda i: riders[i].phase_ms)
+        #: Riders in the order they send within a second, and their offsets in it.
+        self._by_phase = sorted(riders, key=lambda r: r.phase_ms)
+        self._phases = [r.phase_ms for r in self._by_phase]
+        # UUIDs draw from their own generator, so riders' behaviour does not depend on them.
+        self._uuid_rng = random.Random(rng.getrandbits(64))
         self._tick = 0
         self._cursor = 0
         self._position: RacePosition = race_position(self._start_ms, 0, config.race_seconds)
@@ -136,8 +144,7 @@ class Fleet:
         """Simulation time of the next message, or None when done."""
         if self.done:
             return None
-        rider = self.riders[self._order[self._cursor]]
-        return (self._start_ms + self._tick * 1000 + rider.phase_ms) / 1000
+        return (self._start_ms + self._tick * 1000 + self._phases[self._cursor]) / 1000
 
     def emit_until(self, now: float, out: list[Record], limit: int) -> int:
         """Produce every message due by ``now``, at most ``limit``, appending each to ``out``.
@@ -145,57 +152,67 @@ class Fleet:
         Returns how many were produced. Messages held back by ``limit`` keep their scheduled
         timestamps and come out on a later call, late.
         """
+        count = 0
+        n = len(self._by_phase)
         now_ms = now * 1000
-        start_ms = self._start_ms
-        riders, order = self.riders, self._order
-        count, n = 0, len(order)
-        rng, keyer = self._rng, self._keyer
-        getrandbits = rng.getrandbits
-        race_seconds = self.config.race_seconds
-        tick, cursor, position = self._tick, self._cursor, self._position
-        second_ms = start_ms + tick * 1000
-        event, second, race = str(position.event), position.second, position.race_id
-        append = out.append
-        duration = self.duration
-        # The hot loop of the simulator: locals only, one message per pass.
-        while count < limit:
-            index = order[cursor]
-            rider = riders[index]
-            timestamp_ms = second_ms + rider.phase_ms
-            if timestamp_ms > now_ms:
+        while count < limit and self._tick < self.duration:
+            second_ms = self._start_ms + self._tick * 1000
+            due = bisect.bisect_right(self._phases, now_ms - second_ms)
+            end = min(due, self._cursor + limit - count)
+            if end <= self._cursor:
                 break
+            self._emit_slice(self._cursor, end, second_ms, now, out)
+            count += end - self._cursor
+            self._cursor = end
+            if end < n:
+                break
+            self._cursor = 0
+            self._tick += 1
+            if self._tick < self.duration:
+                self._position = race_position(self._start_ms, self._tick, self.config.race_seconds)
+                if self._position.second == 1:
+                    self._start_race()
+        self.race = self._position
+        self.generated += count
+        return count
+
+    def _emit_slice(self, lo: int, hi: int, second_ms: int, now: float, out: list[Record]) -> None:
+        """The messages of riders ``lo:hi`` (in phase order) for the second at ``second_ms``.
+
+        This is the simulator's hot path: one pass per message, locals only.
+        """
+        riders = self._by_phase[lo:hi]
+        rng = self._rng
+        getrandbits = self._uuid_rng.getrandbits
+        position = self._position
+        event, second, race = str(position.event), position.second, position.race_id
+        keyer = self._keyer
+        for rider in riders:
+            timestamp_ms = second_ms + rider.phase_ms
             cadence, resistance = rider.model.step(rng)
             power = (cadence + 35) * (resistance + 65) / 100
             if power > rider.best_output:
                 rider.best_output = power
-            h = f"{(getrandbits(128) & _UUID4_CLEAR_MASK) | _UUID4_VERSION_BITS:032x}"
-            data = rider.encoder.encode(
-                f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                event,
-                timestamp_ms,
-                second,
-                race,
-                cadence,
-                resistance,
+            h = f"{(getrandbits(128) & UUID4_CLEAR_MASK) | UUID4_VERSION_BITS:032x}"
+            key, explicit = keyer(rider.index, timestamp_ms)
+            out.append(
+                Record(
+                    rider.encoder.encode(
+                        f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
+                        event,
+                        timestamp_ms,
+                        second,
+                        race,
+                        cadence,
+                        resistance,
+                    ),
+                    key,
+                    explicit,
+                    timestamp_ms / 1000,
+                    rider.index,
+                    now,
+                )
             )
-            key, explicit = keyer(index, timestamp_ms)
-            append(Record(data, key, explicit, timestamp_ms / 1000, index))
-            count += 1
-            cursor += 1
-            if cursor == n:
-                cursor = 0
-                tick += 1
-                second_ms += 1000
-                if tick >= duration:
-                    break
-                position = race_position(start_ms, tick, race_seconds)
-                event, second, race = str(position.event), position.second, position.race_id
-                if second == 1:
-                    self._start_race()
-        self._tick, self._cursor, self._position = tick, cursor, position
-        self.race = position
-        self.generated += count
-        return count
 
     def _start_race(self) -> None:
         for rider in self.riders:

@@ -83,19 +83,9 @@ class Producer:
         return max(0, self.config.max_buffered - self.pending)
 
     def add_many(self, records: list[Record], now: float) -> None:
-        """Take new records in; one too large for Kinesis is counted as dropped."""
-        max_size = self.config.limits.max_record_bytes
-        fresh = self._fresh
-        total = 0
-        for record in records:
-            size = record.size
-            if size > max_size:
-                self.stats.dropped_oversized += 1
-                continue
-            record.enqueued_at = now
-            fresh.append(record)
-            total += size
-        self._fresh_bytes += total
+        """Take new records in; the TTL of each counts from its ``enqueued_at``."""
+        self._fresh.extend(records)
+        self._fresh_bytes += sum([record.size for record in records])
         self.stats.record_generated(now, len(records))
 
     def next_deadline(self) -> float | None:
@@ -139,8 +129,15 @@ class Producer:
             self.stats.retries += 1
             batch.append(record)
             size += record.size
+        max_record_bytes = limits.max_record_bytes
         while fresh and len(batch) < limits.max_records:
             record = fresh[0]
+            if record.size > max_record_bytes:
+                # Kinesis would reject the whole request: drop the record, and say so.
+                fresh.popleft()
+                self._fresh_bytes -= record.size
+                self.stats.dropped_oversized += 1
+                continue
             if size + record.size > limits.max_request_bytes:
                 break
             fresh.popleft()

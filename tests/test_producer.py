@@ -37,10 +37,11 @@ def test_batches_never_break_the_putrecords_limits(sizes, max_records, max_reque
 
 def test_a_record_larger_than_the_limit_is_dropped_and_counted():
     producer = _producer(limits=BatchLimits(max_record_bytes=100))
-    producer.add_many([Record(b"x" * 200, "k", None, 0.0)], now=0.0)
+    producer.add_many([Record(b"x" * 200, "k", None, 0.0), Record(b"y", "k", None, 0.0)], 0.0)
+    batch = producer.take_batch(5.0, drain=True)
+    assert batch is not None and [r.data for r in batch] == [b"y"]
     assert producer.stats.dropped_oversized == 1
-    assert producer.stats.generated == 1
-    assert producer.take_batch(5.0, drain=True) is None
+    assert producer.stats.generated == 2
 
 
 def test_a_partly_filled_batch_waits_for_the_flush_interval():

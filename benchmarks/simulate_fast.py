@@ -1,0 +1,50 @@
+"""Records per second of ``alleycat simulate --fast`` on the built-in stream, on one core.
+
+Runs the real command in a subprocess (10,000 riders for 60 s by default, enough shards that
+nothing throttles) and prints records/s from its own summary and CPU time.
+
+    .venv/bin/python benchmarks/simulate_fast.py [--riders N] [--duration S] [--shards N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--riders", type=int, default=10_000)
+    parser.add_argument("--duration", type=int, default=60)
+    parser.add_argument("--shards", type=int, default=16)
+    parser.add_argument("--partition-key", default="random")
+    args = parser.parse_args()
+    command = [
+        sys.executable, "-m", "alleycat", "simulate", "--fast", "--json", "--seed", "1",
+        "--riders", str(args.riders), "--duration", str(args.duration),
+        "--shards", str(args.shards), "--partition-key", args.partition_key,
+    ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    summary = json.loads(completed.stdout)
+    run_wall = summary["wall_seconds"]
+    print(f"riders {args.riders:,} x {args.duration} s, {args.shards} shards, "
+          f"key {args.partition_key}")  # fmt: skip
+    print(f"generated {summary['generated']:,}  delivered {summary['delivered']:,}  "
+          f"throttled {summary['throttled']:,}  dropped {summary['dropped']:,}")  # fmt: skip
+    print(f"run loop: {run_wall:.2f} s wall -> {summary['generated'] / run_wall:,.0f} records/s")
+    print(f"whole process: {wall:.2f} s wall, {cpu:.2f} s CPU "
+          f"-> {summary['generated'] / wall:,.0f} records/s, peak RSS "
+          f"{after.ru_maxrss / 1024:.0f} MiB")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

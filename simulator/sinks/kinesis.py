@@ -1,0 +1,438 @@
+"""A real Kinesis stream through boto3: the only module of the simulator that imports boto3.
+
+:class:`KinesisSink` writes PutRecords requests to AWS or to any Kinesis-compatible endpoint
+(kinesalite, moto, LocalStack). Entries that fail inside a successful response are handed back to
+the producer, which retries only those. A request that fails as a whole is translated once, here,
+by :func:`translate_error`: into :class:`~simulator.errors.RetryableSinkError` when the same
+request may pass later (throttling of the API, timeouts, connection errors, 5xx), or into
+:class:`~simulator.errors.FatalSinkError` with one line saying what to do.
+
+botocore's own retries are switched off (``total_max_attempts=1``): a retry inside botocore would
+be invisible to the run's counters (``failed_requests``, ``retries``), would hold a pipeline slot
+through its own backoff, and would retry throttling the producer already paces with jitter.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+
+from simulator.batching import Record
+from simulator.errors import FatalSinkError, RetryableSinkError, SinkError
+from simulator.shards import Shard
+from simulator.sink import PutRecordsOutcome, StreamDescription
+from simulator.sinks import SinkOptions
+
+#: Region assumed for a local endpoint when none is configured (local servers ignore it).
+LOCAL_DEFAULT_REGION = "us-east-1"
+#: Seconds to wait for a stream to become ACTIVE (AWS usually takes well under a minute).
+DEFAULT_ACTIVE_TIMEOUT = 300.0
+#: Attempts at the calls that open a stream, when they fail in a way that can pass.
+OPEN_ATTEMPTS = 4
+
+#: Error codes of a whole request that may pass if sent again later.
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "KMSThrottlingException",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+#: Error codes that mean the credentials themselves were refused.
+CREDENTIAL_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+        "InvalidClientTokenId",
+        "MissingAuthenticationToken",
+        "ExpiredToken",
+        "ExpiredTokenException",
+    }
+)
+NO_CREDENTIALS = (
+    "no AWS credentials found: set AWS_PROFILE or run `aws configure` "
+    "(a local endpoint takes any, e.g. AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test)"
+)
+
+
+def translate_error(exc: Exception, *, stream: str, endpoint: str | None = None) -> SinkError:
+    """The simulator's error for a botocore failure of a call about ``stream``.
+
+    Args:
+        exc: What boto3 raised.
+        stream: The stream the call was about.
+        endpoint: The endpoint called, named in connection errors.
+    """
+    where = endpoint or "the Kinesis endpoint"
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return FatalSinkError(NO_CREDENTIALS)
+    if isinstance(exc, ProfileNotFound):
+        return FatalSinkError(f"{exc}: check --profile or AWS_PROFILE against ~/.aws/config")
+    if isinstance(exc, NoRegionError):
+        return FatalSinkError("no AWS region: pass --region or set AWS_REGION")
+    if isinstance(exc, CredentialRetrievalError):
+        return FatalSinkError(f"{exc}: refresh the credentials (e.g. `aws sso login`)")
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return RetryableSinkError(
+            f"cannot reach Kinesis at {where} ({type(exc).__name__}): check --endpoint-url "
+            "(or AWS_ENDPOINT_URL), --region and the network"
+        )
+    if not isinstance(exc, ClientError):
+        return FatalSinkError(f"Kinesis call about stream {stream!r} failed: {exc}")
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    message = str(error.get("Message", "")).strip() or "no message"
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    operation = exc.operation_name
+    if code in RETRYABLE_CODES or status >= 500:
+        return RetryableSinkError(f"{operation} on stream {stream!r} failed: {code}: {message}")
+    if code == "ResourceNotFoundException":
+        return FatalSinkError(
+            f"stream {stream!r} not found at {where}: create it (or pass --create-stream), "
+            "or check --region and --endpoint-url"
+        )
+    if code in ("AccessDeniedException", "AccessDenied"):
+        return FatalSinkError(
+            f"access denied to stream {stream!r} ({operation}): grant the credentials "
+            "kinesis:PutRecords, kinesis:DescribeStreamSummary, kinesis:ListShards "
+            "(and kinesis:CreateStream for --create-stream, GetRecords for verify)"
+        )
+    if code in CREDENTIAL_CODES:
+        return FatalSinkError(
+            f"AWS refused the credentials ({code}): refresh them (`aws sso login`, "
+            "`aws configure`) or pick another with --profile"
+        )
+    if code in ("ValidationException", "InvalidArgumentException", "SerializationException"):
+        return FatalSinkError(
+            f"Kinesis rejected {operation} as invalid: {message} (if a size limit is the "
+            "cause, lower --max-record-bytes or --max-request-bytes)"
+        )
+    if code.startswith("KMS"):
+        return FatalSinkError(
+            f"the KMS key of stream {stream!r} cannot be used ({code}): {message}"
+        )
+    return FatalSinkError(f"{operation} on stream {stream!r} failed: {code}: {message}")
+
+
+def make_client(
+    *,
+    region: str | None = None,
+    profile: str | None = None,
+    endpoint_url: str | None = None,
+    max_connections: int = 10,
+) -> Any:
+    """A Kinesis client with short timeouts and no retries of its own (see the module doc).
+
+    Raises:
+        FatalSinkError: The profile does not exist or no region is configured.
+    """
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=max_connections,
+        tcp_keepalive=True,
+    )
+    try:
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+        if session.region_name is None and endpoint_url is not None:
+            region = LOCAL_DEFAULT_REGION
+        return session.client(
+            "kinesis", region_name=region, endpoint_url=endpoint_url, config=config
+        )
+    except BotoCoreError as exc:
+        raise translate_error(exc, stream="", endpoint=endpoint_url) from exc
+
+
+def list_shards(client: Any, stream: str, *, open_only: bool = True) -> list[Shard]:
+    """The stream's shards in hash-key order, following ListShards pagination.
+
+    Args:
+        client: A Kinesis client.
+        stream: The stream's name.
+        open_only: Leave out shards closed by resharding (they take no more writes).
+    """
+    shards: list[Shard] = []
+    request: dict[str, Any] = {"StreamName": stream}
+    while True:
+        page = client.list_shards(**request)
+        for shard in page.get("Shards", []):
+            if open_only and "EndingSequenceNumber" in shard.get("SequenceNumberRange", {}):
+                continue
+            hash_range = shard["HashKeyRange"]
+            shards.append(
+                Shard(
+                    shard["ShardId"],
+                    int(hash_range["StartingHashKey"]),
+                    int(hash_range["EndingHashKey"]),
+                )
+            )
+        token = page.get("NextToken")
+        if not token:
+            break
+        request = {"NextToken": token}  # ListShards refuses StreamName with NextToken.
+    return sorted(shards, key=lambda s: (s.starting_hash_key, s.shard_id))
+
+
+class StreamOpener:
+    """Creates a stream if asked, waits until it is writable, and reads its shards.
+
+    Args:
+        client: A Kinesis client.
+        stream: The stream's name.
+        endpoint: The endpoint, for messages.
+        progress: Where waiting is reported (stderr by default).
+        timeout: Seconds to wait for the stream to become ACTIVE.
+        sleep: Waits between polls (injectable for tests).
+        monotonic: The clock the timeout is measured on.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        stream: str,
+        *,
+        endpoint: str | None = None,
+        progress: TextIO | None = None,
+        timeout: float = DEFAULT_ACTIVE_TIMEOUT,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._stream = stream
+        self._endpoint = endpoint
+        self._progress = progress
+        self._timeout = timeout
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def call(self, method: str, **kwargs: Any) -> Any:
+        """Call ``method`` on the client, retrying failures that can pass a few times.
+
+        Raises:
+            FatalSinkError: The call failed, now or after the last attempt.
+        """
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                return getattr(self._client, method)(**kwargs)
+            except (BotoCoreError, ClientError) as exc:
+                error = translate_error(exc, stream=self._stream, endpoint=self._endpoint)
+                if isinstance(error, FatalSinkError) or attempt == OPEN_ATTEMPTS - 1:
+                    raise FatalSinkError(str(error)) from exc
+            self._sleep(0.2 * 2**attempt * (0.5 + random.random() / 2))
+        raise AssertionError("unreachable")
+
+    def create(self, shard_count: int) -> bool:
+        """Create the stream with ``shard_count`` shards; False if it already exists."""
+        try:
+            self._client.create_stream(StreamName=self._stream, ShardCount=shard_count)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceInUseException":
+                return False
+            if exc.response.get("Error", {}).get("Code") == "LimitExceededException":
+                raise FatalSinkError(
+                    f"cannot create stream {self._stream!r} with {shard_count} shards: "
+                    f"{exc.response['Error'].get('Message', 'shard limit reached')} "
+                    "(ask for fewer --shards or a higher shard quota)"
+                ) from exc
+            raise FatalSinkError(
+                str(translate_error(exc, stream=self._stream, endpoint=self._endpoint))
+            ) from exc
+        except BotoCoreError as exc:
+            raise FatalSinkError(
+                str(translate_error(exc, stream=self._stream, endpoint=self._endpoint))
+            ) from exc
+        self._say(f"creating stream {self._stream!r} with {shard_count} shards")
+        return True
+
+    def wait_until_active(self) -> None:
+        """Return once the stream takes writes (ACTIVE or UPDATING).
+
+        Raises:
+            FatalSinkError: The stream is being deleted, or stayed CREATING past the timeout.
+        """
+        started = self._monotonic()
+        next_note = 0.0
+        delay = 0.05
+        while True:
+            summary = self.call("describe_stream_summary", StreamName=self._stream)
+            status = summary["StreamDescriptionSummary"]["StreamStatus"]
+            if status in ("ACTIVE", "UPDATING"):
+                if next_note:
+                    self._say(f"stream {self._stream!r} is ACTIVE")
+                return
+            if status == "DELETING":
+                raise FatalSinkError(
+                    f"stream {self._stream!r} is being deleted: wait until it is gone, then "
+                    "create it again (--create-stream)"
+                )
+            waited = self._monotonic() - started
+            if waited > self._timeout:
+                raise FatalSinkError(
+                    f"stream {self._stream!r} is still {status} after {self._timeout:.0f} s: "
+                    "try again once `aws kinesis describe-stream-summary` says ACTIVE"
+                )
+            if waited >= next_note:
+                self._say(
+                    f"stream {self._stream!r} is {status}; waiting until it is ACTIVE "
+                    f"({waited:.0f} s of at most {self._timeout:.0f} s)"
+                )
+                next_note = max(waited, 0.001) + 10.0
+            self._sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def shards(self) -> list[Shard]:
+        """The stream's open shards (see :func:`list_shards`)."""
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                return list_shards(self._client, self._stream)
+            except (BotoCoreError, ClientError) as exc:
+                error = translate_error(exc, stream=self._stream, endpoint=self._endpoint)
+                if isinstance(error, FatalSinkError) or attempt == OPEN_ATTEMPTS - 1:
+                    raise FatalSinkError(str(error)) from exc
+            self._sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _say(self, line: str) -> None:
+        print(line, file=self._progress or sys.stderr, flush=True)
+
+
+class KinesisSink:
+    """PutRecords into a real stream; safe to call from several threads at once.
+
+    Args:
+        client: A Kinesis client (closed by :meth:`close`).
+        name: The stream's name.
+        shards: Its open shards.
+    """
+
+    def __init__(self, client: Any, name: str, shards: Sequence[Shard]) -> None:
+        self._client = client
+        self.name = name
+        self.shards = tuple(shards)
+        self.endpoint: str = client.meta.endpoint_url
+
+    @classmethod
+    def open(
+        cls,
+        options: SinkOptions,
+        *,
+        progress: TextIO | None = None,
+        active_timeout: float = DEFAULT_ACTIVE_TIMEOUT,
+    ) -> KinesisSink:
+        """Connect to ``options.stream``, creating it first if asked, and wait until ACTIVE.
+
+        Raises:
+            FatalSinkError: The stream cannot be written (one line saying what to do).
+        """
+        if options.stream is None:
+            raise ValueError("a Kinesis sink needs a stream name")
+        client = make_client(
+            region=options.region,
+            profile=options.profile,
+            endpoint_url=options.endpoint_url,
+            max_connections=max(10, options.max_in_flight + 2),
+        )
+        try:
+            opener = StreamOpener(
+                client,
+                options.stream,
+                endpoint=client.meta.endpoint_url,
+                progress=progress,
+                timeout=active_timeout,
+            )
+            if options.create_stream:
+                opener.create(options.shards)
+            opener.wait_until_active()
+            shards = opener.shards()
+        except BaseException:
+            client.close()
+            raise
+        if not shards:
+            client.close()
+            raise FatalSinkError(f"stream {options.stream!r} has no open shards")
+        return cls(client, options.stream, shards)
+
+    def describe(self) -> StreamDescription:
+        """The stream's name and open shards, as ListShards gave them."""
+        return StreamDescription(name=self.name, shards=self.shards)
+
+    def put_records(self, records: Sequence[Record], now: float) -> PutRecordsOutcome:
+        """Send one PutRecords request; per-entry failures come back in the outcome.
+
+        Raises:
+            RetryableSinkError: The whole request failed but may pass later.
+            FatalSinkError: Writing cannot go on.
+        """
+        entries = [
+            {"Data": r.data, "PartitionKey": r.partition_key}
+            if r.explicit_hash_key is None
+            else {
+                "Data": r.data,
+                "PartitionKey": r.partition_key,
+                "ExplicitHashKey": r.explicit_hash_key,
+            }
+            for r in records
+        ]
+        try:
+            response = self._client.put_records(StreamName=self.name, Records=entries)
+        except (BotoCoreError, ClientError) as exc:
+            raise translate_error(exc, stream=self.name, endpoint=self.endpoint) from exc
+        results = response["Records"]
+        if len(results) != len(entries):
+            raise FatalSinkError(
+                f"{self.endpoint} answered {len(entries)} records with {len(results)} results: "
+                "not a Kinesis-compatible endpoint?"
+            )
+        failed = int(response.get("FailedRecordCount", 0) or 0)
+        if not failed:
+            return PutRecordsOutcome(
+                failed_record_count=0,
+                shard_ids=[r["ShardId"] for r in results],
+                sequence_numbers=[r["SequenceNumber"] for r in results],
+                error_codes=[None] * len(results),
+            )
+        return PutRecordsOutcome(
+            failed_record_count=sum(1 for r in results if "ErrorCode" in r),
+            shard_ids=[r.get("ShardId") if "ErrorCode" not in r else None for r in results],
+            sequence_numbers=[
+                r.get("SequenceNumber") if "ErrorCode" not in r else None for r in results
+            ],
+            error_codes=[r.get("ErrorCode") for r in results],
+        )
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._client.close()
