@@ -96,6 +96,22 @@ def mosquitto_config(pki: DevPki, *, port: int, host: str = LOCALHOST) -> str:
     )
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port``.
+
+    Probed by binding rather than connecting, so the broker does not log a failed TLS handshake
+    for every probe. ``SO_REUSEADDR`` lets the bind succeed over connections in TIME_WAIT (as
+    after a restart) while still failing against a listening socket.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
 class MosquittoBroker:
     """A mosquitto subprocess with mutual TLS, listening on 127.0.0.1.
 
@@ -138,11 +154,17 @@ class MosquittoBroker:
 
         Raises:
             MosquittoNotFound: mosquitto is not installed.
-            BrokerError: mosquitto exited at once (port in use, unreadable key) or never listened.
+            BrokerError: The port is in use, or mosquitto exited at once (an unreadable key) or
+                never listened.
         """
         if self.running:
             return
         binary = self._binary or find_mosquitto()
+        if port_in_use(self.host, self.port):
+            raise BrokerError(
+                f"port {self.port} on {self.host} is in use: stop what listens there "
+                "or choose another port"
+            )
         self._workdir = tempfile.TemporaryDirectory(prefix="alleycat-mosquitto-")
         config = Path(self._workdir.name) / "mosquitto.conf"
         config.write_text(mosquitto_config(self.pki, port=self.port, host=self.host))
@@ -163,7 +185,7 @@ class MosquittoBroker:
             raise
 
     def wait_until_accepting(self, timeout: float = 10.0) -> None:
-        """Block until the listener accepts TCP connections.
+        """Block until mosquitto listens on its port.
 
         Raises:
             BrokerError: mosquitto exited, or did not listen within ``timeout`` seconds.
@@ -175,17 +197,15 @@ class MosquittoBroker:
                 code = None if process is None else process.returncode
                 raise BrokerError(
                     f"mosquitto exited (status {code}) instead of listening on "
-                    f"{self.host}:{self.port}: is the port in use? see mosquitto's log"
+                    f"{self.host}:{self.port}: see mosquitto's log"
                 )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BrokerError(
-                        f"mosquitto did not listen on {self.host}:{self.port} within {timeout}s"
-                    ) from None
-                time.sleep(0.02)
+            if port_in_use(self.host, self.port):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"mosquitto did not listen on {self.host}:{self.port} within {timeout}s"
+                )
+            time.sleep(0.02)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop mosquitto (SIGTERM, then SIGKILL after ``timeout`` seconds); idempotent."""

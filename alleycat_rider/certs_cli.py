@@ -1,0 +1,162 @@
+"""``alleycat certs dev`` and ``alleycat broker``: a local IoT Core stand-in in two commands."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from alleycat_rider.broker import DEFAULT_PORT, LOCALHOST, MosquittoBroker
+from alleycat_rider.devcerts import DEFAULT_DEV_DIR, DevPki, make_dev_pki, validate_client_id
+from alleycat_rider.errors import AlleycatError, ConfigError
+
+#: The device ``alleycat broker`` prints a ride command for unless told otherwise.
+DEFAULT_CLIENT_ID = "bike-1"
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn an :class:`AlleycatError` into a one-line ``click.ClickException`` (exit 1)."""
+    try:
+        yield
+    except AlleycatError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _client_ids(
+    ctx: click.Context, param: click.Parameter, value: Sequence[str]
+) -> tuple[str, ...]:
+    try:
+        return tuple(validate_client_id(client_id) for client_id in value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
+def _client_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    return _client_ids(ctx, param, [value])[0]
+
+
+def ride_command(pki: DevPki, client_id: str, port: int) -> str:
+    """The ``alleycat ride`` command line that connects ``client_id`` to the local broker."""
+    cert, key = pki.client(client_id)
+    return shlex.join(
+        [
+            "alleycat",
+            "ride",
+            "--endpoint",
+            LOCALHOST,
+            "--port",
+            str(port),
+            "--ca",
+            str(pki.ca_cert),
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+            "--client-id",
+            client_id,
+        ]
+    )
+
+
+dir_option = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DEV_DIR,
+    show_default=True,
+    help="Directory of the development certificates.",
+)
+
+
+@click.group()
+def certs() -> None:
+    """Make certificates for development."""
+
+
+@certs.command()
+@dir_option
+@click.option(
+    "--client-id",
+    "client_ids",
+    multiple=True,
+    default=[DEFAULT_CLIENT_ID],
+    show_default=True,
+    callback=_client_ids,
+    help="Make a device certificate for this MQTT client id (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Make every certificate anew, even existing ones.")
+def dev(directory: Path, client_ids: tuple[str, ...], force: bool) -> None:
+    """Make a local CA, a server certificate and device certificates.
+
+    The server certificate is valid for localhost and 127.0.0.1; each device certificate names
+    its client id. Private keys are written with mode 0600. Existing files are kept unless
+    --force.
+    """
+    kept_ca = not force and (directory / "ca.crt").exists() and (directory / "ca.key").exists()
+    with one_line_errors():
+        pki = make_dev_pki(directory, client_ids, force=force)
+    if kept_ca:
+        click.echo(f"Kept the existing CA in {directory} (--force makes a new one).")
+    click.echo(f"CA:      {pki.ca_cert}")
+    click.echo(f"Server:  {pki.server_cert} (localhost, 127.0.0.1)")
+    for client_id in pki.client_ids:
+        cert, key = pki.client(client_id)
+        click.echo(f"Device:  {cert}  {key}")
+    click.echo("")
+    click.echo("Run a local broker with these certificates:")
+    click.echo(f"  {shlex.join(['alleycat', 'broker', '--dir', str(directory)])}")
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: stop the broker as for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+@click.command()
+@dir_option
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port to listen on (127.0.0.1 only).",
+)
+@click.option(
+    "--client-id",
+    default=DEFAULT_CLIENT_ID,
+    show_default=True,
+    callback=_client_id,
+    help="Device to print the `alleycat ride` command for (its certificate is made if missing).",
+)
+def broker(directory: Path, port: int, client_id: str) -> None:
+    """Run mosquitto on 127.0.0.1 with mutual TLS, like AWS IoT Core, until Ctrl-C.
+
+    Devices must present a certificate signed by the development CA; its common name becomes
+    the user name. Missing certificates are made first, as `alleycat certs dev` would.
+    """
+    with one_line_errors():
+        pki = make_dev_pki(directory, [client_id])
+        mosquitto = MosquittoBroker(pki, port=port)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            mosquitto.start()
+            click.echo(f"mosquitto listens on {LOCALHOST}:{port} with mutual TLS ({directory}).")
+            click.echo("Connect a bike with:")
+            click.echo(f"  {ride_command(pki, client_id, port)}")
+            click.echo("Press Ctrl-C to stop.", err=True)
+            status = mosquitto.wait()
+            raise click.ClickException(f"mosquitto exited by itself with status {status}")
+        except (KeyboardInterrupt, _Terminated):
+            click.echo("Broker stopped.", err=True)
+        finally:
+            mosquitto.stop()
+            signal.signal(signal.SIGTERM, previous)
