@@ -7,9 +7,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from alleycat.cli import cli
 from alleycat_rider.devcerts import make_dev_pki
 from alleycat_rider.errors import CertificateError, ConfigError
 
@@ -82,3 +84,33 @@ def test_unreadable_ca_is_one_clear_error(tmp_path: Path) -> None:
     pki.ca_key.write_text("not a key")
     with pytest.raises(CertificateError, match="--force"):
         make_dev_pki(tmp_path, ["bike-1"])
+
+
+def test_certs_dev_command_writes_the_pki_and_points_to_the_broker(tmp_path: Path) -> None:
+    directory = tmp_path / "dev"
+    result = CliRunner().invoke(
+        cli, ["certs", "dev", "--dir", str(directory), "--client-id", "bike-1", "--client-id", "b2"]
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("ca.crt", "server.crt", "devices/bike-1.crt", "devices/b2.crt"):
+        assert (directory / name).is_file(), name
+    assert _mode(directory / "devices" / "b2.key") == 0o600
+    assert f"alleycat broker --dir {directory}" in result.output
+
+
+def test_certs_dev_command_keeps_the_ca_unless_forced(tmp_path: Path) -> None:
+    runner = CliRunner()
+    runner.invoke(cli, ["certs", "dev", "--dir", str(tmp_path)])
+    ca = (tmp_path / "ca.crt").read_bytes()
+    kept = runner.invoke(cli, ["certs", "dev", "--dir", str(tmp_path)])
+    assert "Kept the existing CA" in kept.output
+    assert (tmp_path / "ca.crt").read_bytes() == ca
+    runner.invoke(cli, ["certs", "dev", "--dir", str(tmp_path), "--force"])
+    assert (tmp_path / "ca.crt").read_bytes() != ca
+
+
+def test_certs_dev_command_rejects_a_bad_client_id_as_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["certs", "dev", "--dir", str(tmp_path), "--client-id", "a/b"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--client-id'" in result.output
+    assert not (tmp_path / "ca.crt").exists()
