@@ -25,13 +25,15 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     CredentialRetrievalError,
     HTTPClientError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
     ProfileNotFound,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 
 from simulator.batching import Record
@@ -135,10 +137,12 @@ def translate_error(exc: Exception, *, stream: str, endpoint: str | None = None)
             "`aws configure`) or pick another with --profile"
         )
     if code in ("ValidationException", "InvalidArgumentException", "SerializationException"):
-        return FatalSinkError(
-            f"Kinesis rejected {operation} as invalid: {message} (if a size limit is the "
-            "cause, lower --max-record-bytes or --max-request-bytes)"
+        hint = (
+            " (if a size limit is the cause, lower --max-record-bytes or --max-request-bytes)"
+            if operation == "PutRecords"
+            else ""
         )
+        return FatalSinkError(f"Kinesis rejected {operation} as invalid: {message}{hint}")
     if code.startswith("KMS"):
         return FatalSinkError(
             f"the KMS key of stream {stream!r} cannot be used ({code}): {message}"
@@ -176,18 +180,63 @@ def make_client(
         raise translate_error(exc, stream="", endpoint=endpoint_url) from exc
 
 
-def list_shards(client: Any, stream: str, *, open_only: bool = True) -> list[Shard]:
+def call_kinesis(
+    client: Any,
+    method: str,
+    *,
+    stream: str,
+    attempts: int = OPEN_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+    **kwargs: Any,
+) -> Any:
+    """Call ``client.method(**kwargs)``, retrying failures that can pass with backoff.
+
+    Args:
+        client: A Kinesis client.
+        method: The client method, e.g. ``"describe_stream_summary"``.
+        stream: The stream the call is about, for messages.
+        attempts: Calls at most.
+        sleep: Waits between attempts (injectable for tests).
+        **kwargs: The call's parameters.
+
+    Raises:
+        FatalSinkError: The call failed in a way retrying cannot fix, or on every attempt.
+    """
+    endpoint = client.meta.endpoint_url
+    for attempt in range(attempts):
+        try:
+            return getattr(client, method)(**kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            error = translate_error(exc, stream=stream, endpoint=endpoint)
+            if isinstance(error, FatalSinkError) or attempt == attempts - 1:
+                raise FatalSinkError(str(error)) from exc
+        # Throttled reads (GetRecords: 5 calls/s per shard) and blips pass after a pause.
+        sleep(min(2.0, 0.2 * 2**attempt) * (0.5 + random.random() / 2))
+    raise AssertionError("unreachable")
+
+
+def list_shards(
+    client: Any,
+    stream: str,
+    *,
+    open_only: bool = True,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Shard]:
     """The stream's shards in hash-key order, following ListShards pagination.
 
     Args:
         client: A Kinesis client.
         stream: The stream's name.
         open_only: Leave out shards closed by resharding (they take no more writes).
+        sleep: Waits between retries of a page.
+
+    Raises:
+        FatalSinkError: The shards cannot be listed.
     """
     shards: list[Shard] = []
     request: dict[str, Any] = {"StreamName": stream}
     while True:
-        page = client.list_shards(**request)
+        page = call_kinesis(client, "list_shards", stream=stream, sleep=sleep, **request)
         for shard in page.get("Shards", []):
             if open_only and "EndingSequenceNumber" in shard.get("SequenceNumberRange", {}):
                 continue
@@ -239,20 +288,8 @@ class StreamOpener:
         self._monotonic = monotonic
 
     def call(self, method: str, **kwargs: Any) -> Any:
-        """Call ``method`` on the client, retrying failures that can pass a few times.
-
-        Raises:
-            FatalSinkError: The call failed, now or after the last attempt.
-        """
-        for attempt in range(OPEN_ATTEMPTS):
-            try:
-                return getattr(self._client, method)(**kwargs)
-            except (BotoCoreError, ClientError) as exc:
-                error = translate_error(exc, stream=self._stream, endpoint=self._endpoint)
-                if isinstance(error, FatalSinkError) or attempt == OPEN_ATTEMPTS - 1:
-                    raise FatalSinkError(str(error)) from exc
-            self._sleep(0.2 * 2**attempt * (0.5 + random.random() / 2))
-        raise AssertionError("unreachable")
+        """Call ``method`` with retries (see :func:`call_kinesis`)."""
+        return call_kinesis(self._client, method, stream=self._stream, sleep=self._sleep, **kwargs)
 
     def create(self, shard_count: int) -> bool:
         """Create the stream with ``shard_count`` shards; False if it already exists."""
@@ -313,17 +350,9 @@ class StreamOpener:
             self._sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def shards(self) -> list[Shard]:
-        """The stream's open shards (see :func:`list_shards`)."""
-        for attempt in range(OPEN_ATTEMPTS):
-            try:
-                return list_shards(self._client, self._stream)
-            except (BotoCoreError, ClientError) as exc:
-                error = translate_error(exc, stream=self._stream, endpoint=self._endpoint)
-                if isinstance(error, FatalSinkError) or attempt == OPEN_ATTEMPTS - 1:
-                    raise FatalSinkError(str(error)) from exc
-            self._sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")
+    def shards(self, *, open_only: bool = True) -> list[Shard]:
+        """The stream's shards (see :func:`list_shards`)."""
+        return list_shards(self._client, self._stream, open_only=open_only, sleep=self._sleep)
 
     def _say(self, line: str) -> None:
         print(line, file=self._progress or sys.stderr, flush=True)

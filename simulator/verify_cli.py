@@ -1,0 +1,236 @@
+"""``alleycat verify``: read a stream back from the start and check every ride message arrived."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+from simulator.errors import SimulatorError
+from simulator.shards import Shard
+from simulator.verify import StreamRecord, StreamVerifier, VerifyReport
+
+#: Records asked for per GetRecords call (the Kinesis maximum).
+GET_RECORDS_LIMIT = 10_000
+#: Empty reads in a row, while the shard still reports being behind, before giving up on it.
+MAX_EMPTY_READS = 1_000
+#: Attempts at one call that fails in a way that can pass (throttling, timeouts).
+READ_ATTEMPTS = 8
+
+
+def _parse_since(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromtimestamp(float(value), dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise click.BadParameter(
+                "give epoch seconds or an ISO 8601 time, e.g. 2026-11-26T18:00:00Z"
+            ) from None
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    if moment > dt.datetime.now(dt.UTC):
+        raise click.BadParameter("the time is in the future")
+    return moment
+
+
+class ShardReader:
+    """Reads every record of a stream's shards, from the start or from a moment.
+
+    Args:
+        client: A Kinesis client.
+        stream: The stream's name.
+        since: Read records that arrived at or after this moment; None for all.
+        sleep: Waits between retries (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        stream: str,
+        *,
+        since: dt.datetime | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._stream = stream
+        self._since = since
+        self._sleep = sleep
+
+    def records(self, shard: Shard) -> Iterator[StreamRecord]:
+        """Every record of ``shard``, until it is read to its latest record (or its end)."""
+        request: dict[str, Any] = {"StreamName": self._stream, "ShardId": shard.shard_id}
+        if self._since is None:
+            request["ShardIteratorType"] = "TRIM_HORIZON"
+        else:
+            request["ShardIteratorType"] = "AT_TIMESTAMP"
+            request["Timestamp"] = self._since
+        iterator = self._call("get_shard_iterator", **request).get("ShardIterator")
+        empty_reads = 0
+        while iterator:
+            page = self._call("get_records", ShardIterator=iterator, Limit=GET_RECORDS_LIMIT)
+            found = page.get("Records", [])
+            for record in found:
+                yield StreamRecord(
+                    shard_id=shard.shard_id,
+                    sequence_number=record["SequenceNumber"],
+                    partition_key=record["PartitionKey"],
+                    data=bytes(record["Data"]),
+                )
+            iterator = page.get("NextShardIterator")
+            if found:
+                empty_reads = 0
+                continue
+            # An empty page at the tip means the shard is read; AWS may also return empty
+            # pages while still behind, so keep going then, within a bound.
+            if int(page.get("MillisBehindLatest", 0)) == 0:
+                return
+            empty_reads += 1
+            if empty_reads >= MAX_EMPTY_READS:
+                print(
+                    f"stopped reading {shard.shard_id} after {empty_reads} empty reads, "
+                    f"{page['MillisBehindLatest']} ms behind its latest record",
+                    file=sys.stderr,
+                )
+                return
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        from simulator.sinks.kinesis import call_kinesis
+
+        return call_kinesis(
+            self._client,
+            method,
+            stream=self._stream,
+            attempts=READ_ATTEMPTS,
+            sleep=self._sleep,
+            **kwargs,
+        )
+
+
+def verify_stream(
+    client: Any, stream: str, *, since: dt.datetime | None = None, progress: bool = True
+) -> VerifyReport:
+    """Read every shard of ``stream`` (closed ones too) and check its messages.
+
+    Raises:
+        FatalSinkError: The stream cannot be read (one line saying what to do).
+    """
+    from simulator.sinks.kinesis import StreamOpener
+
+    opener = StreamOpener(client, stream, endpoint=client.meta.endpoint_url)
+    shards = opener.shards(open_only=False)
+    verifier = StreamVerifier(stream, shards)
+    reader = ShardReader(client, stream, since=since)
+    for shard in shards:
+        before = verifier.records
+        verifier.add_all(reader.records(shard))
+        if progress:
+            print(f"read {shard.shard_id}: {verifier.records - before:,} records", file=sys.stderr)
+    return verifier.report()
+
+
+def render_report(report: VerifyReport) -> Any:
+    """The report as rich tables for a terminal."""
+    from rich.console import Group
+    from rich.table import Table
+
+    totals = Table(title=f"Stream {report.stream}", show_header=False, title_justify="left")
+    totals.add_column("figure")
+    totals.add_column("value", justify="right")
+    for name, value in (
+        ("records", report.records),
+        ("ride messages", report.messages),
+        ("unique uuids", report.unique),
+        ("duplicates", report.duplicates),
+        ("gaps (missing seconds)", report.gaps),
+        ("malformed", report.malformed),
+        ("KPL aggregates", report.aggregated),
+        ("key hashes to another shard", report.off_shard),
+    ):
+        totals.add_row(name, f"{value:,}")
+    races = Table(title="Races", title_justify="left")
+    for column in ("race", "riders", "messages", "unique", "duplicates", "gaps"):
+        races.add_column(column, justify="right")
+    for race in report.races:
+        counts = (race.riders, race.messages, race.unique, race.duplicates, race.gaps)
+        races.add_row(str(race.race_id), *(f"{count:,}" for count in counts))
+    shards = Table(title="Shards", title_justify="left")
+    shards.add_column("shard")
+    shards.add_column("records", justify="right")
+    for shard in report.shards:
+        shards.add_row(shard.shard_id, f"{shard.records:,}")
+    notes = [f"gap: {line}" for line in report.gap_examples]
+    notes += [f"malformed: {line}" for line in report.malformed_examples]
+    return Group(totals, races, shards, *notes)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--stream", required=True, metavar="NAME", help="The Kinesis stream to read.")
+@click.option("--region", envvar="AWS_REGION", default=None, help="AWS region of --stream.")
+@click.option("--profile", envvar="AWS_PROFILE", default=None, help="AWS profile to use.")
+@click.option(
+    "--endpoint-url",
+    envvar="AWS_ENDPOINT_URL",
+    default=None,
+    metavar="URL",
+    help="A Kinesis-compatible endpoint, e.g. http://127.0.0.1:4567.",
+)
+@click.option(
+    "--since",
+    callback=_parse_since,
+    default=None,
+    metavar="TIME",
+    help="Read records that arrived from this time (epoch seconds or ISO 8601); default all.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout."
+)
+def verify(
+    stream: str,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+    since: dt.datetime | None,
+    as_json: bool,
+) -> None:
+    """Read a stream back and check that every ride message arrived.
+
+    Reads every shard from the start (or from --since) to its latest record, unpacks KPL
+    aggregates, and reports per race: messages, unique uuids, duplicates (a uuid seen more
+    than once: what a retried request can leave), gaps (a rider's seconds missing between its
+    first and last message) and malformed records, with the records read from each shard.
+
+    Exits 1 when there are gaps or malformed records.
+    """
+    from simulator.sinks.kinesis import make_client
+
+    try:
+        client = make_client(region=region, profile=profile, endpoint_url=endpoint_url)
+    except SimulatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        report = verify_stream(client, stream, since=since)
+    except SimulatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        from rich.console import Console
+
+        Console().print(render_report(report))
+    if not report.ok:
+        raise click.ClickException(
+            f"{report.gaps:,} missing seconds and {report.malformed:,} malformed records "
+            f"in stream {stream!r}"
+        )
