@@ -7,12 +7,13 @@ not accepted within the TTL (or the run was stopped before it could be).
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from simulator.batching import DEFAULT_BATCH_LIMITS, BatchLimits, Record
+from simulator.shards import DEFAULT_SHARD_LIMITS, ShardLimits, ShardRouter
 from simulator.sink import PutRecordsOutcome
 from simulator.stats import RunStats
 
@@ -54,29 +55,118 @@ class ProducerConfig:
             raise ValueError("the buffer must hold at least one full batch")
 
 
-class Producer:
-    """Turns a stream of records into PutRecords batches and settles their results."""
+class ShardPacer:
+    """Paces writes to shards that have throttled, at the shard's limits (like the KPL).
 
-    def __init__(self, config: ProducerConfig, stats: RunStats, rng: random.Random) -> None:
+    A token bucket per shard, holding at most one second of the shard's budget. A shard's
+    bucket starts empty when it first throttles (it has just said it is full), and is forgotten
+    once the shard has caught up.
+    """
+
+    #: Do not wake for fewer records than this while a backlog is longer.
+    MIN_SEND = 50
+
+    def __init__(self, limits: ShardLimits = DEFAULT_SHARD_LIMITS) -> None:
+        self.limits = limits
+        self._buckets: dict[int, list[float]] = {}
+
+    def start(self, shard: int, now: float) -> None:
+        """Begin pacing ``shard`` with an empty bucket, unless it is paced already."""
+        self._buckets.setdefault(shard, [0.0, 0.0, now])
+
+    def forget(self, shard: int) -> None:
+        """Stop pacing ``shard``."""
+        self._buckets.pop(shard, None)
+
+    def allowance(self, shard: int, now: float) -> tuple[int, int]:
+        """Records and bytes ``shard`` may take at ``now``."""
+        bucket = self._buckets.get(shard)
+        if bucket is None:
+            return self.limits.records_per_second, self.limits.bytes_per_second
+        if now > bucket[2]:
+            bucket[:] = [*self._refilled(bucket, now), now]
+        return int(bucket[0]), int(bucket[1])
+
+    def spend(self, shard: int, records: int, size: int) -> None:
+        """Take ``records`` and ``size`` bytes out of ``shard``'s bucket."""
+        bucket = self._buckets.get(shard)
+        if bucket is not None:
+            bucket[0] -= records
+            bucket[1] -= size
+
+    def ready_at(self, shard: int, after: float, wanted: int) -> float:
+        """The first time from ``after`` on that ``shard`` may take ``wanted`` records.
+
+        At most :attr:`MIN_SEND` records are waited for: a long backlog goes out in pieces.
+        """
+        bucket = self._buckets.get(shard)
+        if bucket is None:
+            return after
+        records, _ = self._refilled(bucket, max(after, bucket[2]))
+        missing = min(wanted, self.MIN_SEND) - records
+        at = max(after, bucket[2])
+        return at if missing <= 0 else at + missing / self.limits.records_per_second
+
+    def _refilled(self, bucket: list[float], now: float) -> tuple[float, float]:
+        elapsed = now - bucket[2]
+        limits = self.limits
+        return (
+            min(limits.records_per_second, bucket[0] + elapsed * limits.records_per_second),
+            min(limits.bytes_per_second, bucket[1] + elapsed * limits.bytes_per_second),
+        )
+
+
+class Producer:
+    """Turns a stream of records into PutRecords batches and settles their results.
+
+    Failed entries wait in a backlog per shard, oldest first, while that shard backs off;
+    fresh records bound for a backing-off shard queue behind its backlog. So a shard that is
+    over its limit drains in order, like a queue, and a record waits only as long as the
+    shard's backlog ahead of it: the others keep flowing.
+
+    Args:
+        config: batching, TTL and buffer limits.
+        stats: the counters to update.
+        rng: the randomness of the backoff jitter.
+        router: predicts the shard of a record (as the KPL does); without one, every record
+            counts as one shard's.
+    """
+
+    def __init__(
+        self,
+        config: ProducerConfig,
+        stats: RunStats,
+        rng: random.Random,
+        router: ShardRouter | None = None,
+    ) -> None:
         self.config = config
         self.stats = stats
         self._rng = rng
+        self._router = router
+        self._index_of = (
+            {shard.shard_id: i for i, shard in enumerate(router.shards)} if router else {}
+        )
         self._fresh: deque[Record] = deque()
         self._fresh_bytes = 0
-        self._retry: list[tuple[float, int, Record]] = []
-        self._retry_order = 0
+        #: Shard index -> records waiting to be sent again, oldest first.
+        self._backlogs: dict[int, deque[Record]] = {}
+        self._backlog_size = 0
+        #: Shard index -> when it may be written again, and its throttled responses in a row.
+        self._not_before: dict[int, float] = {}
+        self._failures: dict[int, int] = {}
+        self._pacer = ShardPacer()
         self.in_flight = 0
         """Records sent and not yet settled."""
 
     @property
     def pending(self) -> int:
         """Records not yet delivered or dropped."""
-        return len(self._fresh) + len(self._retry) + self.in_flight
+        return len(self._fresh) + self._backlog_size + self.in_flight
 
     @property
     def buffered(self) -> int:
         """Records waiting to be sent (fresh or for a retry)."""
-        return len(self._fresh) + len(self._retry)
+        return len(self._fresh) + self._backlog_size
 
     def room(self) -> int:
         """How many more records the buffer takes now."""
@@ -89,10 +179,15 @@ class Producer:
         self.stats.record_generated(now, len(records))
 
     def next_deadline(self) -> float | None:
-        """When a batch falls due without new records: a retry's time or the flush interval."""
-        times = []
-        if self._retry:
-            times.append(self._retry[0][0])
+        """When a batch falls due without new records: a shard's backoff or the flush interval."""
+        times = [
+            max(
+                self._not_before.get(s, 0.0),
+                self._pacer.ready_at(s, self._not_before.get(s, 0.0), len(q)),
+            )
+            for s, q in self._backlogs.items()
+            if q
+        ]
         if self._fresh:
             times.append(self._fresh[0].enqueued_at + self.config.flush_interval)
         return min(times) if times else None
@@ -100,15 +195,20 @@ class Producer:
     def take_batch(self, now: float, *, drain: bool = False) -> list[Record] | None:
         """The next request to send, or None when nothing is due.
 
-        Retries that are due go first (they are the oldest); fresh records fill the rest. Fresh
-        records alone go out once they fill a request or the oldest has waited the flush
-        interval, or at once when ``drain`` is set (the run is ending).
+        Backlogs whose backoff is over go first (they hold the oldest records); fresh records
+        fill the rest. Fresh records alone go out once they fill a request or the oldest has
+        waited the flush interval, or at once when ``drain`` is set (the run is ending).
         """
         self._expire(now)
         limits = self.config.limits
-        retry_due = bool(self._retry) and self._retry[0][0] <= now
+        pacer = self._pacer
+        ready = [
+            s
+            for s, queue in self._backlogs.items()
+            if queue and self._not_before[s] <= now and pacer.ready_at(s, now, len(queue)) <= now
+        ]
         fresh = self._fresh
-        if not retry_due:
+        if not ready:
             if not fresh:
                 return None
             full = len(fresh) >= limits.max_records or self._fresh_bytes >= limits.max_request_bytes
@@ -116,32 +216,47 @@ class Producer:
                 return None
         batch: list[Record] = []
         size = 0
-        ttl = self.config.record_ttl
-        while self._retry and self._retry[0][0] <= now and len(batch) < limits.max_records:
-            record = self._retry[0][2]
-            if now - record.enqueued_at > ttl:
-                heapq.heappop(self._retry)
-                self.stats.dropped_expired += 1
-                continue
-            if size + record.size > limits.max_request_bytes:
-                break
-            heapq.heappop(self._retry)
-            self.stats.retries += 1
-            batch.append(record)
-            size += record.size
+        max_records, max_bytes = limits.max_records, limits.max_request_bytes
+        ready.sort(key=lambda s: self._backlogs[s][0].enqueued_at)
+        for shard in ready:
+            queue = self._backlogs[shard]
+            records_allowed, bytes_allowed = pacer.allowance(shard, now)
+            taken = taken_bytes = 0
+            while (
+                queue
+                and len(batch) < max_records
+                and size + queue[0].size <= max_bytes
+                and taken < records_allowed
+                and taken_bytes + queue[0].size <= bytes_allowed
+            ):
+                record = queue.popleft()
+                self._backlog_size -= 1
+                if record.attempts:
+                    self.stats.retries += 1
+                batch.append(record)
+                size += record.size
+                taken += 1
+                taken_bytes += record.size
+            pacer.spend(shard, taken, taken_bytes)
+        held = self._held_shards(now)
+        route = self._route
         max_record_bytes = limits.max_record_bytes
-        while fresh and len(batch) < limits.max_records:
+        while fresh and len(batch) < max_records:
             record = fresh[0]
-            if record.size > max_record_bytes:
-                # Kinesis would reject the whole request: drop the record, and say so.
-                fresh.popleft()
-                self._fresh_bytes -= record.size
-                self.stats.dropped_oversized += 1
-                continue
-            if size + record.size > limits.max_request_bytes:
+            if size + record.size > max_bytes and record.size <= max_record_bytes:
                 break
             fresh.popleft()
             self._fresh_bytes -= record.size
+            if record.size > max_record_bytes:
+                # Kinesis would reject the whole request: drop the record, and say so.
+                self.stats.dropped_oversized += 1
+                continue
+            if held:
+                shard = route(record)
+                if shard in held:
+                    self._backlogs[shard].append(record)
+                    self._backlog_size += 1
+                    continue
             batch.append(record)
             size += record.size
         if not batch:
@@ -154,14 +269,17 @@ class Producer:
         return batch
 
     def settle(self, batch: list[Record], outcome: PutRecordsOutcome, now: float) -> None:
-        """Apply a PutRecords response: count accepted entries, schedule failed ones again."""
+        """Apply a PutRecords response: count accepted entries, hold failed ones back."""
         self.in_flight -= len(batch)
         stats = self.stats
         if not outcome.failed_record_count:
             stats.record_delivered(batch, outcome.shard_ids, now)
+            if self._failures:
+                self._recovered(outcome.shard_ids)
             return
         accepted: list[Record] = []
         shard_ids: list[str | None] = []
+        failed: list[Record] = []
         for record, shard_id, error in zip(
             batch, outcome.shard_ids, outcome.error_codes, strict=True
         ):
@@ -173,15 +291,17 @@ class Producer:
                 stats.throttled += 1
             else:
                 stats.internal_failures += 1
-            self._schedule_retry(record, now)
+            failed.append(record)
         stats.record_delivered(accepted, shard_ids, now)
+        # A shard that took some entries made progress: its backoff starts afresh.
+        self._recovered(shard_ids)
+        self._hold_back(failed, now)
 
     def fail_request(self, batch: list[Record], now: float) -> None:
         """The whole request failed in a way that may pass: every entry is retried."""
         self.in_flight -= len(batch)
         self.stats.failed_requests += 1
-        for record in batch:
-            self._schedule_retry(record, now)
+        self._hold_back(batch, now)
 
     def abandon(self) -> int:
         """Give up on everything not yet sent (the run was stopped); returns how many."""
@@ -189,7 +309,8 @@ class Producer:
         self.stats.dropped_interrupted += count
         self._fresh.clear()
         self._fresh_bytes = 0
-        self._retry.clear()
+        self._backlogs.clear()
+        self._backlog_size = 0
         return count
 
     def abandon_in_flight(self) -> int:
@@ -198,17 +319,57 @@ class Producer:
         self.stats.dropped_interrupted += count
         return count
 
-    def _schedule_retry(self, record: Record, now: float) -> None:
-        due = now + self.config.backoff.delay(record.attempts, self._rng)
-        if due - record.enqueued_at > self.config.record_ttl:
-            self.stats.dropped_expired += 1
-            return
-        self._retry_order += 1
-        heapq.heappush(self._retry, (due, self._retry_order, record))
+    def _route(self, record: Record) -> int:
+        if self._router is None:
+            return 0
+        return self._router.index_for(record.partition_key, record.explicit_hash_key)
+
+    def _held_shards(self, now: float) -> set[int]:
+        """Shards that fresh records must queue behind: backing off, or with a backlog."""
+        if not self._backlog_size and not self._not_before:
+            return set()
+        held = {s for s, queue in self._backlogs.items() if queue}
+        held.update(s for s, t in self._not_before.items() if t > now)
+        for shard in held:
+            self._backlogs.setdefault(shard, deque())
+        return held
+
+    def _hold_back(self, records: list[Record], now: float) -> None:
+        """Put failed records in their shards' backlogs, in age order; back those shards off."""
+        by_shard: dict[int, list[Record]] = {}
+        for record in records:
+            by_shard.setdefault(self._route(record), []).append(record)
+        for shard, failed in by_shard.items():
+            queue = self._backlogs.get(shard)
+            merged = sorted([*failed, *queue] if queue else failed, key=_age)
+            self._backlogs[shard] = deque(merged)
+            self._backlog_size += len(failed)
+            attempt = self._failures.get(shard, 0) + 1
+            self._failures[shard] = attempt
+            self._not_before[shard] = now + self.config.backoff.delay(attempt, self._rng)
+            self._pacer.start(shard, now)
+
+    def _recovered(self, shard_ids: Iterable[str | None]) -> None:
+        """Shards that accepted entries start their backoff afresh."""
+        for shard_id in set(shard_ids):
+            shard = self._index_of.get(shard_id or "", 0)
+            self._failures.pop(shard, None)
+            if not self._backlogs.get(shard):
+                self._not_before.pop(shard, None)
+                self._pacer.forget(shard)
 
     def _expire(self, now: float) -> None:
-        fresh = self._fresh
         ttl = self.config.record_ttl
+        fresh = self._fresh
         while fresh and now - fresh[0].enqueued_at > ttl:
             self._fresh_bytes -= fresh.popleft().size
             self.stats.dropped_expired += 1
+        for queue in self._backlogs.values():
+            while queue and now - queue[0].enqueued_at > ttl:
+                queue.popleft()
+                self._backlog_size -= 1
+                self.stats.dropped_expired += 1
+
+
+def _age(record: Record) -> float:
+    return record.enqueued_at

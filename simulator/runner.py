@@ -21,6 +21,7 @@ from simulator.errors import FatalSinkError, SimulatorError
 from simulator.fleet import Fleet, FleetConfig
 from simulator.keys import PartitionKeyStrategy, make_keyer
 from simulator.producer import Producer, ProducerConfig
+from simulator.shards import ShardRouter
 from simulator.sink import StreamDescription, StreamSink
 from simulator.stats import RunStats, StatsSnapshot
 
@@ -87,7 +88,12 @@ class Simulation:
             config.fleet, start=self.start, duration=config.duration, keyer=keyer, rng=fleet_rng
         )
         self.stats = RunStats([s.shard_id for s in self.stream.shards])
-        self.producer = Producer(config.producer, self.stats, random.Random(rng.getrandbits(64)))
+        self.producer = Producer(
+            config.producer,
+            self.stats,
+            random.Random(rng.getrandbits(64)),
+            ShardRouter(self.stream.shards),
+        )
         self._stop = threading.Event()
         self.interrupted = False
 
