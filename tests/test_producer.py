@@ -120,3 +120,63 @@ def test_the_buffer_is_bounded():
     assert producer.room() == 600
     producer.add_many([Record(b"x", "k", None, 0.0) for _ in range(600)], now=0.0)
     assert producer.room() == 0
+
+
+def _router(shards):
+    from simulator.shards import ShardRouter, split_hash_space
+
+    return ShardRouter(split_hash_space(shards))
+
+
+def _keys_for_shard(router, index, count):
+    keys = (str(i) for i in range(10**6))
+    return [k for k in keys if router.index_for(k) == index][:count]
+
+
+def test_a_throttled_shard_does_not_hold_back_the_others():
+    router = _router(2)
+    producer = Producer(
+        ProducerConfig(flush_interval=0.0), RunStats([]), random.Random(1), router=router
+    )
+    hot, cold = _keys_for_shard(router, 0, 5), _keys_for_shard(router, 1, 5)
+    producer.add_many([Record(b"x", k, None, 0.0) for k in hot], now=0.0)
+    batch = producer.take_batch(0.0)
+    assert batch is not None
+    producer.settle(batch, _throttle_all(batch), now=0.0)
+    producer.add_many([Record(b"x", k, None, 0.0) for k in hot + cold], now=0.001)
+    batch = producer.take_batch(0.001)
+    assert batch is not None
+    assert {r.partition_key for r in batch} == set(cold)
+    assert producer.buffered == 10  # the hot shard's five retries and five new records wait
+
+
+def test_an_overloaded_shard_drains_its_backlog_oldest_first():
+    router = _router(1)
+    producer = Producer(
+        ProducerConfig(flush_interval=0.0), RunStats([]), random.Random(1), router=router
+    )
+    first = [Record(b"x", str(i), None, 0.0) for i in range(3)]
+    producer.add_many(first, now=0.0)
+    batch = producer.take_batch(0.0)
+    assert batch is not None
+    producer.settle(batch, _throttle_all(batch), now=0.0)
+    later = [Record(b"x", "later", None, 0.5, enqueued_at=0.5)]
+    producer.add_many(later, now=0.5)
+    sent = []
+    now = 0.5
+    while producer.pending and now < 5:
+        if (batch := producer.take_batch(now)) is not None:
+            sent.extend(batch)
+            producer.settle(
+                batch,
+                PutRecordsOutcome(
+                    failed_record_count=0,
+                    shard_ids=["shardId-000000000000"] * len(batch),
+                    sequence_numbers=[str(i) for i in range(len(batch))],
+                    error_codes=[None] * len(batch),
+                ),
+                now,
+            )
+        now += 0.01
+    assert sent == first + later
+    assert producer.stats.retries == 3 and producer.stats.delivered == 4
