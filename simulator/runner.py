@@ -36,7 +36,7 @@ class SimulationConfig:
     strategy: PartitionKeyStrategy = PartitionKeyStrategy.RANDOM
     producer: ProducerConfig = field(default_factory=ProducerConfig)
     seed: int | None = None
-    tick: float = 0.05
+    tick: float = 0.1
     """Simulation seconds between passes of the loop when nothing else is due."""
     drain_timeout: float = 10.0
     """After Ctrl-C, simulation seconds allowed to send what is buffered."""
