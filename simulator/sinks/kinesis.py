@@ -49,6 +49,9 @@ DEFAULT_ACTIVE_TIMEOUT = 300.0
 #: Attempts at the calls that open a stream, when they fail in a way that can pass.
 OPEN_ATTEMPTS = 4
 
+#: A server's error message is cut to this length (it may quote a whole rejected key).
+MAX_MESSAGE_CHARS = 200
+
 #: Error codes of a whole request that may pass if sent again later.
 RETRYABLE_CODES = frozenset(
     {
@@ -115,7 +118,9 @@ def translate_error(exc: Exception, *, stream: str, endpoint: str | None = None)
         return FatalSinkError(f"Kinesis call about stream {stream!r} failed: {exc}")
     error = exc.response.get("Error", {})
     code = str(error.get("Code", "Unknown"))
-    message = str(error.get("Message", "")).strip() or "no message"
+    message = " ".join(str(error.get("Message", "")).split()) or "no message"
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     operation = exc.operation_name
     if code in RETRYABLE_CODES or status >= 500:

@@ -7,9 +7,10 @@ stay CREATING for 50 ms, so waiting for ACTIVE is exercised too. It never thrott
 Fixtures:
 
 - ``kinesalite`` (session): the endpoint URL of a running kinesalite, stopped after the session.
-- ``kinesis_server`` (function): the same URL, with the environment set up for boto3 and for
-  the ``alleycat`` subprocesses a test starts: dummy credentials, a region, no shared config
-  files, no instance metadata lookups (no traffic leaves 127.0.0.1).
+- ``aws_test_env`` (function): the environment set up for boto3 and for the ``alleycat``
+  subprocesses a test starts: dummy credentials, a region, no shared config files, no instance
+  metadata lookups (no traffic leaves 127.0.0.1).
+- ``kinesis_server`` (function): the kinesalite URL, with ``aws_test_env`` applied.
 - ``kinesis_client`` (function): a boto3 Kinesis client on that server, closed afterwards.
 - ``stream_name`` (function): a stream name no other test uses.
 """
@@ -112,9 +113,14 @@ def kinesalite() -> Iterator[str]:
 
 
 @pytest.fixture
-def kinesis_server(kinesalite: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """The local Kinesis endpoint URL, with dummy AWS credentials in the environment."""
+def aws_test_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy AWS credentials and a region in the environment; no config files, no metadata."""
     use_test_aws_env(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def kinesis_server(kinesalite: str, aws_test_env: None) -> str:
+    """The local Kinesis endpoint URL, with dummy AWS credentials in the environment."""
     return kinesalite
 
 

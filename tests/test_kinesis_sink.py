@@ -1,0 +1,187 @@
+"""The boto3 sink against a real Kinesis-compatible server (kinesalite)."""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+
+from botocore.stub import Stubber
+
+from simulator.batching import Record
+from simulator.clock import ScaledClock
+from simulator.dispatch import ThreadedDispatcher
+from simulator.shards import ShardRouter, split_hash_space
+from simulator.sinks import SinkOptions, open_sink
+from simulator.sinks.kinesis import KinesisSink, list_shards, make_client
+from tests.servers.kinesis import create_stream
+
+
+def records(count: int, seed: int = 1) -> list[Record]:
+    rng = random.Random(seed)
+    return [Record(b'{"n":%d}' % i, str(rng.getrandbits(63)), None, 0.0) for i in range(count)]
+
+
+def options(endpoint: str, stream: str, **kwargs) -> SinkOptions:
+    return SinkOptions(stream=stream, endpoint_url=endpoint, **kwargs)
+
+
+def test_an_existing_stream_is_described_with_its_real_shards(
+    kinesis_server, kinesis_client, stream_name
+):
+    create_stream(kinesis_client, stream_name, 4)
+
+    sink = KinesisSink.open(options(kinesis_server, stream_name))
+    try:
+        description = sink.describe()
+    finally:
+        sink.close()
+
+    assert description.name == stream_name
+    assert list(description.shards) == split_hash_space(4)
+
+
+def test_create_stream_makes_the_stream_and_waits_until_it_is_active(
+    kinesis_server, kinesis_client, stream_name
+):
+    progress = io.StringIO()
+
+    sink = KinesisSink.open(
+        options(kinesis_server, stream_name, create_stream=True, shards=3), progress=progress
+    )
+    sink.close()
+
+    summary = kinesis_client.describe_stream_summary(StreamName=stream_name)
+    assert summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
+    assert summary["StreamDescriptionSummary"]["OpenShardCount"] == 3
+    assert f"creating stream '{stream_name}' with 3 shards" in progress.getvalue()
+    assert len(sink.describe().shards) == 3
+
+
+def test_create_stream_keeps_an_existing_stream_and_its_shard_count(
+    kinesis_server, kinesis_client, stream_name
+):
+    create_stream(kinesis_client, stream_name, 2)
+
+    sink = open_sink(options(kinesis_server, stream_name, create_stream=True, shards=4))
+    sink.close()
+
+    assert len(sink.describe().shards) == 2
+
+
+def test_records_land_on_the_shard_the_model_predicts(kinesis_server, kinesis_client, stream_name):
+    create_stream(kinesis_client, stream_name, 4)
+    batch = records(500)
+    router = ShardRouter(split_hash_space(4))
+
+    sink = KinesisSink.open(options(kinesis_server, stream_name))
+    try:
+        outcome = sink.put_records(batch, now=0.0)
+    finally:
+        sink.close()
+
+    assert outcome.failed_record_count == 0
+    assert outcome.error_codes == [None] * 500
+    assert all(outcome.sequence_numbers)
+    predicted = [router.shard_for(r.partition_key).shard_id for r in batch]
+    assert outcome.shard_ids == predicted
+    assert len(set(predicted)) == 4
+
+
+def test_an_explicit_hash_key_overrides_the_partition_key(
+    kinesis_server, kinesis_client, stream_name
+):
+    create_stream(kinesis_client, stream_name, 4)
+    shards = split_hash_space(4)
+    batch = [Record(b"{}", "same-key", str(shard.midpoint), 0.0) for shard in shards]
+
+    sink = KinesisSink.open(options(kinesis_server, stream_name))
+    try:
+        outcome = sink.put_records(batch, now=0.0)
+    finally:
+        sink.close()
+
+    assert outcome.shard_ids == [shard.shard_id for shard in shards]
+
+
+def test_several_requests_are_in_flight_at_once(kinesis_server, kinesis_client, stream_name):
+    create_stream(kinesis_client, stream_name, 2)
+    sink = KinesisSink.open(options(kinesis_server, stream_name, max_in_flight=4))
+    # Each request waits for the three others before it is sent: only four at once pass.
+    together = threading.Barrier(4, timeout=10)
+
+    class Gathered:
+        def describe(self):
+            return sink.describe()
+
+        def put_records(self, batch, now):
+            together.wait()
+            return sink.put_records(batch, now)
+
+        def close(self):
+            sink.close()
+
+    dispatcher = ThreadedDispatcher(Gathered(), ScaledClock(), max_in_flight=4)
+    for i in range(4):
+        dispatcher.submit(records(100, seed=i), now=0.0)
+    assert not dispatcher.has_capacity
+    dispatcher.close()
+    done = dispatcher.completions()
+    sink.close()
+
+    assert [d.error for d in done] == [None] * 4
+    assert sum(d.outcome.failed_record_count for d in done if d.outcome) == 0
+
+
+def test_a_partly_failed_response_hands_back_each_failed_entry(aws_test_env):
+    client = make_client(endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    sink = KinesisSink(client, "rides", split_hash_space(1))
+    throttled = "ProvisionedThroughputExceededException"
+    with Stubber(client) as stub:
+        stub.add_response(
+            "put_records",
+            {
+                "FailedRecordCount": 2,
+                "Records": [
+                    {"ShardId": "shardId-000000000000", "SequenceNumber": "1"},
+                    {"ErrorCode": throttled, "ErrorMessage": "Rate exceeded for shard"},
+                    {"ErrorCode": "InternalFailure", "ErrorMessage": "Internal service failure."},
+                ],
+            },
+        )
+        outcome = sink.put_records(records(3), now=0.0)
+    sink.close()
+
+    assert outcome.failed_record_count == 2
+    assert outcome.shard_ids == ["shardId-000000000000", None, None]
+    assert outcome.sequence_numbers == ["1", None, None]
+    assert outcome.error_codes == [None, throttled, "InternalFailure"]
+
+
+def test_list_shards_follows_pages_and_leaves_out_closed_shards(aws_test_env):
+    client = make_client(endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    whole, (low, high) = split_hash_space(1)[0], split_hash_space(2)
+
+    def shard(shard_id, start, end, closed=False):
+        numbers = {"StartingSequenceNumber": "1"}
+        if closed:
+            numbers["EndingSequenceNumber"] = "9"
+        return {
+            "ShardId": shard_id,
+            "HashKeyRange": {"StartingHashKey": str(start), "EndingHashKey": str(end)},
+            "SequenceNumberRange": numbers,
+        }
+
+    parent = shard("shardId-000000000000", whole.starting_hash_key, whole.ending_hash_key, True)
+    first = shard("shardId-000000000001", low.starting_hash_key, low.ending_hash_key)
+    second = shard("shardId-000000000002", high.starting_hash_key, high.ending_hash_key)
+    with Stubber(client) as stub:
+        stub.add_response(
+            "list_shards", {"Shards": [parent, second], "NextToken": "page-2"}, {"StreamName": "s"}
+        )
+        stub.add_response("list_shards", {"Shards": [first]}, {"NextToken": "page-2"})
+        shards = list_shards(client, "s")
+    client.close()
+
+    assert [s.shard_id for s in shards] == ["shardId-000000000001", "shardId-000000000002"]
+    assert shards[0].starting_hash_key == 0
