@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.servers.mosquitto",
     "tests.servers.kinesis",
+    "tests.servers.moto",
 ]

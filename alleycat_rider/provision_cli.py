@@ -1,0 +1,120 @@
+"""``alleycat provision``: enrol a real bike in AWS IoT Core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from alleycat_rider.certs_cli import one_line_errors
+from alleycat_rider.devcerts import validate_client_id
+from alleycat_rider.errors import ConfigError
+from alleycat_rider.provision import (
+    DEFAULT_CERTS_DIR,
+    DEFAULT_RESULTS_TOPIC,
+    DEFAULT_TOPIC,
+    ProvisionRequest,
+    ride_command,
+)
+from alleycat_rider.provision import (
+    provision as provision_thing,
+)
+
+
+def _thing_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return validate_client_id(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
+def _topic(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value or "+" in value or "#" in value:
+        raise click.BadParameter("must be one topic, without the wildcards + and #")
+    return value
+
+
+@click.command()
+@click.option(
+    "--thing-name",
+    required=True,
+    callback=_thing_name,
+    help="The bike's thing name, also its MQTT client id.",
+)
+@click.option("--region", envvar="AWS_REGION", help="AWS region [the profile's].")
+@click.option("--profile", envvar="AWS_PROFILE", help="AWS profile [default credentials].")
+@click.option(
+    "--endpoint-url",
+    envvar="AWS_ENDPOINT_URL",
+    help="Call the IoT and STS APIs here instead of AWS (a local test server).",
+)
+@click.option(
+    "--dir",
+    "certs_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_CERTS_DIR,
+    show_default=True,
+    help="Write the bike's files to DIR/NAME/.",
+)
+@click.option(
+    "--topic",
+    default=DEFAULT_TOPIC,
+    show_default=True,
+    callback=_topic,
+    help="The only topic the bike may publish to.",
+)
+@click.option(
+    "--results-topic",
+    default=DEFAULT_RESULTS_TOPIC,
+    show_default=True,
+    callback=_topic,
+    help="The only topic the bike may subscribe to.",
+)
+@click.option("--racer-id", type=click.IntRange(min=0), help="Put this racer id in rider.toml.")
+@click.option(
+    "--rotate",
+    is_flag=True,
+    help="Make a new certificate even if the thing has an active one (which stays active).",
+)
+def provision(
+    thing_name: str,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+    certs_dir: Path,
+    topic: str,
+    results_topic: str,
+    racer_id: int | None,
+    rotate: bool,
+) -> None:
+    """Enrol a bike in AWS IoT Core and write its certificate, key and rider config.
+
+    Creates the thing, an active certificate and a least-privilege policy (connect only as the
+    thing name, publish only to the ride topic, subscribe only to the results topic), attaches
+    them, and writes DIR/NAME/. Running it again keeps the thing's active certificate; --rotate
+    makes another one.
+    """
+    request = ProvisionRequest(
+        thing_name=thing_name,
+        certs_dir=certs_dir,
+        topic=topic,
+        results_topic=results_topic,
+        rotate=rotate,
+        racer_id=racer_id,
+    )
+    with one_line_errors():
+        result = provision_thing(request, region=region, profile=profile, endpoint_url=endpoint_url)
+    verb = "created" if result.created_certificate else "kept"
+    click.echo(f"Thing:       {result.thing_arn}")
+    click.echo(f"Certificate: {result.certificate_id} ({verb}, active)")
+    click.echo(f"Policy:      {result.policy_name}")
+    click.echo(f"Endpoint:    {result.endpoint}")
+    click.echo(f"Files:       {request.directory}/ (the key is readable by its owner only)")
+    for other in result.other_active:
+        click.echo(
+            f"Still active: certificate {other}; once the bike uses the new one, run "
+            f"`aws iot update-certificate --certificate-id {other} --new-status INACTIVE`"
+        )
+    click.echo("")
+    click.echo(f"Copy {request.directory}/ to the bike and run there, from the same directory:")
+    click.echo(f"  {ride_command(request)}")
