@@ -1,3 +1,4 @@
+import itertools
 import random
 
 from hypothesis import given, settings
@@ -129,8 +130,8 @@ def _router(shards):
 
 
 def _keys_for_shard(router, index, count):
-    keys = (str(i) for i in range(10**6))
-    return [k for k in keys if router.index_for(k) == index][:count]
+    keys = (str(i) for i in itertools.count())
+    return list(itertools.islice((k for k in keys if router.index_for(k) == index), count))
 
 
 def test_a_throttled_shard_does_not_hold_back_the_others():
