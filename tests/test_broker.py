@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +21,7 @@ from alleycat.cli import cli
 from alleycat_rider import broker as broker_module
 from alleycat_rider.broker import MosquittoBroker, MosquittoNotFound, mosquitto_config, port_in_use
 from alleycat_rider.devcerts import make_dev_pki
-from tests.servers.mosquitto import RunningBroker, TestPki, connect_outcome
+from tests.servers.mosquitto import RunningBroker, TestPki, connect_outcome, mqtt_client
 from tests.servers.ports import free_port
 
 
@@ -88,18 +92,21 @@ def _option(command: list[str], name: str) -> str:
     return command[command.index(name) + 1]
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
-def test_alleycat_broker_lets_dev_devices_in_and_stops_cleanly(
-    tmp_path: Path, stop_signal: signal.Signals
-) -> None:
-    port = free_port()
-    certs = tmp_path / "certs" / "dev"
-    subprocess.run(
-        [sys.executable, "-m", "alleycat", "certs", "dev", "--dir", str(certs)],
-        check=True,
-        capture_output=True,
-    )
-    foreign = make_dev_pki(tmp_path / "foreign", ["intruder"], ca_name="Some other CA")
+def _stop(process: subprocess.Popen[Any], stop_signal: signal.Signals) -> None:
+    process.send_signal(stop_signal)
+    try:
+        process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+
+
+@contextmanager
+def _alleycat_broker(
+    tmp_path: Path, certs: Path, port: int, stop_signal: signal.Signals = signal.SIGINT
+) -> Iterator[list[str]]:
+    """Run `alleycat broker`; yield the ride command it prints; stop it and check it stopped."""
     with (tmp_path / "broker.log").open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "alleycat", "broker", "--dir", str(certs), "--port", str(port)],
@@ -109,21 +116,67 @@ def test_alleycat_broker_lets_dev_devices_in_and_stops_cleanly(
         )
         try:
             _wait_until_listening(port, process)
-            ride = _printed_ride_command(process)
-            ca, cert, key = (Path(_option(ride, name)) for name in ("--ca", "--cert", "--key"))
-            client_id = _option(ride, "--client-id")
-            assert int(_option(ride, "--port")) == port
-            host = _option(ride, "--endpoint")
-            assert connect_outcome(host, port, ca, cert, key, client_id) == "connected"
-            intruder_cert, intruder_key = foreign.client("intruder")
-            refused = connect_outcome(host, port, ca, intruder_cert, intruder_key, "intruder")
-            assert refused != "connected"
+            yield _printed_ride_command(process)
         finally:
-            process.send_signal(stop_signal)
-            out, _ = process.communicate(timeout=10)
+            _stop(process, stop_signal)
     assert process.returncode == 0
     assert not port_in_use("127.0.0.1", port), "mosquitto outlived alleycat broker"
     assert "Broker stopped." in (tmp_path / "broker.log").read_text()
+
+
+def test_dev_certificates_let_alleycat_ride_publish_through_alleycat_broker(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    certs = tmp_path / "certs" / "dev"
+    subprocess.run(
+        [sys.executable, "-m", "alleycat", "certs", "dev", "--dir", str(certs)]
+        + ["--client-id", "bike-1", "--client-id", "watcher"],
+        check=True,
+        capture_output=True,
+    )
+    pki = make_dev_pki(certs, ["watcher"])
+    watcher_cert, watcher_key = pki.client("watcher")
+    with _alleycat_broker(tmp_path, certs, port) as ride:
+        assert int(_option(ride, "--port")) == port
+        host = _option(ride, "--endpoint")
+        with mqtt_client(
+            host=host,
+            port=port,
+            ca=pki.ca_cert,
+            cert=watcher_cert,
+            key=watcher_key,
+            client_id="watcher",
+        ) as watcher:
+            watcher.subscribe("alleycat-publish")
+            with (tmp_path / "ride.log").open("w") as ride_log:
+                rider = subprocess.Popen(
+                    [sys.executable, "-m", "alleycat", *ride[1:]]
+                    + ["--racer-id", "7", "--spool", str(tmp_path / "spool.sqlite3")]
+                    + ["--log-format", "json"],
+                    stdout=ride_log,
+                    stderr=subprocess.STDOUT,
+                )
+                try:
+                    messages = watcher.wait_for(1, timeout=15)
+                finally:
+                    _stop(rider, signal.SIGINT)
+        assert rider.returncode == 0, (tmp_path / "ride.log").read_text()
+        assert messages, (tmp_path / "ride.log").read_text()
+        assert json.loads(messages[0])["racerId"] == 7
+
+        intruder_cert, intruder_key = make_dev_pki(
+            tmp_path / "foreign", ["intruder"], ca_name="Some other CA"
+        ).client("intruder")
+        refused = connect_outcome(host, port, pki.ca_cert, intruder_cert, intruder_key, "intruder")
+        assert refused != "connected"
+
+
+def test_alleycat_broker_stops_mosquitto_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    with _alleycat_broker(tmp_path, tmp_path / "dev", port, signal.SIGTERM) as ride:
+        assert _option(ride, "--client-id") == "bike-1"
+        assert (tmp_path / "dev" / "devices" / "bike-1.key").is_file()
 
 
 def test_alleycat_broker_on_a_busy_port_is_one_clear_line(tmp_path: Path) -> None:
