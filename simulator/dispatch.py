@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from simulator.batching import Record
 from simulator.clock import Clock
-from simulator.errors import SinkError
+from simulator.errors import FatalSinkError, SinkError
 from simulator.sink import PutRecordsOutcome, StreamSink
 
 
@@ -129,7 +130,15 @@ class ThreadedDispatcher:
         self._pool.submit(self._run, batch, now)
 
     def _run(self, batch: list[Record], now: float) -> None:
-        self._done.put(_call(self._sink, batch, now, self._clock))
+        try:
+            done = _call(self._sink, batch, now, self._clock)
+        except Exception as exc:
+            # A bug, not a stream failure: lost in the pool, it would leave the request in
+            # flight forever and the run waiting for it. Stop the run and say what happened.
+            traceback.print_exc()
+            error = FatalSinkError(f"unexpected error while sending a batch: {exc!r}")
+            done = Completion(batch, None, error, self._clock.now())
+        self._done.put(done)
         self.wake.set()
 
     def completions(self) -> list[Completion]:

@@ -3,7 +3,8 @@
 Pure: :class:`StreamVerifier` takes the records read back from a stream (see
 :mod:`simulator.verify_cli` for the reading) and builds a :class:`VerifyReport`. KPL-aggregated
 records (magic ``f3 89 9a c2``, a protobuf body, an MD5 of the body) are unpacked into the
-messages they carry; an aggregate whose digest or body is wrong counts as malformed.
+messages they carry, and so are records of newline-delimited messages; an aggregate whose
+digest or body is wrong counts as malformed.
 
 What is counted, per race and in total:
 
@@ -200,7 +201,12 @@ class StreamVerifier:
             self._bad(record, str(exc))
             return
         if parts is None:
-            self._message(record, record.data)
+            # One message, or several as newline-delimited JSON (``--batching buffered``).
+            lines = [line for line in record.data.split(b"\n") if line.strip()]
+            if not lines:
+                self._bad(record, "empty record")
+            for line in lines:
+                self._message(record, line)
             return
         self._aggregated += 1
         for _key, data in parts:

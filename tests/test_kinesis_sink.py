@@ -11,6 +11,7 @@ from botocore.stub import Stubber
 from simulator.batching import Record
 from simulator.clock import ScaledClock
 from simulator.dispatch import ThreadedDispatcher
+from simulator.errors import FatalSinkError
 from simulator.shards import ShardRouter, split_hash_space
 from simulator.sinks import SinkOptions, open_sink
 from simulator.sinks.kinesis import KinesisSink, list_shards, make_client
@@ -185,3 +186,24 @@ def test_list_shards_follows_pages_and_leaves_out_closed_shards(aws_test_env):
 
     assert [s.shard_id for s in shards] == ["shardId-000000000001", "shardId-000000000002"]
     assert shards[0].starting_hash_key == 0
+
+
+def test_a_bug_in_a_sink_stops_the_run_instead_of_leaving_it_waiting():
+    class Broken:
+        def describe(self):
+            raise NotImplementedError
+
+        def put_records(self, batch, now):
+            raise KeyError("ShardId")
+
+        def close(self):
+            pass
+
+    dispatcher = ThreadedDispatcher(Broken(), ScaledClock(), max_in_flight=2)
+    dispatcher.submit(records(3), now=0.0)
+    dispatcher.close()
+    [done] = dispatcher.completions()
+
+    assert isinstance(done.error, FatalSinkError)
+    assert "KeyError('ShardId')" in str(done.error)
+    assert dispatcher.in_flight == 0

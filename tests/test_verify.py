@@ -136,6 +136,14 @@ def test_kpl_aggregates_are_unpacked_into_their_messages():
     assert report.ok
 
 
+def test_newline_delimited_messages_in_one_record_are_each_checked():
+    data = b"\n".join([message(2, 1), message(2, 2), b"oops", message(2, 4)]) + b"\n"
+
+    report = verified([on_its_shard(data, "k")])
+
+    assert (report.records, report.messages, report.malformed, report.gaps) == (1, 3, 1, 1)
+
+
 def test_an_aggregate_with_a_wrong_digest_is_malformed():
     key, data = aggregate([("a", message(1, 1)), ("b", message(1, 2))])
     broken = data[:-1] + bytes([data[-1] ^ 0xFF])
