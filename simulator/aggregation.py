@@ -4,9 +4,9 @@ Between the fleet and the producer sits a batching stage. Each mode trades cost 
 
 - ``per-second`` (the default): every message is its own Kinesis record, sent within the second.
   One PUT payload unit per message (~230 bytes each, billed as 25 KB).
-- ``buffered:N``: the client holds messages up to N seconds and packs those bound for the same
-  shard into one record of newline-delimited JSON (one message a line, at most 25 KiB: one PUT
-  payload unit). Far fewer records and units; up to N seconds later.
+- ``buffered:N``: the client holds messages N seconds and packs those bound for the same shard
+  into one record of newline-delimited JSON (one message a line, at most 1 MiB). PUT payload
+  units then follow bytes, not messages: far fewer records and units, up to N seconds later.
 - ``kpl``: KPL aggregation. Messages bound for the same shard are packed in the
   Kinesis Producer Library's aggregated record format (``aws-kinesis-agg``: magic bytes, a
   protobuf body, an MD5 digest), each keeping its own partition key, for at most 100 ms (KPL's
@@ -19,6 +19,7 @@ its first message's key, so every message still lands on the shard its key names
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,7 +29,7 @@ from aws_kinesis_agg import MAGIC
 from aws_kinesis_agg.aggregator import AggRecord
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
-from simulator.batching import PUT_PAYLOAD_UNIT_BYTES, Record
+from simulator.batching import MIB, PUT_PAYLOAD_UNIT_BYTES, Record
 from simulator.shards import ShardRouter
 from simulator.stats import LatencyHistogram
 
@@ -38,8 +39,8 @@ if TYPE_CHECKING:
 
 #: KPL's default ``RecordMaxBufferedTime``: 100 ms.
 KPL_MAX_BUFFERED_SECONDS = 0.1
-#: Packed records stop at one PUT payload unit: bigger ones cost as much per byte.
-DEFAULT_PACKED_RECORD_BYTES = PUT_PAYLOAD_UNIT_BYTES
+#: KPL closes an aggregated record at one PUT payload unit: bigger ones cost as much per byte.
+KPL_RECORD_BYTES = PUT_PAYLOAD_UNIT_BYTES
 #: How long ``buffered`` holds messages when no number is given.
 DEFAULT_BUFFER_SECONDS = 5.0
 
@@ -62,7 +63,7 @@ class BatchingMode:
     kind: BatchingKind = BatchingKind.PER_SECOND
     hold_seconds: float = 0.0
     """The longest a message waits in the client before its record is made."""
-    max_record_bytes: int = DEFAULT_PACKED_RECORD_BYTES
+    max_record_bytes: int = MIB
     """A packed record is closed before it grows past this (data plus partition key)."""
 
     @property
@@ -79,7 +80,11 @@ PER_SECOND = BatchingMode()
 DEFAULT_BATCHING_MODES = (
     PER_SECOND,
     BatchingMode(kind=BatchingKind.BUFFERED, hold_seconds=DEFAULT_BUFFER_SECONDS),
-    BatchingMode(kind=BatchingKind.KPL, hold_seconds=KPL_MAX_BUFFERED_SECONDS),
+    BatchingMode(
+        kind=BatchingKind.KPL,
+        hold_seconds=KPL_MAX_BUFFERED_SECONDS,
+        max_record_bytes=KPL_RECORD_BYTES,
+    ),
 )
 
 _MODE = re.compile(r"^(per-second|buffered|kpl)(?::(\d+(?:\.\d+)?))?$")
@@ -104,6 +109,8 @@ def parse_batching(text: str) -> BatchingMode:
     hold = default if seconds is None else float(seconds)
     if not 0 < hold <= 60:
         raise ValueError("a hold time is more than 0 and at most 60 seconds")
+    if kind is BatchingKind.KPL:
+        return BatchingMode(kind=kind, hold_seconds=hold, max_record_bytes=KPL_RECORD_BYTES)
     return BatchingMode(kind=kind, hold_seconds=hold)
 
 
@@ -263,16 +270,11 @@ def unpack(data: bytes) -> list[bytes]:
     ``aws-kinesis-agg``; anything else is split into lines (a single message has none).
     """
     if data.startswith(MAGIC):
-        record = {"Data": data, "PartitionKey": "", "SequenceNumber": "0"}
-        record["ApproximateArrivalTimestamp"] = 0
-        users = list(iter_deaggregate_records([record], data_format="Boto3"))
+        record = {"Data": data, "PartitionKey": "", "SequenceNumber": "0",
+                  "ApproximateArrivalTimestamp": 0}  # fmt: skip
         messages: list[bytes] = []
-        for user in users:
-            payload = user["kinesis"]["data"]
-            if user["kinesis"].get("aggregated"):
-                import base64
-
-                payload = base64.b64decode(payload)
-            messages.append(payload)
+        for user in iter_deaggregate_records([record], data_format="Boto3"):
+            # De-aggregated user records come back base64-encoded, as Lambda delivers them.
+            messages.append(base64.b64decode(user["kinesis"]["data"]))
         return messages
     return [line for line in data.split(b"\n") if line]

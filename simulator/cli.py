@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from simulator.aggregation import BatchingMode, apply_batching, parse_batching
 from simulator.batching import (
     KINESIS_MAX_RECORD_BYTES,
     KINESIS_MAX_RECORDS,
@@ -44,6 +45,13 @@ def _parse_start(ctx: click.Context, param: click.Parameter, value: str | None) 
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
+
+
+def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> BatchingMode:
+    try:
+        return parse_batching(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -186,6 +194,18 @@ def _parse_start(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout."
 )
+@click.option(
+    "--batching",
+    callback=_parse_batching,
+    default="per-second",
+    show_default=True,
+    metavar="MODE",
+    help="per-second (one record a message), buffered:SECONDS (newline-delimited JSON per "
+    "shard) or kpl (KPL aggregation).",
+)
+@click.option(
+    "--no-dashboard", is_flag=True, help="No live dashboard: a progress line every few seconds."
+)
 def simulate(
     riders: int,
     duration: int,
@@ -211,6 +231,8 @@ def simulate(
     seed: int | None,
     start_time: float | None,
     as_json: bool,
+    batching: BatchingMode,
+    no_dashboard: bool,
 ) -> None:
     """Drive virtual riders into Kinesis with PutRecords batches.
 
@@ -274,7 +296,10 @@ def simulate(
     try:
         dispatcher = make_dispatcher(sink, clock, sink_options)
         simulation = Simulation(config, sink, clock, dispatcher=dispatcher)
-        result = run_with_progress(simulation, json_output=as_json)
+        apply_batching(simulation, batching)
+        result = run_with_progress(
+            simulation, json_output=as_json, dashboard=not no_dashboard, batching=batching.label
+        )
     except SimulatorError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -1,0 +1,446 @@
+"""``alleycat compare``: the same workload through each partition-key strategy or batching mode.
+
+The fleet's messages are generated once (:func:`record_workload`) and replayed, message for
+message, through a fresh run for each strategy or mode: the built-in stream model, the real
+producer with its retries and TTL, in virtual time. Each run is measured at the stream
+(:class:`MeteredStream`): where each entry was offered, what was accepted, whether each rider's
+messages stayed on one shard and in order, and what the accepted records bill.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gc
+import multiprocessing
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from simulator.aggregation import PER_SECOND, BatchingMode, BatchingStage, apply_batching
+from simulator.batching import Record
+from simulator.clock import VirtualClock
+from simulator.costs import DEFAULT_PRICES, MonthlyCost, Prices, monthly_cost
+from simulator.fleet import FIRST_RACER_ID, Fleet, FleetConfig
+from simulator.keys import Keyer, PartitionKeyStrategy, make_keyer
+from simulator.runner import Simulation, SimulationConfig
+from simulator.shards import SHARD_RECORDS_PER_SECOND, LocalStream
+from simulator.sink import PutRecordsOutcome, StreamDescription
+from simulator.stats import RunStats
+
+#: Runs start at a race boundary (2026-11-26T20:00:00Z), so every run is the same.
+WORKLOAD_START = 1_764_187_200.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    """What every strategy or mode is run against."""
+
+    riders: int = 1000
+    shards: int = 4
+    duration: int = 300
+    classes: int = 6
+    phase_spread_ms: int = 1000
+    """0 synchronises the riders: all send on the whole second."""
+    seed: int = 1
+    race_seconds: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedWorkload:
+    """The fleet's messages in the order it sends them."""
+
+    workload: Workload
+    timestamps_ms: list[int]
+    riders: list[int]
+    data: list[bytes]
+
+
+def record_workload(workload: Workload) -> RecordedWorkload:
+    """Generate every message of ``workload`` once, with no key yet."""
+    fleet = Fleet(
+        FleetConfig(
+            riders=workload.riders,
+            classes=workload.classes,
+            race_seconds=workload.race_seconds,
+            phase_spread_ms=workload.phase_spread_ms,
+        ),
+        start=WORKLOAD_START,
+        duration=workload.duration,
+        keyer=lambda index, timestamp_ms: ("-", None),
+        rng=random.Random(workload.seed),
+    )
+    records: list[Record] = []
+    fleet.emit_until(WORKLOAD_START + workload.duration + 1, records, fleet.total)
+    return RecordedWorkload(
+        workload,
+        [round(r.generated_at * 1000) for r in records],
+        [r.rider for r in records],
+        [r.data for r in records],
+    )
+
+
+class ReplayFleet:
+    """Sends a recorded workload again on its original schedule, under a new keyer."""
+
+    def __init__(self, recorded: RecordedWorkload, keyer: Keyer) -> None:
+        self._recorded = recorded
+        self._keyer = keyer
+        self._cursor = 0
+        self.total = len(recorded.data)
+        self.generated = 0
+
+    @property
+    def done(self) -> bool:
+        """True once every message has been sent."""
+        return self._cursor >= self.total
+
+    @property
+    def next_due(self) -> float | None:
+        """Simulation time of the next message, or None when done."""
+        if self.done:
+            return None
+        return self._recorded.timestamps_ms[self._cursor] / 1000
+
+    def emit_until(self, now: float, out: list[Record], limit: int) -> int:
+        """Append every message due by ``now`` (at most ``limit``) as a keyed record."""
+        rec, keyer, start = self._recorded, self._keyer, self._cursor
+        end = min(bisect.bisect_right(rec.timestamps_ms, now * 1000, lo=start), start + limit)
+        append = out.append
+        for i in range(start, end):
+            rider, timestamp_ms = rec.riders[i], rec.timestamps_ms[i]
+            key, explicit = keyer(rider, timestamp_ms)
+            append(Record(rec.data[i], key, explicit, timestamp_ms / 1000, rider=rider))
+        self._cursor = end
+        self.generated += end - start
+        return end - start
+
+    def leaderboard(self, per_class: int = 5) -> dict[int, list[tuple[str, int, float]]]:
+        """No leaderboard: a comparison shows no dashboard."""
+        return {}
+
+
+class MeteredStream:
+    """The built-in stream, measured: offered load, rider stickiness, order and billing."""
+
+    def __init__(self, stream: LocalStream, riders: int) -> None:
+        self.stream = stream
+        shards = stream.describe().shards
+        count = len(shards)
+        self._index = {s.shard_id: i for i, s in enumerate(shards)}
+        self.offered_peak = [0] * count
+        """The most entries offered to each shard in one second, accepted or not."""
+        self._second = -1
+        self._offered = [0] * count
+        self.rider_shard = [-1] * riders
+        """Each rider's shard index; -2 once a rider has been seen on two shards."""
+        self._rider_last = [0.0] * riders
+        self.out_of_order = 0
+        """Messages accepted after a later message of the same rider."""
+        self.billed_kilobytes = 0
+
+    def describe(self) -> StreamDescription:
+        """The wrapped stream's description."""
+        return self.stream.describe()
+
+    def put_records(self, records: Sequence[Record], now: float) -> PutRecordsOutcome:
+        """Write through to the stream and measure the outcome."""
+        outcome = self.stream.put_records(records, now)
+        second = int(now)
+        if second != self._second:
+            self._roll(second)
+        offered, index_for, index_of = self._offered, self.stream.router.index_for, self._index
+        rider_shard, rider_last = self.rider_shard, self._rider_last
+        kb = 0
+        for record, shard_id in zip(records, outcome.shard_ids, strict=True):
+            if shard_id is None:  # Throttled: still offered to the shard its key names.
+                offered[index_for(record.partition_key, record.explicit_hash_key)] += 1
+                continue
+            shard = index_of[shard_id]
+            offered[shard] += 1
+            kb += (record.size + 1023) // 1024  # Whole KB, as on-demand bills (costs.billed_kb).
+            rider = record.rider
+            if rider < 0:
+                continue
+            seen = rider_shard[rider]
+            if seen != shard:
+                rider_shard[rider] = shard if seen == -1 else -2
+            if record.generated_at < rider_last[rider]:
+                self.out_of_order += 1
+            else:
+                rider_last[rider] = record.generated_at
+        self.billed_kilobytes += kb
+        return outcome
+
+    def close(self) -> None:
+        """Close the wrapped stream."""
+        self.stream.close()
+
+    def _roll(self, second: int) -> None:
+        peak = self.offered_peak
+        for i, count in enumerate(self._offered):
+            if count > peak[i]:
+                peak[i] = count
+        self._second = second
+        self._offered = [0] * len(peak)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFigures:
+    """What one strategy or mode did with the workload."""
+
+    strategy: str
+    batching: str
+    messages: int
+    """Ride messages delivered."""
+    records: int
+    """Kinesis records accepted."""
+    requests: int
+    put_payload_units: int
+    billed_kilobytes: int
+    shard_records: list[int]
+    shard_share: list[float]
+    imbalance: float
+    """Records on the busiest shard over the mean per shard (1.0 is even)."""
+    peak_offered_per_s: list[int]
+    """The most entries offered to each shard in one second, retries included."""
+    peak_load: float
+    """The busiest shard's peak offered rate over its 1,000 records/s limit."""
+    throttled: int
+    throttled_share: float
+    """Throttled entries over all entries sent."""
+    retries: int
+    dropped: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    hold_p50_ms: float
+    """Client-side wait added by the batching mode (per message)."""
+    hold_p99_ms: float
+    riders_on_one_shard: float
+    """The share of riders whose messages all went to one shard."""
+    out_of_order: int
+    cost: MonthlyCost
+    verdict: str = ""
+
+
+def run_one(
+    recorded: RecordedWorkload,
+    strategy: PartitionKeyStrategy,
+    mode: BatchingMode = PER_SECOND,
+    prices: Prices = DEFAULT_PRICES,
+) -> RunFigures:
+    """Replay ``recorded`` with ``strategy`` and ``mode`` on the built-in stream."""
+    w = recorded.workload
+    stream = MeteredStream(LocalStream(w.shards), w.riders)
+    fleet = FleetConfig(riders=w.riders, classes=w.classes, race_seconds=w.race_seconds)
+    config = SimulationConfig(fleet=fleet, duration=w.duration, strategy=strategy, seed=w.seed)
+    simulation = Simulation(config, stream, VirtualClock(WORKLOAD_START))
+    keyer = make_keyer(
+        strategy,
+        racer_ids=[FIRST_RACER_ID + i for i in range(w.riders)],
+        class_ids=[i % w.classes + 1 for i in range(w.riders)],
+        shards=simulation.stream.shards,
+        rng=random.Random(w.seed),
+    )
+    # The recorded messages take the place of a fresh fleet: same messages, same schedule.
+    simulation.fleet = ReplayFleet(recorded, keyer)  # type: ignore[assignment]
+    stage = apply_batching(simulation, mode)
+    # Records are short-lived and form no cycles: the cyclic collector only costs time here.
+    threshold = gc.get_threshold()
+    gc.set_threshold(200_000, 50, 100)
+    try:
+        stats = simulation.run().stats
+    finally:
+        gc.set_threshold(*threshold)
+    return _figures(strategy, mode, stats, stream, stage, w, prices)
+
+
+def _figures(
+    strategy: PartitionKeyStrategy,
+    mode: BatchingMode,
+    stats: RunStats,
+    stream: MeteredStream,
+    stage: BatchingStage,
+    w: Workload,
+    prices: Prices,
+) -> RunFigures:
+    shard_ids = [s.shard_id for s in stream.describe().shards]
+    counts = [stats.shards[sid].records for sid in shard_ids]
+    delivered = max(1, stats.delivered)
+    mean = sum(counts) / len(counts)
+    sent = stats.delivered + stats.throttled + stats.internal_failures
+    seen = [s for s in stream.rider_shard if s != -1]
+    figures = RunFigures(
+        strategy=strategy.value,
+        batching=mode.label,
+        messages=stats.messages_delivered,
+        records=stats.delivered,
+        requests=stats.batches,
+        put_payload_units=stats.put_payload_units,
+        billed_kilobytes=stream.billed_kilobytes,
+        shard_records=counts,
+        shard_share=[c / delivered for c in counts],
+        imbalance=max(counts) / mean if mean else 0.0,
+        peak_offered_per_s=list(stream.offered_peak),
+        peak_load=max(stream.offered_peak) / SHARD_RECORDS_PER_SECOND,
+        throttled=stats.throttled,
+        throttled_share=stats.throttled / sent if sent else 0.0,
+        retries=stats.retries,
+        dropped=stats.dropped,
+        latency_p50_ms=stats.latency.percentile(50),
+        latency_p99_ms=stats.latency.percentile(99),
+        hold_p50_ms=stage.hold.percentile(50),
+        hold_p99_ms=stage.hold.percentile(99),
+        riders_on_one_shard=sum(1 for s in seen if s >= 0) / len(seen) if seen else 0.0,
+        out_of_order=stream.out_of_order,
+        cost=monthly_cost(
+            shards=w.shards,
+            seconds=w.duration,
+            put_payload_units=stats.put_payload_units,
+            billed_kilobytes=stream.billed_kilobytes,
+            prices=prices,
+        ),
+    )
+    return replace(figures, verdict=verdict(figures))
+
+
+def verdict(f: RunFigures) -> str:
+    """One line on what a strategy does to the stream and to per-rider order."""
+    if f.dropped:
+        return f"loses data: {f.dropped:,} records dropped after the TTL"
+    if f.throttled_share > 0.01:
+        return (
+            f"throttles: {f.throttled_share:.0%} of entries rejected, hottest shard offered "
+            f"{f.peak_load:.0%} of its limit"
+        )
+    if f.imbalance > 1.15:
+        return f"uneven: the busiest shard takes {f.imbalance:.2f}× the mean"
+    if f.riders_on_one_shard < 1:
+        return "even, but each rider's messages scatter over shards: no per-rider order"
+    if f.out_of_order:
+        return f"even, riders pinned to a shard, but {f.out_of_order:,} messages arrived late"
+    return "even, no throttling, each rider's messages in order on one shard"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Comparison:
+    """The figures of every run, and how they were obtained."""
+
+    workload: Workload
+    runs: list[RunFigures]
+    processes: int
+    """Processes the runs were spread over."""
+    recommendation: str
+
+
+#: The recorded workload, inherited by forked worker processes instead of being pickled.
+_SHARED: RecordedWorkload | None = None
+
+
+def _run_shared(job: tuple[PartitionKeyStrategy, BatchingMode, Prices]) -> RunFigures:
+    assert _SHARED is not None
+    return run_one(_SHARED, *job)
+
+
+def run_all(
+    recorded: RecordedWorkload,
+    jobs: Sequence[tuple[PartitionKeyStrategy, BatchingMode]],
+    *,
+    prices: Prices = DEFAULT_PRICES,
+    processes: int = 1,
+) -> tuple[list[RunFigures], int]:
+    """Run each (strategy, mode) on ``recorded``; in up to ``processes`` forked processes.
+
+    Returns the figures in the order of ``jobs`` and the number of processes used.
+    """
+    global _SHARED
+    work = [(strategy, mode, prices) for strategy, mode in jobs]
+    processes = max(1, min(processes, len(work)))
+    if processes == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [run_one(recorded, *job) for job in work], 1
+    _SHARED = recorded
+    try:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            return pool.map(_run_shared, work, chunksize=1), processes
+    finally:
+        _SHARED = None
+
+
+def compare_strategies(
+    workload: Workload,
+    strategies: Sequence[PartitionKeyStrategy],
+    *,
+    mode: BatchingMode = PER_SECOND,
+    prices: Prices = DEFAULT_PRICES,
+    processes: int = 1,
+) -> Comparison:
+    """Run the same workload through each partition-key strategy."""
+    recorded = record_workload(workload)
+    runs, used = run_all(recorded, [(s, mode) for s in strategies], prices=prices,
+                         processes=processes)  # fmt: skip
+    return Comparison(
+        workload=workload, runs=runs, processes=used, recommendation=recommend_strategy(runs)
+    )
+
+
+def compare_batching(
+    workload: Workload,
+    strategy: PartitionKeyStrategy,
+    modes: Sequence[BatchingMode],
+    *,
+    prices: Prices = DEFAULT_PRICES,
+    processes: int = 1,
+) -> Comparison:
+    """Run the same workload, keyed by ``strategy``, through each batching mode."""
+    recorded = record_workload(workload)
+    runs, used = run_all(recorded, [(strategy, m) for m in modes], prices=prices,
+                         processes=processes)  # fmt: skip
+    return Comparison(
+        workload=workload, runs=runs, processes=used, recommendation=recommend_batching(runs)
+    )
+
+
+def _rank(f: RunFigures) -> tuple[bool, bool, bool, bool, float]:
+    return (
+        f.dropped > 0,
+        f.throttled_share > 0.001,
+        f.riders_on_one_shard < 1,
+        f.imbalance > 1.15,
+        f.imbalance,
+    )
+
+
+def recommend_strategy(runs: Sequence[RunFigures]) -> str:
+    """Name the strategy to use, and say why against the others."""
+    if not runs:
+        return "nothing was compared"
+    best = min(runs, key=_rank)
+    reasons = [f"use `{best.strategy}`: {best.verdict}"]
+    reasons.append(
+        f"(busiest shard {best.imbalance:.2f}× the mean, throttled {best.throttled_share:.1%}, "
+        f"{best.riders_on_one_shard:.0%} of riders on one shard)."
+    )
+    for other in runs:
+        if other is not best:
+            reasons.append(f"`{other.strategy}` {other.verdict}.")
+    return " ".join(reasons)
+
+
+def recommend_batching(runs: Sequence[RunFigures]) -> str:
+    """Name the cheapest mode that loses nothing, with what it costs in latency."""
+    if not runs:
+        return "nothing was compared"
+    safe = [r for r in runs if not r.dropped] or list(runs)
+    cheapest = min(safe, key=lambda r: r.cost.provisioned)
+    fastest = min(safe, key=lambda r: r.latency_p99_ms + r.hold_p99_ms)
+    line = (
+        f"`{cheapest.batching}` costs least: {cheapest.put_payload_units:,} PUT payload units "
+        f"(${cheapest.cost.provisioned:,.2f}/month provisioned, "
+        f"${cheapest.cost.on_demand:,.2f} on-demand), holding messages up to "
+        f"{cheapest.hold_p99_ms / 1000:.1f} s (p99)."
+    )
+    if fastest is not cheapest:
+        line += (
+            f" `{fastest.batching}` is quickest (p99 {fastest.latency_p99_ms / 1000:.1f} s) at "
+            f"${fastest.cost.provisioned:,.2f}/month: choose it when standings must be fresh."
+        )
+    return line

@@ -1,0 +1,332 @@
+"""``alleycat compare``: partition-key strategies or batching modes side by side."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import click
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from simulator.aggregation import DEFAULT_BATCHING_MODES, BatchingMode, parse_batching
+from simulator.compare import (
+    Comparison,
+    RunFigures,
+    Workload,
+    compare_batching,
+    compare_strategies,
+)
+from simulator.costs import DEFAULT_PRICES, Prices
+from simulator.keys import PartitionKeyStrategy
+from simulator.shards import SHARD_RECORDS_PER_SECOND
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+PRICING_PAGE = "https://aws.amazon.com/kinesis/data-streams/pricing/"
+#: ``--batching`` with no value compares these.
+ALL_MODES = ",".join(m.label for m in DEFAULT_BATCHING_MODES)
+#: Shading of a heat-map cell by peak offered load over the shard's limit.
+SHADES = ((0.25, "░", "green"), (0.5, "▒", "green"), (0.8, "▓", "yellow"), (1.0, "█", "red"))
+
+
+def _strategies(
+    ctx: click.Context, param: click.Parameter, value: str
+) -> list[PartitionKeyStrategy]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    choices = ", ".join(s.value for s in PartitionKeyStrategy)
+    try:
+        strategies = list(dict.fromkeys(PartitionKeyStrategy(n) for n in names))
+    except ValueError:
+        strategies = []
+    if not strategies:
+        raise click.BadParameter(f"{value!r}: give a comma list of {choices}")
+    return strategies
+
+
+def _modes(ctx: click.Context, param: click.Parameter, value: str | None) -> list[BatchingMode]:
+    if value is None:
+        return []
+    try:
+        return list(dict.fromkeys(parse_batching(m) for m in value.split(",") if m.strip()))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
+    return click.option(
+        f"--price-{name}",
+        type=click.FloatRange(min=0),
+        default=default,
+        show_default=True,
+        metavar="USD",
+        help=text,
+    )
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--riders", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Virtual riders, one message a second each.")  # fmt: skip
+@click.option("--shards", type=click.IntRange(1, 1024), default=4, show_default=True,
+              help="Shards of the built-in stream.")  # fmt: skip
+@click.option("--duration", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Seconds of riding (virtual time).")  # fmt: skip
+@click.option("--classes", type=click.IntRange(1, 6), default=6, show_default=True,
+              help="Deal riders over class ids 1..N.")  # fmt: skip
+@click.option("--phase-spread", type=click.IntRange(0, 1000), default=1000, show_default=True,
+              metavar="MS", help="Spread riders' send times over this part of each second "
+              "(0 = synchronised riders, all on the whole second).")  # fmt: skip
+@click.option("--seed", type=int, default=1, show_default=True, help="The workload's seed.")
+@click.option("--strategies", callback=_strategies, show_default=True,
+              default=",".join(s.value for s in PartitionKeyStrategy),
+              help="Partition-key strategies to compare, comma-separated.")  # fmt: skip
+@click.option("--batching", "modes", callback=_modes, is_flag=False, flag_value=ALL_MODES,
+              default=None, metavar="[MODES]", help="Compare batching modes instead "
+              f"(per-second, buffered:SECONDS, kpl); alone: {ALL_MODES}.")  # fmt: skip
+@click.option("--partition-key", "strategy", default=PartitionKeyStrategy.BALANCED.value,
+              type=click.Choice([s.value for s in PartitionKeyStrategy]), show_default=True,
+              help="The strategy batching modes are compared with.")  # fmt: skip
+@click.option("--format", "output", type=click.Choice(["table", "json", "csv"]),
+              default="table", show_default=True, help="Output format.")  # fmt: skip
+@click.option("--jobs", type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1),
+              show_default=True, help="Processes to run strategies in.")  # fmt: skip
+@_price("shard-hour", DEFAULT_PRICES.shard_hour, "Provisioned: per shard-hour.")
+@_price("put-units", DEFAULT_PRICES.put_units_million, "Provisioned: per million PUT units.")
+@_price("on-demand-gb", DEFAULT_PRICES.on_demand_gb, "On-demand: per GB written.")
+@_price("stream-hour", DEFAULT_PRICES.on_demand_stream_hour, "On-demand: per stream-hour.")
+def compare(
+    riders: int,
+    shards: int,
+    duration: int,
+    classes: int,
+    phase_spread: int,
+    seed: int,
+    strategies: list[PartitionKeyStrategy],
+    modes: list[BatchingMode],
+    strategy: str,
+    output: str,
+    jobs: int,
+    price_shard_hour: float,
+    price_put_units: float,
+    price_on_demand_gb: float,
+    price_stream_hour: float,
+) -> None:
+    """Run one seeded workload through each partition-key strategy and compare the shards.
+
+    Every strategy gets the same messages on the same schedule, written to the built-in stream
+    model (MD5 routing, 1,000 records/s and 1 MiB/s per shard) in virtual time, by the
+    simulator's producer with its retries. The table shows each shard's share, the imbalance,
+    the busiest shard's peak against its limit, throttling, latency and whether each rider's
+    messages stay on one shard (their order), then a heat map and a recommendation.
+
+    With --batching, compare batching modes instead: per-second sending, buffering N seconds
+    on the client, and KPL aggregation, with their Kinesis records, PUT payload units, added
+    latency and an estimated monthly cost (quoted us-east-1 prices; check them, and override
+    them with the --price options).
+    """
+    workload = Workload(riders=riders, shards=shards, duration=duration, classes=classes,
+                        phase_spread_ms=phase_spread, seed=seed)  # fmt: skip
+    prices = Prices(
+        shard_hour=price_shard_hour,
+        put_units_million=price_put_units,
+        on_demand_gb=price_on_demand_gb,
+        on_demand_stream_hour=price_stream_hour,
+    )
+    started = time.monotonic()
+    if modes:
+        key = PartitionKeyStrategy(strategy)
+        comparison = compare_batching(workload, key, modes, prices=prices, processes=jobs)
+    else:
+        comparison = compare_strategies(workload, strategies, prices=prices, processes=jobs)
+    wall = time.monotonic() - started
+    if output == "json":
+        click.echo(json.dumps(comparison_json(comparison, prices, wall)))
+    elif output == "csv":
+        click.echo(comparison_csv(comparison.runs), nl=False)
+    else:
+        console = Console()
+        console.print(render_comparison(comparison, prices, batching=bool(modes), wall=wall))
+
+
+def run_row(f: RunFigures) -> dict[str, Any]:
+    """One run's figures as plain JSON values."""
+    row = asdict(f)
+    row["throttled_share"] = round(f.throttled_share, 6)
+    row["shard_share"] = [round(s, 6) for s in f.shard_share]
+    row["imbalance"] = round(f.imbalance, 4)
+    row["peak_load"] = round(f.peak_load, 4)
+    row["riders_on_one_shard"] = round(f.riders_on_one_shard, 6)
+    row["cost"] = {k: round(v, 2) for k, v in row["cost"].items()}
+    return row
+
+
+def comparison_json(comparison: Comparison, prices: Prices, wall: float) -> dict[str, Any]:
+    """The whole comparison as one JSON object: one entry in ``runs`` per strategy or mode."""
+    return {
+        "workload": asdict(comparison.workload),
+        "prices_usd": asdict(prices),
+        "processes": comparison.processes,
+        "wall_seconds": round(wall, 3),
+        "runs": [run_row(f) for f in comparison.runs],
+        "recommendation": comparison.recommendation,
+    }
+
+
+def comparison_csv(runs: Sequence[RunFigures]) -> str:
+    """One CSV row per strategy or mode; per-shard figures in ``shard_N_*`` columns."""
+    rows = []
+    for f in runs:
+        row = run_row(f)
+        for name in ("shard_records", "shard_share", "peak_offered_per_s"):
+            for i, value in enumerate(row.pop(name)):
+                row[f"shard_{i}_{name.removeprefix('shard_')}"] = value
+        for name, value in row.pop("cost").items():
+            row[f"monthly_{name}_usd"] = value
+        rows.append(row)
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+def render_comparison(
+    comparison: Comparison, prices: Prices, *, batching: bool, wall: float | None = None
+) -> RenderableType:
+    """The comparison for a terminal: table, heat map or prices, and the recommendation."""
+    w = comparison.workload
+    messages = w.riders * w.duration
+    parts: list[RenderableType] = []
+    if batching:
+        parts += [batching_table(comparison.runs), prices_note(prices, w.shards)]
+    else:
+        parts += [strategy_table(comparison.runs), heat_map(comparison.runs)]
+    parts.append(Text.assemble(("Recommendation: ", "bold"), comparison.recommendation))
+    what = f"{len(comparison.runs)} {'modes' if batching else 'strategies'}"
+    ran = (
+        f"{what} × {w.riders:,} riders × {w.duration:,} s ({messages:,} messages each) on "
+        f"{w.shards} shards, seed {w.seed}, in {comparison.processes} "
+        f"process{'es' if comparison.processes > 1 else ''}"
+    )
+    parts.append(Text(f"Ran {ran}" + (f" in {wall:.1f} s." if wall is not None else "."), "dim"))
+    return Group(*parts)
+
+
+def _table(title: str) -> Table:
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+    )
+
+
+def _shares(f: RunFigures) -> str:
+    if len(f.shard_share) <= 8:
+        return " ".join(f"{s * 100:.0f}" for s in f.shard_share)
+    return f"{min(f.shard_share):.1%}–{max(f.shard_share):.1%}"
+
+
+def strategy_table(runs: Sequence[RunFigures]) -> RenderableType:
+    """One row per strategy, then each strategy's verdict."""
+    table = _table("Partition-key strategies")
+    table.add_column("strategy", no_wrap=True)
+    table.add_column("% per\nshard", no_wrap=True)
+    headers = ("max/\nmean", "peak/\nlimit", "throt-\ntled", "retries", "dropped",
+               "p50/p99\nms", "riders\n1 shard")  # fmt: skip
+    for name in headers:
+        table.add_column(name, justify="right", no_wrap=True)
+    verdicts = Table.grid(padding=(0, 2))
+    verdicts.add_column(no_wrap=True)
+    verdicts.add_column()
+    for f in runs:
+        table.add_row(
+            f.strategy,
+            _shares(f),
+            f"{f.imbalance:.2f}",
+            f"{f.peak_load:.0%}",
+            f"{f.throttled_share:.1%}",
+            f"{f.retries:,}",
+            f"{f.dropped:,}",
+            f"{f.latency_p50_ms:,.0f}/{f.latency_p99_ms:,.0f}",
+            f"{f.riders_on_one_shard:.0%}",
+        )
+        verdicts.add_row(f.strategy, Text(f.verdict, "italic"))
+    return Group(table, verdicts, Text(""))
+
+
+def heat_map(runs: Sequence[RunFigures], max_columns: int = 16) -> RenderableType:
+    """Strategy × shard: each shard's peak offered records/s as a share of its limit."""
+    title = Text("Peak offered load per shard (% of 1,000 records/s; █ = at or over the limit)")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("strategy", no_wrap=True)
+    count = max((len(f.peak_offered_per_s) for f in runs), default=0)
+    shown = min(count, max_columns)
+    for i in range(shown):
+        table.add_column(f"{i}", justify="right", no_wrap=True)
+    if count > shown:
+        table.add_column(f"+{count - shown}", justify="right", no_wrap=True)
+    for f in runs:
+        cells = [_cell(rate / SHARD_RECORDS_PER_SECOND) for rate in f.peak_offered_per_s[:shown]]
+        if count > shown:
+            rest = f.peak_offered_per_s[shown:]
+            cells.append(_cell(max(rest) / SHARD_RECORDS_PER_SECOND, "max "))
+        table.add_row(f.strategy, *cells)
+    return Group(title, table)
+
+
+def _cell(load: float, prefix: str = "") -> Text:
+    shade, style = " ", "dim"
+    for ceiling, char, colour in SHADES:
+        shade, style = char, colour
+        if load < ceiling:
+            break
+    if load <= 0:
+        shade, style = "·", "dim"
+    return Text(f"{prefix}{shade}{shade} {load:.0%}", style)
+
+
+def batching_table(runs: Sequence[RunFigures]) -> Table:
+    """One row per batching mode: records, units, latency and monthly cost."""
+    table = _table("Batching modes")
+    table.add_column("mode", no_wrap=True)
+    headers = ("Kinesis\nrecords", "PUT\nunits", "billed\nKB", "held s\np50/p99",
+               "deliv. s\np50/p99", "$/month\nprov.", "$/month\non-dem.")  # fmt: skip
+    for name in headers:
+        table.add_column(name, justify="right", no_wrap=True)
+    for f in runs:
+        table.add_row(
+            f.batching,
+            f"{f.records:,}",
+            f"{f.put_payload_units:,}",
+            f"{f.billed_kilobytes:,}",
+            f"{f.hold_p50_ms / 1000:.2f}/{f.hold_p99_ms / 1000:.2f}",
+            f"{f.latency_p50_ms / 1000:.2f}/{f.latency_p99_ms / 1000:.2f}",
+            f"{f.cost.provisioned:,.2f}",
+            f"{f.cost.on_demand:,.2f}",
+        )
+    return table
+
+
+def prices_note(prices: Prices, shards: int) -> Text:
+    """The prices the costs were computed with, and where to check them."""
+    return Text(
+        f"Monthly cost if this load ran all month (730 h). Provisioned: {shards} shards × "
+        f"${prices.shard_hour} per shard-hour + ${prices.put_units_million} per million PUT "
+        f"payload units (25 KB each). On-demand: ${prices.on_demand_gb} per GB written (each "
+        f"record rounded up to 1 KB) + ${prices.on_demand_stream_hour} per stream-hour. "
+        f"Quoted us-east-1 prices, not fetched: check {PRICING_PAGE} and override with --price-*. "
+        "Delivery latency is per Kinesis record, from its oldest message.",
+        "dim",
+    )
