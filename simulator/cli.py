@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import inspect
 import json
+import signal
+import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import click
@@ -297,9 +302,13 @@ def simulate(
         dispatcher = make_dispatcher(sink, clock, sink_options)
         simulation = Simulation(config, sink, clock, dispatcher=dispatcher)
         apply_batching(simulation, batching)
-        result = run_with_progress(
-            simulation, json_output=as_json, dashboard=not no_dashboard, batching=batching.label
-        )
+        with _stop_on_signals(simulation):
+            result = run_with_progress(
+                simulation,
+                json_output=as_json,
+                dashboard=not no_dashboard,
+                batching=batching.label,
+            )
     except SimulatorError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -321,6 +330,30 @@ simulate.help = inspect.cleandoc(simulate.help or "") + "".join(
     "\n\n\b\n" + textwrap.fill(f"{strategy.value}: {trade_off}", 78, subsequent_indent="  ")
     for strategy, trade_off in STRATEGY_TRADE_OFFS.items()
 )
+
+
+@contextlib.contextmanager
+def _stop_on_signals(simulation: Simulation) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: stop generating and drain; a second one stops at once.
+
+    The run loop sees the request between passes, so no record is caught half-way.
+    """
+    requests = 0
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal requests
+        requests += 1
+        if requests > 1:
+            raise KeyboardInterrupt
+        print("stopping: sending what is buffered (Ctrl-C again to stop at once)", file=sys.stderr)
+        simulation.stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _summary(simulation: Simulation, result: RunResult) -> dict[str, Any]:
