@@ -217,6 +217,8 @@ class RunFigures:
     hold_p99_ms: float
     riders_on_one_shard: float
     """The share of riders whose messages all went to one shard."""
+    classes_on_one_shard: float
+    """The share of classes whose riders all went to the same single shard."""
     out_of_order: int
     cost: MonthlyCost
     verdict: str = ""
@@ -291,6 +293,7 @@ def _figures(
         hold_p50_ms=stage.hold.percentile(50),
         hold_p99_ms=stage.hold.percentile(99),
         riders_on_one_shard=sum(1 for s in seen if s >= 0) / len(seen) if seen else 0.0,
+        classes_on_one_shard=_classes_on_one_shard(stream.rider_shard, w.classes),
         out_of_order=stream.out_of_order,
         cost=monthly_cost(
             shards=w.shards,
@@ -303,6 +306,15 @@ def _figures(
     return replace(figures, verdict=verdict(figures))
 
 
+def _classes_on_one_shard(rider_shard: list[int], classes: int) -> float:
+    shards_of: dict[int, set[int]] = {}
+    for rider, shard in enumerate(rider_shard):
+        if shard != -1:
+            shards_of.setdefault(rider % classes + 1, set()).add(shard)
+    pinned = sum(1 for shards in shards_of.values() if len(shards) == 1 and min(shards) >= 0)
+    return pinned / len(shards_of) if shards_of else 0.0
+
+
 def verdict(f: RunFigures) -> str:
     """One line on what a strategy does to the stream and to per-rider order."""
     if f.dropped:
@@ -313,7 +325,8 @@ def verdict(f: RunFigures) -> str:
             f"{f.peak_load:.0%} of its limit"
         )
     if f.imbalance > 1.15:
-        return f"uneven: the busiest shard takes {f.imbalance:.2f}× the mean"
+        pinned = "each class pinned to one shard, " if f.classes_on_one_shard == 1 else ""
+        return f"uneven: {pinned}the busiest shard takes {f.imbalance:.2f}× the mean"
     if f.riders_on_one_shard < 1:
         return "even, but each rider's messages scatter over shards: no per-rider order"
     if f.out_of_order:

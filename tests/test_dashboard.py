@@ -1,3 +1,5 @@
+from typing import Any
+
 from rich.console import Console
 
 from simulator.dashboard import render_dashboard
@@ -16,7 +18,7 @@ def _shard(index, records_per_s, bytes_per_s=None):
 
 
 def _snapshot(shards, **overrides):
-    figures = dict(
+    figures: dict[str, Any] = dict(
         now=1_764_187_290.0,
         elapsed=90.0,
         duration=300.0,

@@ -1,0 +1,132 @@
+import base64
+import json
+
+import pytest
+from aws_kinesis_agg.deaggregator import deaggregate_records
+
+from simulator.aggregation import (
+    PER_SECOND,
+    BatchingKind,
+    BatchingMode,
+    apply_batching,
+    parse_batching,
+    unpack,
+)
+from simulator.clock import VirtualClock
+from simulator.fleet import FleetConfig
+from simulator.keys import PartitionKeyStrategy
+from simulator.runner import Simulation, SimulationConfig
+from simulator.shards import LocalStream
+
+START = 1_764_187_200.0
+
+
+class RecordingStream(LocalStream):
+    """The built-in stream, remembering every accepted record and where it went."""
+
+    def __init__(self, shard_count):
+        super().__init__(shard_count)
+        self.accepted = []
+
+    def put_records(self, records, now):
+        outcome = super().put_records(records, now)
+        for record, shard_id in zip(records, outcome.shard_ids, strict=True):
+            if shard_id is not None:
+                self.accepted.append((shard_id, record, now))
+        return outcome
+
+
+def _run(mode, *, strategy="racer", riders=120, duration=12, shards=4):
+    stream = RecordingStream(shards)
+    config = SimulationConfig(
+        fleet=FleetConfig(riders=riders),
+        duration=duration,
+        strategy=PartitionKeyStrategy(strategy),
+        seed=3,
+    )
+    simulation = Simulation(config, stream, VirtualClock(START))
+    stage = apply_batching(simulation, mode)
+    result = simulation.run()
+    return stream, result, stage
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "hold"),
+    [
+        ("per-second", BatchingKind.PER_SECOND, 0.0),
+        ("buffered", BatchingKind.BUFFERED, 5.0),
+        ("buffered:2.5", BatchingKind.BUFFERED, 2.5),
+        ("kpl", BatchingKind.KPL, 0.1),
+        ("KPL:1", BatchingKind.KPL, 1.0),
+    ],
+)
+def test_batching_modes_parse_as_the_command_line_spells_them(text, kind, hold):
+    mode = parse_batching(text)
+    assert (mode.kind, mode.hold_seconds) == (kind, hold)
+
+
+@pytest.mark.parametrize("text", ["hourly", "buffered:0", "buffered:-1", "per-second:3", "kpl:99"])
+def test_unknown_batching_modes_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_batching(text)
+
+
+def test_per_second_sends_each_message_as_its_own_record():
+    stream, result, _ = _run(PER_SECOND)
+    assert len(stream.accepted) == 120 * 12
+    assert all(record.messages == 1 for _, record, _ in stream.accepted)
+    assert result.stats.messages_delivered == 120 * 12
+
+
+def test_buffered_records_split_into_every_message_once_on_its_own_shard():
+    stream, result, stage = _run(parse_batching("buffered:3"))
+    messages = [m for _, record, _ in stream.accepted for m in unpack(record.data)]
+    uuids = [json.loads(m)["uuid"] for m in messages]
+    assert len(uuids) == len(set(uuids)) == 120 * 12
+    assert result.stats.messages_delivered == 120 * 12
+    assert len(stream.accepted) < 120 * 12 / 10
+    # Racer keys pin each rider to a shard; packing keeps every message on its rider's shard.
+    route = stream.router.shard_for
+    for shard_id, record, _ in stream.accepted:
+        for message in unpack(record.data):
+            assert route(str(json.loads(message)["racerId"])).shard_id == shard_id
+    # No message waits longer than the hold time (plus one loop tick) in the client.
+    assert stage.hold.percentile(100) <= 3000 + 100
+
+
+def test_kpl_records_deaggregate_to_the_original_messages_and_keys():
+    stream, result, _ = _run(parse_batching("kpl"))
+    assert result.stats.messages_delivered == 120 * 12
+    lambda_event = [
+        {
+            "kinesis": {
+                "kinesisSchemaVersion": "1.0",
+                "partitionKey": record.partition_key,
+                "sequenceNumber": "1",
+                "approximateArrivalTimestamp": now,
+                "data": base64.b64encode(record.data).decode(),
+            }
+        }
+        for _, record, now in stream.accepted
+    ]
+    users = deaggregate_records(lambda_event)
+    assert len(users) == 120 * 12
+    keys_and_racers = set()
+    for user in users:
+        message = json.loads(base64.b64decode(user["kinesis"]["data"]))
+        keys_and_racers.add((user["kinesis"]["partitionKey"], str(message["racerId"])))
+    # Each user record keeps its own partition key: the racer id under the racer strategy.
+    assert all(key == racer for key, racer in keys_and_racers)
+    assert len(keys_and_racers) == 120
+    assert all(record.size <= 25 * 1024 for _, record, _ in stream.accepted)
+
+
+def test_unpack_reads_a_plain_message_as_itself():
+    assert unpack(b'{"uuid":"x"}') == [b'{"uuid":"x"}']
+
+
+def test_a_packed_record_never_exceeds_its_size_limit():
+    mode = BatchingMode(kind=BatchingKind.BUFFERED, hold_seconds=5, max_record_bytes=4096)
+    stream, result, _ = _run(mode, strategy="class", riders=200, duration=6)
+    assert result.stats.messages_delivered == 200 * 6
+    assert max(record.size for _, record, _ in stream.accepted) <= 4096
