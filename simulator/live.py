@@ -49,6 +49,7 @@ def run_with_progress(
     json_output: bool = False,
     dashboard: bool = True,
     batching: str = "per-second",
+    console: Console | None = None,
 ) -> RunResult:
     """Run ``simulation`` with a live dashboard on a terminal, else with progress lines.
 
@@ -58,6 +59,7 @@ def run_with_progress(
             stderr.
         dashboard: draw the dashboard when a terminal is there (``--no-dashboard`` turns it off).
         batching: the batching mode's name, shown on the dashboard.
+        console: draw the dashboard on this console, terminal or not (tests).
     """
     # Records are short-lived and form no cycles: the cyclic collector only costs time here.
     gc.collect()
@@ -65,18 +67,18 @@ def run_with_progress(
     threshold = gc.get_threshold()
     gc.set_threshold(200_000, 50, 100)
     try:
-        if wants_dashboard(enabled=dashboard):
-            return _run_live(simulation, json_output=json_output, batching=batching)
+        if console is not None or wants_dashboard(enabled=dashboard):
+            if console is None:
+                # With --json, or stdout piped, draw on stderr so stdout keeps only the summary.
+                console = Console(stderr=json_output or not _isatty(sys.stdout))
+            return _run_live(simulation, console, batching=batching)
         return simulation.run(on_pass=ProgressLine(simulation))
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
 
 
-def _run_live(simulation: Simulation, *, json_output: bool, batching: str) -> RunResult:
-    # With --json, or stdout piped, draw on stderr so stdout keeps only the summary.
-    to_stderr = json_output or not _isatty(sys.stdout)
-    console = Console(stderr=to_stderr)
+def _run_live(simulation: Simulation, console: Console, *, batching: str) -> RunResult:
     view = dashboard_view(simulation, batching=batching)
     # The view is redrawn from the run loop itself (on_pass), not from Live's refresh thread:
     # the snapshot then never reads the counters while the loop is changing them.
