@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import bisect
 import gc
+import math
 import multiprocessing
+import os
+import pickle
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import cast
 
 from simulator.aggregation import PER_SECOND, BatchingMode, BatchingStage, apply_batching
 from simulator.batching import Record
@@ -45,18 +49,52 @@ class Workload:
     race_seconds: int = 300
 
 
-@dataclass(frozen=True, slots=True)
+#: A slice of a recorded workload: timestamps (ms), rider indexes and message bytes.
+Chunk = tuple[list[int], list[int], list[bytes]]
+#: Seconds of riding recorded at a time, so runs can start before the recording ends.
+CHUNK_SECONDS = 10
+
+
 class RecordedWorkload:
-    """The fleet's messages in the order it sends them."""
+    """The fleet's messages in the order it sends them, complete or still arriving.
 
-    workload: Workload
-    timestamps_ms: list[int]
-    riders: list[int]
-    data: list[bytes]
+    Args:
+        workload: what was recorded.
+        source: called for the next chunk when a run needs messages not received yet;
+            None when every chunk is already here.
+    """
+
+    def __init__(self, workload: Workload, source: Callable[[], Chunk] | None = None) -> None:
+        self.workload = workload
+        self.total = workload.riders * workload.duration
+        self.timestamps_ms: list[int] = []
+        self.riders: list[int] = []
+        self.data: list[bytes] = []
+        self._source = source
+
+    def extend(self, chunk: Chunk) -> None:
+        """Append a chunk of messages."""
+        self.timestamps_ms += chunk[0]
+        self.riders += chunk[1]
+        self.data += chunk[2]
+
+    def fetch(self) -> bool:
+        """Receive the next chunk; False when everything is here already."""
+        if self._source is None or len(self.data) >= self.total:
+            return False
+        self.extend(self._source())
+        return True
 
 
-def record_workload(workload: Workload) -> RecordedWorkload:
-    """Generate every message of ``workload`` once, with no key yet."""
+def record_workload(
+    workload: Workload, on_chunk: Callable[[Chunk], None] | None = None
+) -> RecordedWorkload:
+    """Generate every message of ``workload`` once, with no key yet.
+
+    Args:
+        workload: the fleet and its seed.
+        on_chunk: called with each chunk of ``CHUNK_SECONDS`` as soon as it is generated.
+    """
     fleet = Fleet(
         FleetConfig(
             riders=workload.riders,
@@ -69,14 +107,21 @@ def record_workload(workload: Workload) -> RecordedWorkload:
         keyer=lambda index, timestamp_ms: ("-", None),
         rng=random.Random(workload.seed),
     )
-    records: list[Record] = []
-    fleet.emit_until(WORKLOAD_START + workload.duration + 1, records, fleet.total)
-    return RecordedWorkload(
-        workload,
-        [round(r.generated_at * 1000) for r in records],
-        [r.rider for r in records],
-        [r.data for r in records],
-    )
+    recorded = RecordedWorkload(workload)
+    until = WORKLOAD_START
+    while not fleet.done:
+        until += CHUNK_SECONDS
+        records: list[Record] = []
+        fleet.emit_until(until, records, fleet.total)
+        chunk = (
+            [round(r.generated_at * 1000) for r in records],
+            [r.rider for r in records],
+            [r.data for r in records],
+        )
+        recorded.extend(chunk)
+        if on_chunk is not None:
+            on_chunk(chunk)
+    return recorded
 
 
 class ReplayFleet:
@@ -86,7 +131,7 @@ class ReplayFleet:
         self._recorded = recorded
         self._keyer = keyer
         self._cursor = 0
-        self.total = len(recorded.data)
+        self.total = recorded.total
         self.generated = 0
 
     @property
@@ -97,14 +142,19 @@ class ReplayFleet:
     @property
     def next_due(self) -> float | None:
         """Simulation time of the next message, or None when done."""
-        if self.done:
-            return None
-        return self._recorded.timestamps_ms[self._cursor] / 1000
+        rec = self._recorded
+        while self._cursor >= len(rec.timestamps_ms):
+            if not rec.fetch():
+                return None
+        return rec.timestamps_ms[self._cursor] / 1000
 
     def emit_until(self, now: float, out: list[Record], limit: int) -> int:
         """Append every message due by ``now`` (at most ``limit``) as a keyed record."""
         rec, keyer, start = self._recorded, self._keyer, self._cursor
-        end = min(bisect.bisect_right(rec.timestamps_ms, now * 1000, lo=start), start + limit)
+        now_ms = now * 1000
+        while (not rec.timestamps_ms or rec.timestamps_ms[-1] <= now_ms) and rec.fetch():
+            pass
+        end = min(bisect.bisect_right(rec.timestamps_ms, now_ms, lo=start), start + limit)
         append = out.append
         for i in range(start, end):
             rider, timestamp_ms = rec.riders[i], rec.timestamps_ms[i]
@@ -345,37 +395,85 @@ class Comparison:
     recommendation: str
 
 
-#: The recorded workload, inherited by forked worker processes instead of being pickled.
-_SHARED: RecordedWorkload | None = None
+Job = tuple[PartitionKeyStrategy, BatchingMode]
 
 
-def _run_shared(job: tuple[PartitionKeyStrategy, BatchingMode, Prices]) -> RunFigures:
-    assert _SHARED is not None
-    return run_one(_SHARED, *job)
+def idle_cpus() -> int:
+    """CPUs not busy with other work (by the 1-minute load average); at least one.
+
+    Replaying in parallel costs extra CPU (each worker receives the whole workload), which only
+    pays when a second core is mostly idle.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return min(cpus or 1, max(1, math.ceil((cpus or 1) - load - 0.25)))
 
 
 def run_all(
-    recorded: RecordedWorkload,
-    jobs: Sequence[tuple[PartitionKeyStrategy, BatchingMode]],
+    workload: Workload,
+    jobs: Sequence[Job],
     *,
     prices: Prices = DEFAULT_PRICES,
     processes: int = 1,
 ) -> tuple[list[RunFigures], int]:
-    """Run each (strategy, mode) on ``recorded``; in up to ``processes`` forked processes.
+    """Record ``workload`` once and run each (strategy, mode) job on it.
 
-    Returns the figures in the order of ``jobs`` and the number of processes used.
+    With more than one process, worker processes start at once and replay the workload as this
+    process records it, chunk by chunk, each taking the next job when it is free.
+
+    Returns:
+        The figures in the order of ``jobs``, and the number of processes that ran them.
     """
-    global _SHARED
-    work = [(strategy, mode, prices) for strategy, mode in jobs]
-    processes = max(1, min(processes, len(work)))
+    processes = max(1, min(processes, len(jobs)))
     if processes == 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [run_one(recorded, *job) for job in work], 1
-    _SHARED = recorded
+        recorded = record_workload(workload)
+        return [run_one(recorded, strategy, mode, prices) for strategy, mode in jobs], 1
+    context = multiprocessing.get_context("fork")
+    todo: multiprocessing.Queue[tuple[int, Job] | None] = context.Queue()
+    done: multiprocessing.Queue[tuple[int, RunFigures]] = context.Queue()
+    for item in enumerate(jobs):
+        todo.put(item)
+    feeds: list[multiprocessing.Queue[bytes]] = []
+    workers = []
+    for _ in range(processes):
+        todo.put(None)
+        feed: multiprocessing.Queue[bytes] = context.Queue()
+        worker = context.Process(target=_worker, args=(workload, feed, todo, done, prices))
+        worker.start()
+        feeds.append(feed)
+        workers.append(worker)
     try:
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            return pool.map(_run_shared, work, chunksize=1), processes
+
+        def send(chunk: Chunk) -> None:
+            payload = pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)  # once for every worker
+            for feed in feeds:
+                feed.put(payload)
+
+        record_workload(workload, send)
+        results = dict(done.get() for _ in jobs)
     finally:
-        _SHARED = None
+        for worker in workers:
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.terminate()
+    return [results[i] for i in range(len(jobs))], processes
+
+
+def _worker(
+    workload: Workload,
+    feed: multiprocessing.Queue[bytes],
+    todo: multiprocessing.Queue[tuple[int, Job] | None],
+    done: multiprocessing.Queue[tuple[int, RunFigures]],
+    prices: Prices,
+) -> None:
+    """A worker process: replay the workload as it arrives, for each job it takes."""
+    recorded = RecordedWorkload(workload, lambda: cast(Chunk, pickle.loads(feed.get())))
+    while (item := todo.get()) is not None:
+        index, (strategy, mode) = item
+        done.put((index, run_one(recorded, strategy, mode, prices)))
 
 
 def compare_strategies(
@@ -387,9 +485,8 @@ def compare_strategies(
     processes: int = 1,
 ) -> Comparison:
     """Run the same workload through each partition-key strategy."""
-    recorded = record_workload(workload)
-    runs, used = run_all(recorded, [(s, mode) for s in strategies], prices=prices,
-                         processes=processes)  # fmt: skip
+    jobs = [(strategy, mode) for strategy in strategies]
+    runs, used = run_all(workload, jobs, prices=prices, processes=processes)
     return Comparison(
         workload=workload, runs=runs, processes=used, recommendation=recommend_strategy(runs)
     )
@@ -404,9 +501,8 @@ def compare_batching(
     processes: int = 1,
 ) -> Comparison:
     """Run the same workload, keyed by ``strategy``, through each batching mode."""
-    recorded = record_workload(workload)
-    runs, used = run_all(recorded, [(strategy, m) for m in modes], prices=prices,
-                         processes=processes)  # fmt: skip
+    jobs = [(strategy, mode) for mode in modes]
+    runs, used = run_all(workload, jobs, prices=prices, processes=processes)
     return Comparison(
         workload=workload, runs=runs, processes=used, recommendation=recommend_batching(runs)
     )

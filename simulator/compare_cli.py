@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -24,6 +23,7 @@ from simulator.compare import (
     Workload,
     compare_batching,
     compare_strategies,
+    idle_cpus,
 )
 from simulator.costs import DEFAULT_PRICES, Prices
 from simulator.keys import PartitionKeyStrategy
@@ -96,8 +96,8 @@ def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
               help="The strategy batching modes are compared with.")  # fmt: skip
 @click.option("--format", "output", type=click.Choice(["table", "json", "csv"]),
               default="table", show_default=True, help="Output format.")  # fmt: skip
-@click.option("--jobs", type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1),
-              show_default=True, help="Processes to run strategies in.")  # fmt: skip
+@click.option("--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes to run in; 0: one per idle CPU.")  # fmt: skip
 @_price("shard-hour", DEFAULT_PRICES.shard_hour, "Provisioned: per shard-hour.")
 @_price("put-units", DEFAULT_PRICES.put_units_million, "Provisioned: per million PUT units.")
 @_price("on-demand-gb", DEFAULT_PRICES.on_demand_gb, "On-demand: per GB written.")
@@ -140,6 +140,7 @@ def compare(
         on_demand_gb=price_on_demand_gb,
         on_demand_stream_hour=price_stream_hour,
     )
+    jobs = jobs or idle_cpus()
     started = time.monotonic()
     if modes:
         key = PartitionKeyStrategy(strategy)
