@@ -518,20 +518,31 @@ def _rank(f: RunFigures) -> tuple[bool, bool, bool, bool, float]:
     )
 
 
+def _drawback(f: RunFigures, best: RunFigures) -> str:
+    if f.dropped:
+        return f"drops {f.dropped:,} records"
+    if f.throttled_share > 0.001:
+        return f"throttles {f.throttled_share:.0%} of entries"
+    if f.riders_on_one_shard < 1:
+        return "scatters each rider over shards"
+    if f.imbalance > best.imbalance + 0.005:
+        return f"is less even ({f.imbalance:.2f}×)"
+    return "does as well here"
+
+
 def recommend_strategy(runs: Sequence[RunFigures]) -> str:
-    """Name the strategy to use, and say why against the others."""
+    """Name the strategy to use, and say in one sentence what is wrong with each other one."""
     if not runs:
         return "nothing was compared"
     best = min(runs, key=_rank)
-    reasons = [f"use `{best.strategy}`: {best.verdict}"]
-    reasons.append(
-        f"(busiest shard {best.imbalance:.2f}× the mean, throttled {best.throttled_share:.1%}, "
-        f"{best.riders_on_one_shard:.0%} of riders on one shard)."
+    order = "every rider on one shard, in order" if best.riders_on_one_shard == 1 else (
+        "riders scattered over shards")  # fmt: skip
+    line = (
+        f"use `{best.strategy}`: busiest shard {best.imbalance:.2f}× the mean, "
+        f"{best.throttled_share:.1%} throttled, {best.dropped:,} dropped, {order}."
     )
-    for other in runs:
-        if other is not best:
-            reasons.append(f"`{other.strategy}` {other.verdict}.")
-    return " ".join(reasons)
+    others = [f"`{f.strategy}` {_drawback(f, best)}" for f in runs if f is not best]
+    return line + (" Against it: " + "; ".join(others) + "." if others else "")
 
 
 def recommend_batching(runs: Sequence[RunFigures]) -> str:

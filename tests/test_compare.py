@@ -68,7 +68,8 @@ def test_only_per_rider_keys_keep_each_rider_on_one_shard(spread):
 def test_recommendation_names_an_even_strategy_that_keeps_rider_order(spread):
     comparison, _ = spread
     assert comparison.recommendation.startswith("use `balanced`")
-    assert "`random`" in comparison.recommendation
+    assert "`random` scatters each rider over shards" in comparison.recommendation
+    assert "`class` is less even" in comparison.recommendation
 
 
 def test_buffering_five_seconds_cuts_put_payload_units_for_seconds_of_latency():
