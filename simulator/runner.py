@@ -168,7 +168,9 @@ class Simulation:
             return False
         if drain_until is not None and now >= drain_until:
             return False
-        if dispatcher.in_flight and not dispatcher.has_capacity:
+        if dispatcher.in_flight and (not dispatcher.has_capacity or not producer.room()):
+            # Nothing can move until a request completes. Waiting here, not on the clock, also
+            # keeps a virtual clock (--fast) from racing ahead while requests are in flight.
             dispatcher.wake.wait(0.5)
             return True
         if dispatcher.in_flight and isinstance(dispatcher, InlineDispatcher):
@@ -176,6 +178,9 @@ class Simulation:
         due = [t for t in (fleet.next_due if generating else None, producer.next_deadline()) if t]
         if drain_until is not None:
             due.append(drain_until)
+        if not due and dispatcher.in_flight:
+            dispatcher.wake.wait(0.5)  # only completions are left to wait for
+            return True
         wake_at = max(min(due), now + self.config.tick) if due else now + self.config.tick
         clock.sleep_until(wake_at, dispatcher.wake if dispatcher.in_flight else None)
         return True
