@@ -17,6 +17,7 @@ from simulator.fleet import FleetConfig
 from simulator.keys import PartitionKeyStrategy
 from simulator.runner import Simulation, SimulationConfig
 from simulator.shards import LocalStream
+from simulator.verify import StreamRecord, StreamVerifier
 
 START = 1_764_187_200.0
 
@@ -130,3 +131,21 @@ def test_a_packed_record_never_exceeds_its_size_limit():
     stream, result, _ = _run(mode, strategy="class", riders=200, duration=6)
     assert result.stats.messages_delivered == 200 * 6
     assert max(record.size for _, record, _ in stream.accepted) <= 4096
+
+
+@pytest.mark.parametrize("text", ["per-second", "buffered:2", "kpl"])
+def test_verify_reads_every_message_back_whatever_the_batching_mode(text):
+    stream, _, _ = _run(parse_batching(text), riders=60, duration=6)
+    verifier = StreamVerifier("built-in", stream.router.shards)
+    verifier.add_all(
+        StreamRecord(
+            shard_id=shard_id,
+            sequence_number=str(i),
+            partition_key=record.partition_key,
+            data=record.data,
+        )
+        for i, (shard_id, record, _) in enumerate(stream.accepted)
+    )
+    report = verifier.report()
+    assert (report.unique, report.duplicates, report.gaps, report.malformed) == (360, 0, 0, 0)
+    assert report.off_shard == 0
