@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import queue
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from simulator.aggregation import PER_SECOND, BatchingMode, BatchingStage, apply
 from simulator.batching import Record
 from simulator.clock import VirtualClock
 from simulator.costs import DEFAULT_PRICES, MonthlyCost, Prices, monthly_cost
+from simulator.errors import SimulatorError
 from simulator.fleet import FIRST_RACER_ID, Fleet, FleetConfig
 from simulator.keys import Keyer, PartitionKeyStrategy, make_keyer
 from simulator.runner import Simulation, SimulationConfig
@@ -433,7 +435,7 @@ def run_all(
         return [run_one(recorded, strategy, mode, prices) for strategy, mode in jobs], 1
     context = multiprocessing.get_context("fork")
     todo: multiprocessing.Queue[tuple[int, Job] | None] = context.Queue()
-    done: multiprocessing.Queue[tuple[int, RunFigures]] = context.Queue()
+    done: multiprocessing.Queue[tuple[int, RunFigures | str]] = context.Queue()
     for item in enumerate(jobs):
         todo.put(item)
     feeds: list[multiprocessing.Queue[bytes]] = []
@@ -453,8 +455,20 @@ def run_all(
                 feed.put(payload)
 
         record_workload(workload, send)
-        results = dict(done.get() for _ in jobs)
+        results: dict[int, RunFigures] = {}
+        while len(results) < len(jobs):
+            try:
+                index, figures = done.get(timeout=1.0)
+            except queue.Empty:
+                if not any(worker.is_alive() for worker in workers):
+                    raise SimulatorError("the comparison's worker processes stopped") from None
+                continue
+            if isinstance(figures, str):
+                raise SimulatorError(f"a comparison run failed: {figures}")
+            results[index] = figures
     finally:
+        for feed in feeds:
+            feed.cancel_join_thread()  # a worker that stopped early leaves its feed unread
         for worker in workers:
             worker.join(timeout=5)
             if worker.is_alive():
@@ -466,14 +480,18 @@ def _worker(
     workload: Workload,
     feed: multiprocessing.Queue[bytes],
     todo: multiprocessing.Queue[tuple[int, Job] | None],
-    done: multiprocessing.Queue[tuple[int, RunFigures]],
+    done: multiprocessing.Queue[tuple[int, RunFigures | str]],
     prices: Prices,
 ) -> None:
     """A worker process: replay the workload as it arrives, for each job it takes."""
     recorded = RecordedWorkload(workload, lambda: cast(Chunk, pickle.loads(feed.get())))
     while (item := todo.get()) is not None:
         index, (strategy, mode) = item
-        done.put((index, run_one(recorded, strategy, mode, prices)))
+        try:
+            done.put((index, run_one(recorded, strategy, mode, prices)))
+        except Exception as exc:  # Reported by the parent as one line, not lost in a child.
+            done.put((index, f"{strategy.value}, {mode.label}: {exc!r}"))
+            return
 
 
 def compare_strategies(

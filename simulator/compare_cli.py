@@ -26,6 +26,7 @@ from simulator.compare import (
     idle_cpus,
 )
 from simulator.costs import DEFAULT_PRICES, Prices
+from simulator.errors import SimulatorError
 from simulator.keys import PartitionKeyStrategy
 from simulator.shards import SHARD_RECORDS_PER_SECOND
 
@@ -142,11 +143,14 @@ def compare(
     )
     jobs = jobs or idle_cpus()
     started = time.monotonic()
-    if modes:
-        key = PartitionKeyStrategy(strategy)
-        comparison = compare_batching(workload, key, modes, prices=prices, processes=jobs)
-    else:
-        comparison = compare_strategies(workload, strategies, prices=prices, processes=jobs)
+    try:
+        if modes:
+            key = PartitionKeyStrategy(strategy)
+            comparison = compare_batching(workload, key, modes, prices=prices, processes=jobs)
+        else:
+            comparison = compare_strategies(workload, strategies, prices=prices, processes=jobs)
+    except SimulatorError as exc:
+        raise click.ClickException(str(exc)) from None
     wall = time.monotonic() - started
     if output == "json":
         click.echo(json.dumps(comparison_json(comparison, prices, wall)))

@@ -123,3 +123,16 @@ def test_compare_refuses_an_unknown_strategy():
     result = CliRunner().invoke(compare, ["--strategies", "random,hash"])
     assert result.exit_code == 2
     assert "--strategies" in result.output
+
+
+def test_a_failing_run_in_a_worker_process_is_one_line_not_a_hang(monkeypatch):
+    import simulator.compare
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(simulator.compare, "run_one", broken)
+    result = CliRunner().invoke(compare, ["--riders", "50", "--duration", "30", "--jobs", "2"])
+    assert result.exit_code == 1
+    assert "a comparison run failed" in result.output
+    assert "boom" in result.output
