@@ -174,6 +174,9 @@ class MosquittoBroker:
                 stdin=subprocess.DEVNULL,
                 stdout=self._log if self._log is not None else None,
                 stderr=self._log if self._log is not None else None,
+                # Out of the terminal's process group, so that Ctrl-C reaches only us and we stop
+                # mosquitto ourselves, in order.
+                start_new_session=True,
             )
         except OSError as exc:
             self._cleanup()
