@@ -32,6 +32,7 @@ def render_dashboard(
     shard_count: int,
     batching: str = "per-second",
     total_records: int | None = None,
+    messages_delivered: int | None = None,
     max_shard_rows: int = MAX_SHARD_ROWS,
 ) -> RenderableType:
     """The whole dashboard for one moment of a run.
@@ -43,6 +44,8 @@ def render_dashboard(
         shard_count: the stream's open shards.
         batching: the batching mode's name.
         total_records: messages the whole run will generate, if known.
+        messages_delivered: ride messages inside the delivered records, when records pack
+            several (buffered and KPL batching).
         max_shard_rows: shards listed one per line before the rest are summarised.
     """
     header = Text.assemble(
@@ -58,7 +61,7 @@ def render_dashboard(
         header,
         progress_line(snapshot),
         Text(""),
-        throughput_table(snapshot, total_records),
+        throughput_table(snapshot, total_records, messages_delivered),
         Text(""),
         Text("Shards: the last second against 1,000 records/s and 1 MiB/s", "bold"),
         shard_table(snapshot.shards, max_shard_rows),
@@ -98,7 +101,9 @@ def progress_line(snapshot: StatsSnapshot) -> Text:
     return line
 
 
-def throughput_table(snapshot: StatsSnapshot, total_records: int | None) -> Table:
+def throughput_table(
+    snapshot: StatsSnapshot, total_records: int | None, messages_delivered: int | None = None
+) -> Table:
     """Rates, totals, failures, the producer's state and latency."""
     table = Table.grid(padding=(0, 3))
     for _ in range(4):
@@ -108,7 +113,9 @@ def throughput_table(snapshot: StatsSnapshot, total_records: int | None) -> Tabl
         _figure("generated/s", f"{snapshot.generated_per_s:,.0f}"),
         _figure("accepted/s", f"{snapshot.delivered_per_s:,.0f}"),
         _figure("generated", f"{snapshot.generated:,}{of_total}"),
-        _figure("delivered", f"{snapshot.delivered:,}"),
+        _figure("delivered", f"{snapshot.delivered:,}")
+        if messages_delivered is None
+        else _figure("delivered", f"{snapshot.delivered:,} ({messages_delivered:,} msgs)"),
     )
     table.add_row(
         _figure("throttled", f"{snapshot.throttled:,}", alert=snapshot.throttled > 0),

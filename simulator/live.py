@@ -118,6 +118,7 @@ def dashboard_view(simulation: Simulation, *, batching: str) -> Callable[[], Ren
     """A function that renders ``simulation`` as it is now (what ``Live`` calls to redraw)."""
     stream = simulation.stream
     total = simulation.config.fleet.riders * simulation.config.duration
+    per_second = batching == "per-second"
 
     def view() -> RenderableType:
         return render_dashboard(
@@ -126,7 +127,8 @@ def dashboard_view(simulation: Simulation, *, batching: str) -> Callable[[], Ren
             stream=stream.name,
             shard_count=len(stream.shards),
             batching=batching,
-            total_records=total if batching == "per-second" else None,
+            total_records=total if per_second else None,
+            messages_delivered=None if per_second else simulation.stats.messages_delivered,
         )
 
     return view

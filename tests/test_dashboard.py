@@ -125,3 +125,8 @@ def test_dashboard_renders_before_anything_is_sent():
     text = _render(snapshot)
     assert "no riders yet" in text
     assert "◀" not in text
+
+
+def test_packed_records_show_how_many_messages_they_carried():
+    text = _render(_snapshot([_shard(0, 5)], delivered=40), messages_delivered=9_876)
+    assert "delivered 40 (9,876 msgs)" in text
