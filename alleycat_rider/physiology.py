@@ -133,7 +133,8 @@ class RiderModel:
             delta = 0.08 * (rng.random() - 0.5 + self.effort)
             self.resistance_level = min(1.0, max(0.0, self.resistance_level + delta))
         effort = self.effort
-        self._drive = 0.35 + 0.5 * profile.ability + 0.3 * effort
+        # Strong riders on an effort come near the top of the range, rarely past it.
+        self._drive = 0.25 + 0.45 * profile.ability + 0.25 * effort
         self._tiring = (1.0 - profile.endurance) * 0.004 * max(effort, 0.0) + 0.0004
         if effort < 0:
             self._tiring -= 0.001
