@@ -271,35 +271,46 @@ def strategy_table(runs: Sequence[RunFigures]) -> RenderableType:
     return Group(table, verdicts, Text(""))
 
 
-def heat_map(runs: Sequence[RunFigures], max_columns: int = 16) -> RenderableType:
-    """Strategy × shard: each shard's peak offered records/s as a share of its limit."""
+def heat_map(runs: Sequence[RunFigures], max_columns: int = 8) -> RenderableType:
+    """Strategy × shard: each shard's peak offered records/s as a share of its limit.
+
+    Up to ``max_columns`` shards get a labelled cell each; more shards get one shaded
+    character each, in shard order, with the busiest and quietest shard's figures.
+    """
     title = Text("Peak offered load per shard (% of 1,000 records/s; █ = at or over the limit)")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("strategy", no_wrap=True)
     count = max((len(f.peak_offered_per_s) for f in runs), default=0)
-    shown = min(count, max_columns)
-    for i in range(shown):
-        table.add_column(f"{i}", justify="right", no_wrap=True)
-    if count > shown:
-        table.add_column(f"+{count - shown}", justify="right", no_wrap=True)
+    if count <= max_columns:
+        for i in range(count):
+            table.add_column(f"{i}", justify="right", no_wrap=True)
+        for f in runs:
+            loads = [rate / SHARD_RECORDS_PER_SECOND for rate in f.peak_offered_per_s]
+            table.add_row(f.strategy, *(_cell(load) for load in loads))
+        return Group(title, table)
+    table.add_column(f"shards 0..{count - 1}")
+    table.add_column("busiest", justify="right", no_wrap=True)
+    table.add_column("quietest", justify="right", no_wrap=True)
     for f in runs:
-        cells = [_cell(rate / SHARD_RECORDS_PER_SECOND) for rate in f.peak_offered_per_s[:shown]]
-        if count > shown:
-            rest = f.peak_offered_per_s[shown:]
-            cells.append(_cell(max(rest) / SHARD_RECORDS_PER_SECOND, "max "))
-        table.add_row(f.strategy, *cells)
+        loads = [rate / SHARD_RECORDS_PER_SECOND for rate in f.peak_offered_per_s]
+        strip = Text()
+        for load in loads:
+            strip.append_text(_cell(load, width=1))
+        table.add_row(f.strategy, strip, f"{max(loads):.0%}", f"{min(loads):.0%}")
     return Group(title, table)
 
 
-def _cell(load: float, prefix: str = "") -> Text:
-    shade, style = " ", "dim"
-    for ceiling, char, colour in SHADES:
-        shade, style = char, colour
-        if load < ceiling:
-            break
-    if load <= 0:
-        shade, style = "·", "dim"
-    return Text(f"{prefix}{shade}{shade} {load:.0%}", style)
+def _cell(load: float, width: int = 2) -> Text:
+    """A shaded heat-map cell; with ``width`` 1, only the shade."""
+    shade, style = "·", "dim"
+    if load > 0:
+        for ceiling, char, colour in SHADES:
+            shade, style = char, colour
+            if load < ceiling:
+                break
+    if width == 1:
+        return Text(shade, style)
+    return Text(f"{shade * width} {load:.0%}", style)
 
 
 def batching_table(runs: Sequence[RunFigures]) -> Table:

@@ -136,3 +136,19 @@ def test_a_failing_run_in_a_worker_process_is_one_line_not_a_hang(monkeypatch):
     assert result.exit_code == 1
     assert "a comparison run failed" in result.output
     assert "boom" in result.output
+
+
+def test_heat_map_of_many_shards_has_one_cell_per_shard():
+    from rich.console import Console
+
+    from simulator.compare_cli import heat_map
+
+    workload = Workload(riders=600, shards=24, duration=5, seed=5)
+    runs = compare_strategies(workload, [Key.CLASS, Key.BALANCED]).runs
+    console = Console(width=100, color_system=None, record=True)
+    console.print(heat_map(runs))
+    lines = {line.split()[0]: line.split() for line in console.export_text().splitlines()[3:]}
+    assert len(lines["class"][1]) == len(lines["balanced"][1]) == 24
+    # Six classes: at most six shards carry load under class keys, every shard under balanced.
+    assert 24 - lines["class"][1].count("·") <= 6
+    assert "·" not in lines["balanced"][1]
