@@ -157,11 +157,12 @@ class ReplayFleet:
         while (not rec.timestamps_ms or rec.timestamps_ms[-1] <= now_ms) and rec.fetch():
             pass
         end = min(bisect.bisect_right(rec.timestamps_ms, now_ms, lo=start), start + limit)
-        append = out.append
-        for i in range(start, end):
-            rider, timestamp_ms = rec.riders[i], rec.timestamps_ms[i]
-            key, explicit = keyer(rider, timestamp_ms)
-            append(Record(rec.data[i], key, explicit, timestamp_ms / 1000, rider=rider))
+        out += [
+            Record(data, *keyer(rider, timestamp_ms), timestamp_ms / 1000, rider=rider)
+            for data, rider, timestamp_ms in zip(
+                rec.data[start:end], rec.riders[start:end], rec.timestamps_ms[start:end]
+            )
+        ]
         self._cursor = end
         self.generated += end - start
         return end - start
