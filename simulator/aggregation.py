@@ -250,6 +250,9 @@ class BatchingStage:
             first.explicit_hash_key,
             pack.oldest,
             rider=first.rider if len(pack.datas) == 1 else -1,
+            # The producer's TTL counts from when the record was made, not from its oldest
+            # message: a hold as long as the TTL must not expire every packed record.
+            enqueued_at=now,
             messages=len(pack.datas),
         )
 

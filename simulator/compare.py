@@ -160,7 +160,10 @@ class ReplayFleet:
         out += [
             Record(data, *keyer(rider, timestamp_ms), timestamp_ms / 1000, rider=rider)
             for data, rider, timestamp_ms in zip(
-                rec.data[start:end], rec.riders[start:end], rec.timestamps_ms[start:end]
+                rec.data[start:end],
+                rec.riders[start:end],
+                rec.timestamps_ms[start:end],
+                strict=True,
             )
         ]
         self._cursor = end

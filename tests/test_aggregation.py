@@ -15,6 +15,7 @@ from simulator.aggregation import (
 from simulator.clock import VirtualClock
 from simulator.fleet import FleetConfig
 from simulator.keys import PartitionKeyStrategy
+from simulator.producer import ProducerConfig
 from simulator.runner import Simulation, SimulationConfig
 from simulator.shards import LocalStream
 from simulator.verify import StreamRecord, StreamVerifier
@@ -149,3 +150,18 @@ def test_verify_reads_every_message_back_whatever_the_batching_mode(text):
     report = verifier.report()
     assert (report.unique, report.duplicates, report.gaps, report.malformed) == (360, 0, 0, 0)
     assert report.off_shard == 0
+
+
+def test_a_hold_longer_than_the_record_ttl_still_delivers_everything():
+    stream = RecordingStream(2)
+    config = SimulationConfig(
+        fleet=FleetConfig(riders=20),
+        duration=50,
+        seed=3,
+        producer=ProducerConfig(record_ttl=10.0),
+    )
+    simulation = Simulation(config, stream, VirtualClock(START))
+    apply_batching(simulation, parse_batching("buffered:20"))
+    result = simulation.run()
+    assert result.stats.dropped == 0
+    assert result.stats.messages_delivered == 20 * 50
