@@ -216,6 +216,15 @@ def render_comparison(
     else:
         parts += [strategy_table(comparison.runs), heat_map(comparison.runs)]
     parts.append(Text.assemble(("Recommendation: ", "bold"), comparison.recommendation))
+    if not batching and w.phase_spread_ms and any(f.strategy == "time" for f in comparison.runs):
+        parts.append(
+            Text(
+                f"Riders here send at phases spread over {w.phase_spread_ms} ms; bikes that send "
+                "on the whole second share timestamps: try --phase-spread 0 to see `time` keys "
+                "then.",
+                "yellow",
+            )
+        )
     what = f"{len(comparison.runs)} {'modes' if batching else 'strategies'}"
     ran = (
         f"{what} × {w.riders:,} riders × {w.duration:,} s ({messages:,} messages each) on "
