@@ -13,6 +13,7 @@ import random
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -41,6 +42,9 @@ from alleycat_rider.sensors.base import Reading, Sensor, SensorOptions, open_sen
 from alleycat_rider.spool import Spool
 from alleycat_rider.standings import ResultsError, Standings, standings_for
 
+#: How long before its deadline a message is read and spooled (the spool's fsync takes time, on
+#: an SD card tens of milliseconds); it is then sent at the deadline itself.
+PREPARE_LEAD = 0.05
 #: Repeat a connection failure in the log at most this often (seconds) while it persists.
 FAILURE_LOG_INTERVAL = 60.0
 
@@ -83,6 +87,7 @@ class Agent:
         monotonic: The monotonic clock.
         wall: The wall clock (epoch seconds) for ``deviceTimestamp``.
         rng: Where uuids come from; the system's randomness unless testing.
+        lead: Seconds before each deadline to prepare its message.
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class Agent:
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        lead: float = PREPARE_LEAD,
     ) -> None:
         self.config = config
         self._sensor = sensor
@@ -105,8 +111,14 @@ class Agent:
         self._monotonic = monotonic
         self._wall = wall
         self._rng = rng if rng is not None else random.SystemRandom()
+        # Without a spool there is nothing slow to do ahead of the deadline.
+        self._lead = lead if config.qos == 1 else 0.0
         self._encoder = MessageEncoder(config.identity)
         self._events: queue.SimpleQueue[LinkEvent | StopRequested] = queue.SimpleQueue()
+        # Completions are handled at the next wake-up unless a backlog waits for room in the
+        # window: waking the loop costs more CPU than anything else it does in a second.
+        self._deferred: deque[PublishDone] = deque()
+        self._eager = True
         self._link: AgentLink | None = None
         self._publisher: Publisher | None = None
         self.lateness = LatenessWindow()
@@ -143,7 +155,7 @@ class Agent:
         restore = self._install_signal_handlers()
         try:
             self._sensor.start()
-            self._link = self._link_factory(self._events.put)
+            self._link = self._link_factory(self._sink)
             self._publisher = Publisher(
                 self._link, topic=self.config.topic, qos=self.config.qos, spool=self._spool
             )
@@ -158,29 +170,58 @@ class Agent:
             self._sensor.close()
             restore()
 
+    def _sink(self, event: LinkEvent) -> None:
+        """Take an event from an SDK thread; never blocks."""
+        if not self._eager and isinstance(event, PublishDone):
+            self._deferred.append(event)
+        else:
+            self._events.put(event)
+
+    def _handle_deferred(self) -> None:
+        while self._deferred:
+            self._handle(self._deferred.popleft())
+        publisher = self.publisher
+        self._eager = self._stop is not None or publisher.backlog
+
     def _ride(self, schedule: TickSchedule) -> None:
+        prepared: str | None = None
         while self._stop is None:
+            self._handle_deferred()
             now = self._monotonic()
-            tick = schedule.due(now)
-            if tick is not None:
-                self._tick(tick, schedule.deadline)
+            if prepared is None:
+                # Only a durable append is slow enough to be done ahead of the deadline.
+                lead = self._lead if self.publisher.durable_needed else 0.0
+                tick = schedule.due(now + lead)
+                if tick is not None:
+                    prepared = self._prepare(tick, schedule.deadline)
+                    continue
+                wake = schedule.deadline - lead
+            elif now >= schedule.deadline:
+                self._release(schedule.deadline)
                 schedule.advance()
+                prepared = None
                 continue
+            else:
+                wake = schedule.deadline
             try:
-                event = self._events.get(timeout=schedule.deadline - now)
+                event = self._events.get(timeout=wake - now)
             except queue.Empty:
                 continue
             self._handle(event)
+        if prepared is not None:  # stopped between preparing and the deadline: send it now
+            self._release(schedule.deadline)
+            schedule.advance()
 
-    def _tick(self, tick: int, deadline: float) -> None:
-        self._reading = self._sensor.read(self._monotonic())
-        wall_ms = int(self._wall() * 1000)
+    def _prepare(self, tick: int, deadline: float) -> str:
+        """Read the sensor and spool the message of ``tick``, ahead of its deadline."""
+        now = self._monotonic()
+        self._reading = self._sensor.read(now)
+        # The message is stamped with the deadline it is sent at, not the moment it was made.
+        wall_ms = round((self._wall() + deadline - now) * 1000)
         if self._race_start_ms is None:
             self._race_start_ms = wall_ms - tick * 1000
         position = race_position(self._race_start_ms, tick, self.config.race_seconds)
-        uuid = self._send(position.event, position.second, position.race_id, wall_ms)
-        lateness = self._monotonic() - deadline
-        self.lateness.add(lateness)
+        uuid = self._make(position.event, position.second, position.race_id, wall_ms)
         self._reporter.event(
             "debug",
             "message",
@@ -188,11 +229,16 @@ class Agent:
             race_id=position.race_id,
             second=position.second,
             event=str(position.event),
-            lateness_ms=round(lateness * 1000, 2),
         )
-        self._reporter.update(self.status())
+        return uuid
 
-    def _send(self, event: RideEvent, second: int, race_id: int, wall_ms: int) -> str:
+    def _release(self, deadline: float) -> None:
+        """Send the prepared message: at its deadline, unless the loop is late."""
+        self.publisher.release()
+        self.lateness.add(self._monotonic() - deadline)
+        self._reporter.update(self.status)
+
+    def _make(self, event: RideEvent, second: int, race_id: int, wall_ms: int) -> str:
         reading = self._reading
         assert reading is not None
         uuid = uuid4(self._rng)
@@ -206,7 +252,7 @@ class Agent:
             resistance=reading.resistance,
         )
         self._race = (race_id, second)
-        self.publisher.submit(uuid, payload)
+        self.publisher.prepare(uuid, payload)
         return uuid
 
     def _handle(self, event: LinkEvent | StopRequested) -> None:
@@ -293,8 +339,10 @@ class Agent:
             if position.second > 1:
                 self._reading = self._sensor.read(self._monotonic())
                 wall_ms = int(self._wall() * 1000)
-                final_uuid = self._send(RideEvent.FINAL, position.second, position.race_id, wall_ms)
+                final_uuid = self._make(RideEvent.FINAL, position.second, position.race_id, wall_ms)
+                self.publisher.release()
         self._reporter.event("info", "stopping", signal=self._stop, final_uuid=final_uuid)
+        self._handle_deferred()
         deadline = self._monotonic() + self.config.drain_timeout
         while not self.publisher.settled and not self._abort_drain:
             remaining = deadline - self._monotonic()

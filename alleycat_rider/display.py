@@ -58,8 +58,8 @@ class Reporter(Protocol):
     def event(self, level: str, message: str, **fields: Any) -> None:
         """Report one event with its fields."""
 
-    def update(self, status: AgentStatus) -> None:
-        """Show a new status snapshot."""
+    def update(self, snapshot: Callable[[], AgentStatus]) -> None:
+        """Show the status, taking a snapshot only if it is going to be shown."""
 
     def close(self) -> None:
         """Finish reporting."""
@@ -146,7 +146,7 @@ class JsonLogReporter:
         self._stream.write(json.dumps(line, default=str, separators=(",", ":")) + "\n")
         self._stream.flush()
 
-    def update(self, status: AgentStatus) -> None:
+    def update(self, snapshot: Callable[[], AgentStatus]) -> None:
         """Write a ``status`` line when the status interval has passed."""
         if self._status_interval <= 0:
             return
@@ -155,6 +155,7 @@ class JsonLogReporter:
             self._last_status = now
         elif now - self._last_status >= self._status_interval:
             self._last_status = now
+            status = snapshot()
             self.event(
                 "info",
                 "status",
@@ -196,9 +197,9 @@ class PanelReporter:
         style = {"warning": "yellow", "error": "bold red"}.get(level, "dim")
         self._console.print(f"[{style}]{stamp} {message}[/] {details}", highlight=False)
 
-    def update(self, status: AgentStatus) -> None:
+    def update(self, snapshot: Callable[[], AgentStatus]) -> None:
         """Redraw the panel."""
-        self._live.update(render_panel(status), refresh=True)
+        self._live.update(render_panel(snapshot()), refresh=True)
 
     def close(self) -> None:
         """Leave the last panel on screen."""

@@ -23,6 +23,17 @@ from alleycat_rider.spool import Spool
 DEFAULT_WINDOW = 10
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A message prepared but not yet released."""
+
+    seq: int
+    """Its spool sequence number (0 for QoS 0)."""
+    payload: bytes
+    after: int
+    """The spool's newest sequence number before it was appended."""
+
+
 class Link(Protocol):
     """The part of :class:`~alleycat_rider.mqtt.MqttLink` the publisher uses."""
 
@@ -84,6 +95,8 @@ class Publisher:
         self._highest_sent = 0
         """The highest spool sequence number sent by this process: sending one below is a retry."""
         self._next_qos0_token = 0
+        self._held: _Held | None = None
+        """The prepared message, not yet released."""
 
     @property
     def in_flight(self) -> int:
@@ -96,28 +109,81 @@ class Publisher:
         return 0 if self._spool is None else self._spool.depth
 
     @property
+    def backlog(self) -> bool:
+        """Whether spooled messages wait for room in the window (a prepared one aside)."""
+        if self._spool is None or not self.connected:
+            return False
+        newest = self._held.after if self._held is not None else self._spool.last_seq
+        return bool(self._retry) or self._cursor < newest
+
+    @property
+    def durable_needed(self) -> bool:
+        """Whether a new QoS 1 message may have to wait, and so must be on disk (fsync) first.
+
+        A message sent at once on a healthy link is acknowledged within milliseconds; it is
+        spooled without waiting for the disk. Offline, or behind unacknowledged messages, it is
+        spooled durably, which also makes every earlier append durable.
+        """
+        if self._spool is None:
+            return False
+        return not self.connected or self.backlog or bool(self._in_flight)
+
+    @property
     def settled(self) -> bool:
         """Nothing left to wait for: nothing in flight and, if connected, nothing spooled."""
         return not self._in_flight and (not self.connected or self.spool_depth == 0)
 
     def submit(self, uuid: str, payload: bytes) -> None:
-        """Publish a new message (spool it first for QoS 1).
+        """Publish a new message now (spooled first for QoS 1): :meth:`prepare`, :meth:`release`.
 
         Raises:
             SpoolError: the spool cannot be written.
             PublishError: the client cannot take the publish.
         """
+        self.prepare(uuid, payload)
+        self.release()
+
+    def prepare(self, uuid: str, payload: bytes) -> None:
+        """Make a new message ready to send, without sending it: spool it for QoS 1.
+
+        The slow part (an fsync) happens here, ahead of the deadline; :meth:`release` then sends
+        at the deadline. Until released, the message is held back, even on reconnecting.
+
+        Raises:
+            SpoolError: the spool cannot be written.
+        """
+        self.release()
         self.counters.produced += 1
         if self._spool is None:
-            if self.connected and len(self._in_flight) < self._window:
+            self._held = _Held(0, payload, 0)
+            return
+        before = self._spool.last_seq
+        seq, overflow = self._spool.append(uuid, payload, durable=self.durable_needed)
+        self.counters.dropped += overflow
+        self._held = _Held(seq, payload, before)
+
+    def release(self) -> None:
+        """Send the prepared message (and whatever else the spool lets through).
+
+        Raises:
+            PublishError: the client cannot take the publish.
+        """
+        held, self._held = self._held, None
+        if held is None:
+            return
+        room = self.connected and len(self._in_flight) < self._window
+        if self._spool is None:
+            if room:
                 self._next_qos0_token -= 1
-                self._send(self._next_qos0_token, payload, qos=0)
+                self._send(self._next_qos0_token, held.payload, qos=0)
             else:
                 self.counters.dropped += 1
-            return
-        _, overflow = self._spool.append(uuid, payload)
-        self.counters.dropped += overflow
-        self.pump()
+        elif room and not self._retry and self._cursor >= held.after:
+            # Everything older is sent already: send it from memory, no need to read it back.
+            self._send(held.seq, held.payload, qos=1)
+            self._cursor = held.seq
+        else:
+            self.pump()
 
     def on_connected(self) -> None:
         """The link is up: send what the spool holds, oldest first."""
@@ -161,6 +227,8 @@ class Publisher:
         """Send spooled messages while connected and the window has room."""
         if self._spool is None or not self.connected:
             return
+        if not self._retry and self._cursor >= self._spool.last_seq:
+            return  # nothing unsent
         room = self._window - len(self._in_flight)
         if room > 0 and self._retry:
             wanted = sorted(self._retry)[:room]
@@ -170,6 +238,8 @@ class Publisher:
             room = self._window - len(self._in_flight)
         if room > 0:
             for message in self._spool.pending(after=self._cursor, limit=room):
+                if self._held is not None and message.seq >= self._held.seq:
+                    break
                 self._send(message.seq, message.payload, qos=1)
                 self._cursor = message.seq
 

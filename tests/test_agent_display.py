@@ -96,7 +96,7 @@ def test_status_lines_come_at_the_status_interval() -> None:
     status = AgentStatus(name="Ada", racer_id=101, class_id=1, spool_depth=3)
     for second in range(121):
         now[0] = float(second)
-        reporter.update(status)
+        reporter.update(lambda: status)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["message"] for line in lines] == ["status", "status"]
     assert lines[0]["spool_depth"] == 3

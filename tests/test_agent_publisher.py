@@ -67,6 +67,30 @@ def test_qos1_messages_are_spooled_while_offline_and_sent_in_order_on_connect(
     assert publisher.settled
 
 
+def test_a_prepared_message_is_held_back_until_released(spool: Spool) -> None:
+    link = RecordingLink()
+    publisher = Publisher(link, topic="t", qos=1, spool=spool)
+    submit(publisher, 0)
+    publisher.prepare("u1", b"m1")
+    assert publisher.spool_depth == 2
+    publisher.on_connected()
+    assert link.payloads() == [b"m0"]
+    publisher.on_publish_done(ack(link.tokens()[0]))
+    assert link.payloads() == [b"m0"]
+    publisher.release()
+    assert link.payloads() == [b"m0", b"m1"]
+
+
+def test_a_prepared_qos0_message_is_sent_on_release() -> None:
+    link = RecordingLink()
+    publisher = Publisher(link, topic="t", qos=0, spool=None)
+    publisher.on_connected()
+    publisher.prepare("u0", b"m0")
+    assert link.published == []
+    publisher.release()
+    assert link.payloads() == [b"m0"]
+
+
 def test_no_more_than_the_window_is_in_flight(spool: Spool) -> None:
     link = RecordingLink()
     publisher = Publisher(link, topic="t", qos=1, spool=spool, window=3)
