@@ -98,6 +98,7 @@ class ProvisionResult:
 
     Attributes:
         endpoint: The account's ATS data endpoint.
+        region: The AWS region everything was made in.
         certificate_id: The device's active certificate.
         created_certificate: Whether that certificate was made now (else an existing one is kept).
         other_active: Other active certificates of the thing (only after ``rotate``).
@@ -105,6 +106,7 @@ class ProvisionResult:
     """
 
     endpoint: str
+    region: str
     thing_arn: str
     certificate_id: str
     certificate_arn: str
@@ -298,6 +300,7 @@ def provision_with(
         raise ProvisionError(f"cannot write {config_path}: {exc.strerror}") from exc
     return ProvisionResult(
         endpoint=endpoint,
+        region=region,
         thing_arn=thing_arn,
         certificate_id=certificate.id,
         certificate_arn=certificate.arn,

@@ -113,7 +113,8 @@ def provision(
     for other in result.other_active:
         click.echo(
             f"Still active: certificate {other}; once the bike uses the new one, run "
-            f"`aws iot update-certificate --certificate-id {other} --new-status INACTIVE`"
+            f"`aws iot update-certificate --region {result.region} --certificate-id {other} "
+            "--new-status INACTIVE`"
         )
     click.echo("")
     click.echo(f"Copy {request.directory}/ to the bike and run there, from the same directory:")

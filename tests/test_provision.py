@@ -136,6 +136,20 @@ def test_running_again_without_the_local_key_is_refused_unless_rotating(
     assert rotated.exit_code == 0, rotated.output
     assert len(_active_certificates(_iot(moto_endpoint), "bike-7")) == 2
     assert "Still active: certificate" in rotated.output
+    assert f"aws iot update-certificate --region {MOTO_REGION} --certificate-id" in rotated.output
+
+
+def test_changing_the_topic_makes_a_new_default_policy_version(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    _provision(moto_endpoint, tmp_path, "--thing-name", "bike-7")
+    result = _provision(moto_endpoint, tmp_path, "--thing-name", "bike-7", "--topic", "rides/eu")
+    assert result.exit_code == 0, result.output
+    policy = _iot(moto_endpoint).get_policy(policyName="alleycat-rider-bike-7")
+    publish = json.loads(policy["policyDocument"])["Statement"][1]
+    assert publish["Resource"] == f"arn:aws:iot:{MOTO_REGION}:{ACCOUNT}:topic/rides/eu"
+    assert policy["defaultVersionId"] == "2"
+    assert 'topic = "rides/eu"' in (tmp_path / "certs" / "bike-7" / "rider.toml").read_text()
 
 
 def test_key_that_cannot_be_written_leaves_no_certificate_behind(
