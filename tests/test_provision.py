@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from alleycat.cli import cli
 from alleycat_rider.config import load_config
-from alleycat_rider.provision import ProvisionError, aws_errors
+from alleycat_rider.provision import ProvisionError, ProvisionRequest, aws_errors, provision_with
 from tests.servers.moto import MOTO_REGION
 from tests.servers.ports import free_port
 
@@ -150,6 +150,23 @@ def test_changing_the_topic_makes_a_new_default_policy_version(
     assert publish["Resource"] == f"arn:aws:iot:{MOTO_REGION}:{ACCOUNT}:topic/rides/eu"
     assert policy["defaultVersionId"] == "2"
     assert 'topic = "rides/eu"' in (tmp_path / "certs" / "bike-7" / "rider.toml").read_text()
+
+
+def test_policy_keeps_at_most_five_versions_as_the_topic_keeps_changing(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    iot = _iot(moto_endpoint)
+    sts = boto3.client("sts", endpoint_url=moto_endpoint, region_name=MOTO_REGION)
+    for n in range(7):
+        request = ProvisionRequest(
+            thing_name="bike-7", certs_dir=tmp_path / "certs", topic=f"rides/{n}"
+        )
+        provision_with(request, iot=iot, sts=sts, region=MOTO_REGION)
+    versions = iot.list_policy_versions(policyName="alleycat-rider-bike-7")["policyVersions"]
+    assert len(versions) == 5
+    policy = iot.get_policy(policyName="alleycat-rider-bike-7")
+    assert json.loads(policy["policyDocument"])["Statement"][1]["Resource"].endswith("rides/6")
+    assert len(_active_certificates(iot, "bike-7")) == 1
 
 
 def test_key_that_cannot_be_written_leaves_no_certificate_behind(
