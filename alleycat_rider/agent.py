@@ -29,16 +29,13 @@ from alleycat_rider.mqtt import (
     Disconnected,
     EventSink,
     LinkEvent,
-    MqttLink,
-    MqttSettings,
     PublishDone,
     Received,
     Subscribed,
-    check_credentials,
 )
 from alleycat_rider.publisher import Publisher
 from alleycat_rider.schedule import LatenessWindow, TickSchedule
-from alleycat_rider.sensors.base import Reading, Sensor, SensorOptions, open_sensor
+from alleycat_rider.sensors.base import Reading, Sensor
 from alleycat_rider.spool import Spool
 from alleycat_rider.standings import ResultsError, Standings, standings_for
 
@@ -119,6 +116,7 @@ class Agent:
         # window: waking the loop costs more CPU than anything else it does in a second.
         self._deferred: deque[PublishDone] = deque()
         self._eager = True
+        self._deferral = threading.Lock()
         self._link: AgentLink | None = None
         self._publisher: Publisher | None = None
         self.lateness = LatenessWindow()
@@ -172,16 +170,21 @@ class Agent:
 
     def _sink(self, event: LinkEvent) -> None:
         """Take an event from an SDK thread; never blocks."""
-        if not self._eager and isinstance(event, PublishDone):
-            self._deferred.append(event)
-        else:
-            self._events.put(event)
+        with self._deferral:  # held for an instant, never while handling anything
+            if not self._eager and isinstance(event, PublishDone):
+                self._deferred.append(event)
+                return
+        self._events.put(event)
 
     def _handle_deferred(self) -> None:
-        while self._deferred:
-            self._handle(self._deferred.popleft())
-        publisher = self.publisher
-        self._eager = self._stop is not None or publisher.backlog
+        """Handle the completions put aside; decide whether the next ones wake the loop."""
+        while True:
+            with self._deferral:
+                if not self._deferred:
+                    self._eager = self._stop is not None or self.publisher.backlog
+                    return
+                event = self._deferred.popleft()
+            self._handle(event)
 
     def _ride(self, schedule: TickSchedule) -> None:
         prepared: str | None = None
@@ -342,9 +345,11 @@ class Agent:
                 final_uuid = self._make(RideEvent.FINAL, position.second, position.race_id, wall_ms)
                 self.publisher.release()
         self._reporter.event("info", "stopping", signal=self._stop, final_uuid=final_uuid)
-        self._handle_deferred()
         deadline = self._monotonic() + self.config.drain_timeout
-        while not self.publisher.settled and not self._abort_drain:
+        while True:
+            self._handle_deferred()
+            if self.publisher.settled or self._abort_drain:
+                break
             remaining = deadline - self._monotonic()
             if remaining <= 0:
                 break
@@ -425,52 +430,3 @@ class Agent:
                 signal.signal(sig, old)
 
         return restore
-
-
-def sensor_options(config: RiderConfig) -> SensorOptions:
-    """The sensor options a configuration asks for."""
-    return SensorOptions(
-        kind=config.sensor,
-        device=config.device,
-        baud=config.baud,
-        address=config.address,
-        ble_name=config.ble_name,
-        seed=config.seed,
-    )
-
-
-def mqtt_settings(config: RiderConfig) -> MqttSettings:
-    """The MQTT connection a configuration asks for."""
-    return MqttSettings(
-        endpoint=config.endpoint,
-        port=config.port,
-        client_id=config.client_id,
-        cert=config.cert,
-        key=config.key,
-        ca=config.ca,
-    )
-
-
-def ride(config: RiderConfig, reporter: Reporter) -> Agent:
-    """Run the agent with real adapters until it is asked to stop; return it for its counters.
-
-    Raises:
-        AlleycatError: a problem the user can fix (certificate, sensor, spool, broker refusal).
-    """
-    settings = mqtt_settings(config)
-    check_credentials(settings)
-    sensor = open_sensor(sensor_options(config))
-    spool = Spool(config.spool, max_messages=config.spool_max) if config.qos == 1 else None
-    try:
-        agent = Agent(
-            config,
-            sensor=sensor,
-            link_factory=lambda sink: MqttLink(settings, sink),
-            spool=spool,
-            reporter=reporter,
-        )
-        agent.run()
-        return agent
-    finally:
-        if spool is not None:
-            spool.close()

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from alleycat_rider.config import LOG_FORMATS, LOG_LEVELS, SENSOR_KINDS, load_config
+from alleycat_rider.config import LOG_FORMATS, LOG_LEVELS, RiderConfig, load_config
 from alleycat_rider.errors import AlleycatError, ConfigError
+from alleycat_rider.sensors.base import SENSOR_KINDS
+
+if TYPE_CHECKING:
+    from alleycat_rider.agent import Agent
+    from alleycat_rider.display import Reporter
+    from alleycat_rider.mqtt import MqttSettings
+    from alleycat_rider.sensors.base import SensorOptions
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -75,7 +82,6 @@ def ride(config_path: Path | None, **flags: Any) -> None:
     except ConfigError as exc:
         raise BadConfiguration(str(exc)) from exc
     # Imported here so that `alleycat ride --help` stays quick.
-    from alleycat_rider.agent import ride as run_agent
     from alleycat_rider.display import make_reporter
 
     reporter = make_reporter(
@@ -91,3 +97,61 @@ def ride(config_path: Path | None, **flags: Any) -> None:
         raise click.ClickException(str(exc)) from exc
     finally:
         reporter.close()
+
+
+def sensor_options(config: RiderConfig) -> SensorOptions:
+    """The sensor options a configuration asks for."""
+    from alleycat_rider.sensors.base import SensorOptions
+
+    return SensorOptions(
+        kind=config.sensor,
+        device=config.device,
+        baud=config.baud,
+        address=config.address,
+        ble_name=config.ble_name,
+        seed=config.seed,
+    )
+
+
+def mqtt_settings(config: RiderConfig) -> MqttSettings:
+    """The MQTT connection a configuration asks for."""
+    from alleycat_rider.mqtt import MqttSettings
+
+    return MqttSettings(
+        endpoint=config.endpoint,
+        port=config.port,
+        client_id=config.client_id,
+        cert=config.cert,
+        key=config.key,
+        ca=config.ca,
+    )
+
+
+def run_agent(config: RiderConfig, reporter: Reporter) -> Agent:
+    """Run the agent with real adapters until it is asked to stop; return it for its counters.
+
+    Raises:
+        AlleycatError: a problem the user can fix (certificate, sensor, spool, broker refusal).
+    """
+    from alleycat_rider.agent import Agent
+    from alleycat_rider.mqtt import MqttLink, check_credentials
+    from alleycat_rider.sensors.base import open_sensor
+    from alleycat_rider.spool import Spool
+
+    settings = mqtt_settings(config)
+    check_credentials(settings)
+    sensor = open_sensor(sensor_options(config))
+    spool = Spool(config.spool, max_messages=config.spool_max) if config.qos == 1 else None
+    try:
+        agent = Agent(
+            config,
+            sensor=sensor,
+            link_factory=lambda sink: MqttLink(settings, sink),
+            spool=spool,
+            reporter=reporter,
+        )
+        agent.run()
+        return agent
+    finally:
+        if spool is not None:
+            spool.close()

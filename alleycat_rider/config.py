@@ -19,6 +19,7 @@ from typing import Any
 
 from alleycat_rider.errors import ConfigError
 from alleycat_rider.message import DEFAULT_RACE_SECONDS, MessageError, RiderIdentity
+from alleycat_rider.sensors.base import SENSOR_KINDS
 from alleycat_rider.spool import DEFAULT_SPOOL_MAX
 
 #: The system-wide config file, read when it exists and no other file is named.
@@ -33,8 +34,6 @@ PLAIN_PORT = 1883
 LOG_FORMATS = ("auto", "json", "panel")
 #: How much the agent reports.
 LOG_LEVELS = ("debug", "info", "warning", "error")
-#: Sensor kinds, as ``alleycat_rider.sensors`` names them.
-SENSOR_KINDS = ("mock", "serial", "peloton", "ble")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
