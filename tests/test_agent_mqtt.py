@@ -1,0 +1,129 @@
+"""The MQTT adapter's translation of awscrt outcomes into events and errors."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from awscrt import mqtt5
+from awscrt.exceptions import AwsCrtError
+
+from alleycat_rider.errors import CertificateError
+from alleycat_rider.mqtt import (
+    LinkEvent,
+    MqttLink,
+    MqttSettings,
+    PublishDone,
+    check_credentials,
+    describe_failure,
+)
+
+TLS = MqttSettings(
+    endpoint="127.0.0.1", port=8883, client_id="bike-1", cert=Path("/d.crt"), key=Path("/d.key")
+)
+
+
+CONNACK_REFUSED = "AWS_ERROR_MQTT5_CONNACK_CONNECTION_REFUSED"
+OFFLINE = "AWS_ERROR_MQTT5_OPERATION_FAILED_DUE_TO_OFFLINE_QUEUE_POLICY"
+
+
+def crt_error(name: str) -> AwsCrtError:
+    return AwsCrtError(code=0, name=name, message=name)
+
+
+@pytest.mark.parametrize(
+    ("error", "connack", "refused"),
+    [
+        ("AWS_IO_TLS_ERROR_READ_FAILURE", None, True),
+        ("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE", None, True),
+        ("AWS_IO_SOCKET_CONNECTION_REFUSED", None, False),
+        ("AWS_IO_DNS_INVALID_NAME", None, False),
+        (CONNACK_REFUSED, mqtt5.ConnectReasonCode.NOT_AUTHORIZED, True),
+        (CONNACK_REFUSED, mqtt5.ConnectReasonCode.SERVER_BUSY, False),
+    ],
+)
+def test_only_failures_that_retrying_cannot_cure_count_as_refused(
+    error: str, connack: mqtt5.ConnectReasonCode | None, refused: bool
+) -> None:
+    packet = None if connack is None else mqtt5.ConnackPacket(reason_code=connack)
+    failure = describe_failure(crt_error(error), packet, TLS)
+    assert failure.refused is refused
+    assert "127.0.0.1:8883" in failure.message
+
+
+def test_a_tls_refusal_says_which_certificate_and_what_to_do() -> None:
+    failure = describe_failure(crt_error("AWS_IO_TLS_ERROR_READ_FAILURE"), None, TLS)
+    assert "/d.crt" in failure.message
+    assert "the system trust store" in failure.message
+    assert "--ca" in failure.message
+
+
+def test_tls_errors_without_a_certificate_are_not_a_refusal() -> None:
+    plain = MqttSettings(endpoint="127.0.0.1", port=1883, client_id="bike-1")
+    assert not describe_failure(crt_error("AWS_IO_TLS_ERROR_READ_FAILURE"), None, plain).refused
+
+
+def completed(result: Any = None, error: BaseException | None = None) -> Future[Any]:
+    future: Future[Any] = Future()
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+    return future
+
+
+def puback(code: mqtt5.PubackReasonCode) -> Any:
+    return SimpleNamespace(puback=mqtt5.PubackPacket(reason_code=code))
+
+
+@pytest.mark.parametrize(
+    ("qos", "future", "delivered", "rejected", "code"),
+    [
+        (1, completed(puback(mqtt5.PubackReasonCode.SUCCESS)), True, False, "SUCCESS"),
+        (1, completed(puback(mqtt5.PubackReasonCode.NO_MATCHING_SUBSCRIBERS)), True, False,
+         "NO_MATCHING_SUBSCRIBERS"),
+        (1, completed(puback(mqtt5.PubackReasonCode.NOT_AUTHORIZED)), False, True,
+         "NOT_AUTHORIZED"),
+        (1, completed(error=crt_error(OFFLINE)), False, False, OFFLINE),
+        (0, completed(SimpleNamespace(puback=None)), True, False, "WRITTEN"),
+    ],
+)  # fmt: skip
+def test_publish_outcomes_become_events(
+    qos: int, future: Future[Any], delivered: bool, rejected: bool, code: str
+) -> None:
+    events: list[LinkEvent] = []
+    link = MqttLink.__new__(MqttLink)  # only the completion handler is under test
+    link._sink = events.append
+    link._on_publish_done(7, qos, future)
+    assert events == [PublishDone(7, delivered=delivered, rejected=rejected, code=code)]
+
+
+def test_missing_and_malformed_credentials_are_certificate_errors(tmp_path: Path) -> None:
+    cert = tmp_path / "d.crt"
+    key = tmp_path / "d.key"
+    settings = MqttSettings(endpoint="h", port=8883, client_id="c", cert=cert, key=key)
+    with pytest.raises(CertificateError, match="does not exist: check --cert"):
+        check_credentials(settings)
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    check_credentials(settings)
+    key.unlink()
+    key.mkdir()  # it exists, but cannot be read as a file
+    with pytest.raises(CertificateError, match="cannot read the private key"):
+        check_credentials(settings)
+
+
+def test_a_certificate_that_does_not_match_its_key_is_a_certificate_error(
+    mqtt_pki: Any,
+) -> None:
+    cert, _ = mqtt_pki.client("bike-1")
+    _, other_key = mqtt_pki.client("bike-2")
+    settings = MqttSettings(
+        endpoint="127.0.0.1", port=8883, client_id="bike-1", cert=cert, key=other_key,
+        ca=mqtt_pki.ca_cert,
+    )  # fmt: skip
+    with pytest.raises(CertificateError, match="do they belong together"):
+        MqttLink(settings, lambda event: None)
