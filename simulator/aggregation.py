@@ -25,18 +25,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
-from aws_kinesis_agg import MAGIC
-from aws_kinesis_agg.aggregator import AggRecord
-from aws_kinesis_agg.deaggregator import iter_deaggregate_records
-
 from simulator.batching import MIB, PUT_PAYLOAD_UNIT_BYTES, Record
 from simulator.shards import ShardRouter
 from simulator.stats import LatencyHistogram
 
 if TYPE_CHECKING:
+    from aws_kinesis_agg.aggregator import AggRecord
+
     from simulator.runner import Simulation
     from simulator.shards import Shard
 
+#: The first bytes of a KPL-aggregated record.
+KPL_MAGIC = b"\xf3\x89\x9a\xc2"
 #: KPL's default ``RecordMaxBufferedTime``: 100 ms.
 KPL_MAX_BUFFERED_SECONDS = 0.1
 #: KPL closes an aggregated record at one PUT payload unit: bigger ones cost as much per byte.
@@ -218,7 +218,7 @@ class BatchingStage:
             pack = None
         if pack is None:
             kpl = self.mode.kind is BatchingKind.KPL
-            pack = self._packs[shard] = _Pack(record, AggRecord() if kpl else None)
+            pack = self._packs[shard] = _Pack(record, _new_aggregate() if kpl else None)
         if pack.agg is not None:
             pack.agg.add_user_record(record.partition_key, record.data, record.explicit_hash_key)
             pack.size = pack.agg.get_size_bytes() + len(pack.first.partition_key.encode())
@@ -257,6 +257,13 @@ class BatchingStage:
         )
 
 
+def _new_aggregate() -> AggRecord:
+    # Imported only in KPL mode: aws-kinesis-agg loads protobuf and edits sys.path on import.
+    from aws_kinesis_agg.aggregator import AggRecord
+
+    return AggRecord()
+
+
 def apply_batching(simulation: Simulation, mode: BatchingMode) -> BatchingStage:
     """Put a batching stage between ``simulation``'s fleet and its producer."""
     stage = BatchingStage(simulation.fleet, mode, simulation.stream.shards)
@@ -272,7 +279,10 @@ def unpack(data: bytes) -> list[bytes]:
     KPL-aggregated records (they start with the KPL magic bytes) are de-aggregated with
     ``aws-kinesis-agg``; anything else is split into lines (a single message has none).
     """
-    if data.startswith(MAGIC):
+    if data.startswith(KPL_MAGIC):
+        # Imported only when needed: aws-kinesis-agg puts its own folder on sys.path.
+        from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
         record = {"Data": data, "PartitionKey": "", "SequenceNumber": "0",
                   "ApproximateArrivalTimestamp": 0}  # fmt: skip
         messages: list[bytes] = []
