@@ -51,8 +51,9 @@ def main() -> None:
     print(f"CPU {cpu:.2f} s over {wall:.1f} s wall = {100 * cpu / wall:.2f}% of one core "
           f"(target < 2%)")  # fmt: skip
     print(f"resident memory peak {rss_peak / 2**20:.1f} MiB")
+    p50 = summary["latency_ms"]["p50"]
     print(f"run: generated {summary['generated']:,}, delivered {summary['delivered']:,}, "
-          f"dropped {summary['dropped']:,}, latency p50 {summary['latency_ms']['p50']:.0f} ms")  # fmt: skip
+          f"dropped {summary['dropped']:,}, latency p50 {p50:.0f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

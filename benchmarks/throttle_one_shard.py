@@ -28,7 +28,8 @@ def main() -> None:
     latency = s["latency_ms"]
     print(f"{args.riders:,} riders on 1 shard for {args.duration} s (record TTL 30 s)")
     print(f"generated {s['generated']:,}  delivered {s['delivered']:,}  "
-          f"throttled {s['throttled']:,}  retries {s['retries']:,}  dropped {s['dropped']:,}")  # fmt: skip
+          f"throttled {s['throttled']:,}  retries {s['retries']:,}  "
+          f"dropped {s['dropped']:,}")  # fmt: skip
     print(f"peak shard rate {s['shards'][0]['peak_records_per_s']:,} records/s; latency "
           f"p50 {latency['p50']:,.0f} ms, p99 {latency['p99']:,.0f} ms, "
           f"max {latency['max']:,.0f} ms; drained {s['simulated_seconds'] - args.duration:.1f} s "
