@@ -7,7 +7,13 @@
     ├── CertificateError   a certificate or key that is missing, unreadable or refused
     ├── SensorError        a sensor that cannot be opened or found
     ├── SpoolError         the local QoS 1 spool cannot be opened or written
-    └── PublishError       the MQTT client cannot be built, connected or used
+    ├── PublishError       the MQTT client cannot be built, connected or used
+    ├── BrokerError        the local mosquitto cannot run (``broker.py``)
+    │   └── MosquittoNotFound
+    └── ProvisionError     AWS IoT refused or could not be reached (``provision.py``)
+
+Pure parsers raise ``ValueError`` subclasses of their own (``MessageError``, ``FrameError``,
+``ResultsError``): bad input from a sensor or the network is counted and skipped, never fatal.
 """
 
 from __future__ import annotations
