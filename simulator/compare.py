@@ -567,22 +567,39 @@ def recommend_strategy(runs: Sequence[RunFigures]) -> str:
     return line + (" Against it: " + "; ".join(others) + "." if others else "")
 
 
+#: A mode costing at most this much more than the cheapest counts as cheap.
+NEAR_CHEAPEST = 1.05
+
+
 def recommend_batching(runs: Sequence[RunFigures]) -> str:
-    """Name the cheapest mode that loses nothing, with what it costs in latency."""
+    """Name the quickest mode costing within 5% of the cheapest, and what the others trade."""
     if not runs:
         return "nothing was compared"
     safe = [r for r in runs if not r.dropped] or list(runs)
     cheapest = min(safe, key=lambda r: r.cost.provisioned)
-    fastest = min(safe, key=lambda r: r.latency_p99_ms + r.hold_p99_ms)
+    near = [r for r in safe if r.cost.provisioned <= cheapest.cost.provisioned * NEAR_CHEAPEST]
+    best = min(near, key=_wait)
     line = (
-        f"`{cheapest.batching}` costs least: {cheapest.put_payload_units:,} PUT payload units "
-        f"(${cheapest.cost.provisioned:,.2f}/month provisioned, "
-        f"${cheapest.cost.on_demand:,.2f} on-demand), holding messages up to "
-        f"{cheapest.hold_p99_ms / 1000:.1f} s (p99)."
+        f"use `{best.batching}`: ${best.cost.provisioned:,.2f}/month provisioned "
+        f"(${best.cost.on_demand:,.2f} on-demand), {best.put_payload_units:,} PUT payload "
+        f"units, messages held up to {best.hold_p99_ms / 1000:.1f} s (p99)"
     )
-    if fastest is not cheapest:
+    if best is not cheapest:
         line += (
-            f" `{fastest.batching}` is quickest (p99 {fastest.latency_p99_ms / 1000:.1f} s) at "
-            f"${fastest.cost.provisioned:,.2f}/month: choose it when standings must be fresh."
+            f"; `{cheapest.batching}` saves "
+            f"${best.cost.provisioned - cheapest.cost.provisioned:,.2f}/month provisioned and "
+            f"${best.cost.on_demand - cheapest.cost.on_demand:,.2f} on-demand by holding "
+            f"messages up to {cheapest.hold_p99_ms / 1000:.1f} s"
         )
-    return line
+    for other in safe:
+        if other is not best and other is not cheapest:
+            line += (
+                f"; `{other.batching}` costs ${other.cost.provisioned:,.2f}/month provisioned "
+                f"(${other.cost.on_demand:,.2f} on-demand)"
+                + (" but delivers soonest" if _wait(other) < _wait(best) else "")
+            )
+    return line + "."
+
+
+def _wait(run: RunFigures) -> float:
+    return run.hold_p99_ms + run.latency_p99_ms
