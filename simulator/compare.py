@@ -183,8 +183,7 @@ class MeteredStream:
         shards = stream.describe().shards
         count = len(shards)
         self._index = {s.shard_id: i for i, s in enumerate(shards)}
-        self.offered_peak = [0] * count
-        """The most entries offered to each shard in one second, accepted or not."""
+        self._offered_peak = [0] * count
         self._second = -1
         self._offered = [0] * count
         self.rider_shard = [-1] * riders
@@ -193,6 +192,11 @@ class MeteredStream:
         self.out_of_order = 0
         """Messages accepted after a later message of the same rider."""
         self.billed_kilobytes = 0
+
+    @property
+    def offered_peak(self) -> list[int]:
+        """The most entries offered to each shard in one second, accepted or not."""
+        return [max(p, c) for p, c in zip(self._offered_peak, self._offered, strict=True)]
 
     def describe(self) -> StreamDescription:
         """The wrapped stream's description."""
@@ -232,7 +236,7 @@ class MeteredStream:
         self.stream.close()
 
     def _roll(self, second: int) -> None:
-        peak = self.offered_peak
+        peak = self._offered_peak
         for i, count in enumerate(self._offered):
             if count > peak[i]:
                 peak[i] = count
@@ -338,7 +342,7 @@ def _figures(
         shard_records=counts,
         shard_share=[c / delivered for c in counts],
         imbalance=max(counts) / mean if mean else 0.0,
-        peak_offered_per_s=list(stream.offered_peak),
+        peak_offered_per_s=stream.offered_peak,
         peak_load=max(stream.offered_peak) / SHARD_RECORDS_PER_SECOND,
         throttled=stats.throttled,
         throttled_share=stats.throttled / sent if sent else 0.0,

@@ -156,3 +156,12 @@ def test_heat_map_of_many_shards_has_one_cell_per_shard():
     # Six classes: at most six shards carry load under class keys, every shard under balanced.
     assert 24 - lines["class"][1].count("·") <= 6
     assert "·" not in lines["balanced"][1]
+
+
+def test_a_one_second_burst_counts_as_the_peak_it_was():
+    workload = Workload(riders=1500, shards=1, duration=1, phase_spread_ms=0, seed=5)
+    (run,) = compare_strategies(workload, [Key.BALANCED]).runs
+    # All 1,500 riders send at once; the shard takes 1,000 of them in that second.
+    assert run.peak_offered_per_s[0] >= 1500
+    assert run.throttled >= 500
+    assert run.messages == 1500
