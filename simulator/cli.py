@@ -314,6 +314,9 @@ def simulate(
     finally:
         sink.close()
     summary = _summary(simulation, result)
+    # Packed records (--batching buffered or kpl) carry several messages each.
+    summary["batching"] = batching.label
+    summary["messages_delivered"] = result.stats.messages_delivered
     if as_json:
         click.echo(json.dumps(summary))
     else:

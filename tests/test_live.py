@@ -78,7 +78,9 @@ def test_on_a_terminal_the_dashboard_goes_to_stderr_when_json_is_asked(monkeypat
     monkeypatch.setattr(live, "_isatty", lambda stream: True)
     result = _simulate("--json", "--batching", "buffered:2")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["dropped"] == 0
+    summary = json.loads(result.stdout)
+    assert summary["dropped"] == 0
+    assert (summary["batching"], summary["messages_delivered"]) == ("buffered:2", 120)
     assert "alleycat simulate" in result.stderr
     assert "batching buffered:2" in result.stderr
 
