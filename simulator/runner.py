@@ -154,21 +154,22 @@ class Simulation:
         clock, fleet, producer, dispatcher = self.clock, self.fleet, self.producer, self.dispatcher
         now = clock.now()
         generating = drain_until is None and not fleet.done
+        draining = not generating
+        # A batch already due leaves before new records are made: the request is then in
+        # flight while the CPU makes the next ones, not after.
+        self._send(now, draining)
         if generating:
             records: list[Record] = []
             fleet.emit_until(now, records, producer.room())
             producer.add_many(records, now)
-        draining = not generating
-        while dispatcher.has_capacity:
-            batch = producer.take_batch(now, drain=draining)
-            if batch is None:
-                break
-            dispatcher.submit(batch, now)
+            self._send(now, draining)
         if draining and producer.pending == 0 and dispatcher.in_flight == 0:
             return False
         if drain_until is not None and now >= drain_until:
             return False
-        if dispatcher.in_flight and (not dispatcher.has_capacity or not producer.room()):
+        if dispatcher.in_flight and (
+            not producer.room() or (not dispatcher.has_capacity and not generating)
+        ):
             # Nothing can move until a request completes. Waiting here, not on the clock, also
             # keeps a virtual clock (--fast) from racing ahead while requests are in flight.
             dispatcher.wake.wait(0.5)
@@ -184,6 +185,14 @@ class Simulation:
         wake_at = max(min(due), now + self.config.tick) if due else now + self.config.tick
         clock.sleep_until(wake_at, dispatcher.wake if dispatcher.in_flight else None)
         return True
+
+    def _send(self, now: float, draining: bool) -> None:
+        """Submit the batches that are due, as far as the dispatcher has room."""
+        while self.dispatcher.has_capacity:
+            batch = self.producer.take_batch(now, drain=draining)
+            if batch is None:
+                break
+            self.dispatcher.submit(batch, now)
 
     def _finish(self) -> None:
         """Stop the dispatcher and count whatever is left as dropped."""
