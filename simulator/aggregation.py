@@ -131,6 +131,10 @@ class RecordSource(Protocol):
         """Append every record due by ``now``, at most ``limit``; return how many."""
         ...
 
+    def leaderboard(self, per_class: int = 5) -> dict[int, list[tuple[str, int, float]]]:
+        """The top riders of the current race, per class."""
+        ...
+
 
 class _Pack:
     """The messages held for one shard."""
@@ -167,9 +171,9 @@ class BatchingStage:
         #: How long each message waited in the client for its record, in ms.
         self.hold = LatencyHistogram()
 
-    def __getattr__(self, name: str) -> object:
-        # Everything else (leaderboard, total, generated, race, ...) is the fleet's.
-        return getattr(self.source, name)
+    def leaderboard(self, per_class: int = 5) -> dict[int, list[tuple[str, int, float]]]:
+        """The source's leaderboard (see :meth:`simulator.fleet.Fleet.leaderboard`)."""
+        return self.source.leaderboard(per_class)
 
     @property
     def done(self) -> bool:
@@ -267,8 +271,7 @@ def _new_aggregate() -> AggRecord:
 def apply_batching(simulation: Simulation, mode: BatchingMode) -> BatchingStage:
     """Put a batching stage between ``simulation``'s fleet and its producer."""
     stage = BatchingStage(simulation.fleet, mode, simulation.stream.shards)
-    # The run loop only asks its fleet for done, next_due and emit_until (and the dashboard
-    # for the leaderboard, which the stage passes through).
+    # The run loop only asks its fleet for done, next_due, emit_until and the leaderboard.
     simulation.fleet = stage  # type: ignore[assignment]
     return stage
 
