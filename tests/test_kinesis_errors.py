@@ -26,14 +26,8 @@ from simulator.cli import simulate
 from simulator.errors import FatalSinkError, RetryableSinkError
 from simulator.shards import split_hash_space
 from simulator.sinks import SinkOptions
-from simulator.sinks.kinesis import (
-    CREDENTIAL_CODES,
-    RETRYABLE_CODES,
-    KinesisSink,
-    StreamOpener,
-    make_client,
-    translate_error,
-)
+from simulator.sinks.kinesis import KinesisSink, StreamOpener, make_client
+from simulator.sinks.kinesis_errors import CREDENTIAL_CODES, RETRYABLE_CODES, translate_error
 from tests.servers.ports import free_port
 
 URL = "http://127.0.0.1:4567"
@@ -247,3 +241,12 @@ def test_a_record_kinesis_rejects_as_invalid_stops_the_run(
     with pytest.raises(FatalSinkError, match="Kinesis rejected PutRecords as invalid"):
         sink.put_records([Record(b"{}", "k" * 300, None, 0.0)], now=0.0)
     sink.close()
+
+
+def test_creating_a_stream_over_the_shard_limit_says_what_to_do(kinesis_server, stream_name):
+    result = run("--stream", stream_name, "--endpoint-url", kinesis_server, "--create-stream",
+                 "--shards", "500")  # fmt: skip
+
+    assert result.exit_code == 1
+    assert f"cannot create stream '{stream_name}' with 500 shards" in result.stderr
+    assert "ask for fewer --shards or a higher shard quota" in result.stderr

@@ -5,7 +5,8 @@
 the producer, which retries only those. A request that fails as a whole is translated once, here,
 by :func:`translate_error`: into :class:`~simulator.errors.RetryableSinkError` when the same
 request may pass later (throttling of the API, timeouts, connection errors, 5xx), or into
-:class:`~simulator.errors.FatalSinkError` with one line saying what to do.
+:class:`~simulator.errors.FatalSinkError` with one line saying what to do
+(:mod:`simulator.sinks.kinesis_errors`).
 
 botocore's own retries are switched off (``total_max_attempts=1``): a retry inside botocore would
 be invisible to the run's counters (``failed_requests``, ``retries``), would hold a pipeline slot
@@ -25,25 +26,13 @@ from typing import Any, TextIO
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    CredentialRetrievalError,
-    HTTPClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    ProfileNotFound,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
 
 from simulator.batching import Record
-from simulator.errors import FatalSinkError, RetryableSinkError, SinkError
+from simulator.errors import FatalSinkError
 from simulator.shards import Shard
 from simulator.sink import PutRecordsOutcome, StreamDescription
 from simulator.sinks import SinkOptions
+from simulator.sinks.kinesis_errors import BotoCoreError, ClientError, translate_error
 
 #: Region assumed for a local endpoint when none is configured (local servers ignore it).
 LOCAL_DEFAULT_REGION = "us-east-1"
@@ -51,111 +40,6 @@ LOCAL_DEFAULT_REGION = "us-east-1"
 DEFAULT_ACTIVE_TIMEOUT = 300.0
 #: Attempts at the calls that open a stream, when they fail in a way that can pass.
 OPEN_ATTEMPTS = 4
-
-#: A server's error message is cut to this length (it may quote a whole rejected key).
-MAX_MESSAGE_CHARS = 200
-
-#: Error codes of a whole request that may pass if sent again later.
-RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "LimitExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "SlowDown",
-        "KMSThrottlingException",
-        "InternalFailure",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
-#: Error codes that mean the credentials themselves were refused.
-CREDENTIAL_CODES = frozenset(
-    {
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "IncompleteSignature",
-        "InvalidClientTokenId",
-        "MissingAuthenticationToken",
-        "ExpiredToken",
-        "ExpiredTokenException",
-    }
-)
-NO_CREDENTIALS = (
-    "no AWS credentials found: set AWS_PROFILE or run `aws configure` "
-    "(a local endpoint takes any, e.g. AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test)"
-)
-
-
-def translate_error(exc: Exception, *, stream: str, endpoint: str | None = None) -> SinkError:
-    """The simulator's error for a botocore failure of a call about ``stream``.
-
-    Args:
-        exc: What boto3 raised.
-        stream: The stream the call was about.
-        endpoint: The endpoint called, named in connection errors.
-    """
-    where = endpoint or "the Kinesis endpoint"
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return FatalSinkError(NO_CREDENTIALS)
-    if isinstance(exc, ProfileNotFound):
-        return FatalSinkError(f"{exc}: check --profile or AWS_PROFILE against ~/.aws/config")
-    if isinstance(exc, NoRegionError):
-        return FatalSinkError("no AWS region: pass --region or set AWS_REGION")
-    if isinstance(exc, CredentialRetrievalError):
-        return FatalSinkError(f"{exc}: refresh the credentials (e.g. `aws sso login`)")
-    if isinstance(exc, BotoConnectionError | HTTPClientError):
-        return RetryableSinkError(
-            f"cannot reach Kinesis at {where} ({type(exc).__name__}): check --endpoint-url "
-            "(or AWS_ENDPOINT_URL), --region and the network"
-        )
-    if not isinstance(exc, ClientError):
-        return FatalSinkError(f"Kinesis call about stream {stream!r} failed: {exc}")
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", "Unknown"))
-    message = " ".join(str(error.get("Message", "")).split()) or "no message"
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    operation = exc.operation_name
-    if code in RETRYABLE_CODES or status >= 500:
-        return RetryableSinkError(f"{operation} on stream {stream!r} failed: {code}: {message}")
-    if code == "ResourceNotFoundException":
-        return FatalSinkError(
-            f"stream {stream!r} not found at {where}: create it (or pass --create-stream), "
-            "or check --region and --endpoint-url"
-        )
-    if code in ("AccessDeniedException", "AccessDenied"):
-        return FatalSinkError(
-            f"access denied to stream {stream!r} ({operation}): grant the credentials "
-            "kinesis:PutRecords, kinesis:DescribeStreamSummary, kinesis:ListShards "
-            "(and kinesis:CreateStream for --create-stream, GetRecords for verify)"
-        )
-    if code in CREDENTIAL_CODES:
-        return FatalSinkError(
-            f"AWS refused the credentials ({code}): refresh them (`aws sso login`, "
-            "`aws configure`) or pick another with --profile"
-        )
-    if code in ("ValidationException", "InvalidArgumentException", "SerializationException"):
-        hint = (
-            " (if a size limit is the cause, lower --max-record-bytes or --max-request-bytes)"
-            if operation == "PutRecords"
-            else ""
-        )
-        return FatalSinkError(f"Kinesis rejected {operation} as invalid: {message}{hint}")
-    if code.startswith("KMS"):
-        return FatalSinkError(
-            f"the KMS key of stream {stream!r} cannot be used ({code}): {message}"
-        )
-    return FatalSinkError(f"{operation} on stream {stream!r} failed: {code}: {message}")
 
 
 def make_client(
@@ -301,25 +185,26 @@ class StreamOpener:
         return call_kinesis(self._client, method, stream=self._stream, sleep=self._sleep, **kwargs)
 
     def create(self, shard_count: int) -> bool:
-        """Create the stream with ``shard_count`` shards; False if it already exists."""
+        """Create the stream with ``shard_count`` shards; False if it already exists.
+
+        Raises:
+            FatalSinkError: The stream cannot be created.
+        """
         try:
             self._client.create_stream(StreamName=self._stream, ShardCount=shard_count)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceInUseException":
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "ResourceInUseException":
                 return False
-            if exc.response.get("Error", {}).get("Code") == "LimitExceededException":
+            if error.get("Code") == "LimitExceededException":
                 raise FatalSinkError(
                     f"cannot create stream {self._stream!r} with {shard_count} shards: "
-                    f"{exc.response['Error'].get('Message', 'shard limit reached')} "
-                    "(ask for fewer --shards or a higher shard quota)"
+                    f"{error.get('Message', 'shard limit reached')} (ask for fewer --shards "
+                    "or a higher shard quota)"
                 ) from exc
-            raise FatalSinkError(
-                str(translate_error(exc, stream=self._stream, endpoint=self._endpoint))
-            ) from exc
+            raise self._fatal(exc) from exc
         except BotoCoreError as exc:
-            raise FatalSinkError(
-                str(translate_error(exc, stream=self._stream, endpoint=self._endpoint))
-            ) from exc
+            raise self._fatal(exc) from exc
         self._say(f"creating stream {self._stream!r} with {shard_count} shards")
         return True
 
@@ -362,6 +247,11 @@ class StreamOpener:
     def shards(self, *, open_only: bool = True) -> list[Shard]:
         """The stream's shards (see :func:`list_shards`)."""
         return list_shards(self._client, self._stream, open_only=open_only, sleep=self._sleep)
+
+    def _fatal(self, exc: Exception) -> FatalSinkError:
+        return FatalSinkError(
+            str(translate_error(exc, stream=self._stream, endpoint=self._endpoint))
+        )
 
     def _say(self, line: str) -> None:
         print(line, file=self._progress or sys.stderr, flush=True)
