@@ -94,7 +94,7 @@ def render_panel(status: AgentStatus) -> RenderableType:
     link = {"connected": "[green]connected[/]", "offline": "[red]offline[/]"}.get(
         status.connection, f"[yellow]{status.connection}[/]"
     )
-    spool = f"{status.spool_depth} queued" if status.qos == 1 else "QoS 0, not spooled"
+    spool = f"{status.spool_depth} unacked" if status.qos == 1 else "QoS 0, not spooled"
     table.add_row("cadence", f"{_fmt(status.cadence)} rpm", "race", f"{status.race_id or '-'}")
     table.add_row("resistance", _fmt(status.resistance), "second", race)
     table.add_row("output", _fmt(status.output), "link", link)

@@ -73,10 +73,15 @@ class Spool:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: every statement below is its own transaction unless grouped.
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=1.0
+            )
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot open the spool {path}: {exc}") from exc
         try:
+            # One agent per spool: the lock is taken once and held (no shared-memory index and
+            # no file locking on every transaction), and a second agent is refused.
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise SpoolError(f"the spool {path} cannot use WAL mode (got {mode!r})")
@@ -91,6 +96,10 @@ class Spool:
             ).fetchone()[0]
         except sqlite3.Error as exc:
             self._db.close()
+            if "locked" in str(exc):
+                raise SpoolError(
+                    f"the spool {path} is in use by another agent: give each its own --spool"
+                ) from exc
             raise SpoolError(f"cannot use the spool {path}: {exc} (move it aside?)") from exc
 
     @property

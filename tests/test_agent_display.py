@@ -54,7 +54,7 @@ def test_the_panel_shows_the_ride_the_link_the_spool_and_the_place() -> None:
     text = render(status)
     for expected in (
         "Ada #101, class 2", "72.5 rpm", "50.0", "123.4", "42/300", "5985743", "offline",
-        "17 queued", "2nd of 14 (leader 160.0)", "40 (30 acked, 0 dropped)",
+        "17 unacked", "2nd of 14 (leader 160.0)", "40 (30 acked, 0 dropped)",
     ):  # fmt: skip
         assert expected in text, expected
 

@@ -89,6 +89,11 @@ def test_a_file_that_is_not_a_spool_is_a_clear_error(tmp_path: Path) -> None:
         Spool(path)
 
 
+def test_a_spool_in_use_by_another_agent_is_refused(tmp_path: Path) -> None:
+    with Spool(tmp_path / "spool.db"), pytest.raises(SpoolError, match="in use by another"):
+        Spool(tmp_path / "spool.db")
+
+
 def test_a_spool_must_hold_at_least_one_message(tmp_path: Path) -> None:
     with pytest.raises(SpoolError):
         Spool(tmp_path / "spool.db", max_messages=0)
