@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alleycat_rider.standings import ResultsError, standings_for
 
@@ -79,3 +81,24 @@ def test_results_given_as_an_object_rather_than_a_string_are_accepted() -> None:
 def test_malformed_results_are_refused(payload: bytes) -> None:
     with pytest.raises(ResultsError):
         standings_for(payload, racer_id=100, class_id=1)
+
+
+@given(
+    outputs=st.dictionaries(
+        st.integers(min_value=0, max_value=10_000),
+        st.floats(min_value=0, max_value=1000, allow_nan=False),
+        min_size=1,
+        max_size=50,
+    ),
+    data=st.data(),
+)
+def test_the_place_is_one_more_than_the_riders_ahead(
+    outputs: dict[int, float], data: st.DataObject
+) -> None:
+    racer = data.draw(st.sampled_from(sorted(outputs)))
+    payload = results({str(racer_id): value for racer_id, value in outputs.items()})
+    standings = standings_for(payload, racer_id=racer, class_id=1)
+    assert standings is not None
+    assert standings.place == 1 + sum(1 for value in outputs.values() if value > outputs[racer])
+    assert standings.riders == len(outputs)
+    assert standings.leader_output == max(outputs.values())
