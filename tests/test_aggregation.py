@@ -5,21 +5,25 @@ import sys
 
 import pytest
 from aws_kinesis_agg.deaggregator import deaggregate_records
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator.aggregation import (
     PER_SECOND,
     BatchingKind,
     BatchingMode,
+    BatchingStage,
     apply_batching,
     parse_batching,
     unpack,
 )
+from simulator.batching import Record
 from simulator.clock import VirtualClock
 from simulator.fleet import FleetConfig
 from simulator.keys import PartitionKeyStrategy
 from simulator.producer import ProducerConfig
 from simulator.runner import Simulation, SimulationConfig
-from simulator.shards import LocalStream
+from simulator.shards import LocalStream, ShardRouter
 from simulator.verify import StreamRecord, StreamVerifier
 
 START = 1_764_187_200.0
@@ -205,3 +209,69 @@ def test_packed_records_written_to_a_kinesis_server_read_back_whole(
     assert report["records"] == summary["delivered"]
     assert report["messages"] == report["unique"] == 2000
     assert (report["duplicates"], report["gaps"], report["malformed"]) == (0, 0, 0)
+
+
+class ListSource:
+    """A fleet stand-in: the given records, all due at their own times."""
+
+    def __init__(self, records):
+        self.records = records
+        self.cursor = 0
+
+    @property
+    def done(self):
+        return self.cursor >= len(self.records)
+
+    @property
+    def next_due(self):
+        return None if self.done else self.records[self.cursor].generated_at
+
+    def emit_until(self, now, out, limit):
+        start = self.cursor
+        while self.cursor < len(self.records) and self.records[self.cursor].generated_at <= now:
+            out.append(self.records[self.cursor])
+            self.cursor += 1
+        return self.cursor - start
+
+    def leaderboard(self, per_class=5):
+        return {}
+
+
+# Ride messages are one-line JSON objects; anything else is not a message.
+message_bodies = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\n\r"),
+                         max_size=300).map(lambda t: json.dumps({"m": t}).encode())  # fmt: skip
+messages = st.lists(
+    st.tuples(message_bodies, st.integers(min_value=0, max_value=40)), min_size=1, max_size=60
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(messages=messages, kind=st.sampled_from([BatchingKind.BUFFERED, BatchingKind.KPL]))
+def test_packing_keeps_every_message_in_order_within_the_size_limit(messages, kind):
+    shards = LocalStream(3).describe().shards
+    records = [
+        Record(data, f"rider-{key}", None, START + i / 10, rider=key)
+        for i, (data, key) in enumerate(messages)
+    ]
+    mode = BatchingMode(kind=kind, hold_seconds=1.0, max_record_bytes=2048)
+    stage = BatchingStage(ListSource(records), mode, shards)
+    out = []
+    now = START
+    while not stage.done:
+        now += 0.25
+        stage.emit_until(now, out, 10_000)
+    router = ShardRouter(shards)
+    assert sum(record.messages for record in out) == len(messages)
+    for record in out:
+        assert record.size <= 2048
+        unpacked = unpack(record.data)
+        assert len(unpacked) == record.messages
+    # Per shard, the messages come out in the order they went in.
+    by_shard = {}
+    for data, key in messages:
+        by_shard.setdefault(router.index_for(f"rider-{key}"), []).append(data)
+    unpacked_by_shard = {}
+    for record in out:
+        shard = router.index_for(record.partition_key)
+        unpacked_by_shard.setdefault(shard, []).extend(unpack(record.data))
+    assert unpacked_by_shard == by_shard
