@@ -255,7 +255,7 @@ def test_packing_keeps_every_message_in_order_within_the_size_limit(messages, ki
     ]
     mode = BatchingMode(kind=kind, hold_seconds=1.0, max_record_bytes=2048)
     stage = BatchingStage(ListSource(records), mode, shards)
-    out = []
+    out: list[Record] = []
     now = START
     while not stage.done:
         now += 0.25
@@ -267,10 +267,10 @@ def test_packing_keeps_every_message_in_order_within_the_size_limit(messages, ki
         unpacked = unpack(record.data)
         assert len(unpacked) == record.messages
     # Per shard, the messages come out in the order they went in.
-    by_shard = {}
+    by_shard: dict[int, list[bytes]] = {}
     for data, key in messages:
         by_shard.setdefault(router.index_for(f"rider-{key}"), []).append(data)
-    unpacked_by_shard = {}
+    unpacked_by_shard: dict[int, list[bytes]] = {}
     for record in out:
         shard = router.index_for(record.partition_key)
         unpacked_by_shard.setdefault(shard, []).extend(unpack(record.data))
