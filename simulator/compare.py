@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import gc
-import math
 import multiprocessing
 import os
 import pickle
@@ -408,18 +407,11 @@ class Comparison:
 Job = tuple[PartitionKeyStrategy, BatchingMode]
 
 
-def idle_cpus() -> int:
-    """CPUs not busy with other work (by the 1-minute load average); at least one.
-
-    Replaying in parallel costs extra CPU (each worker receives the whole workload), which only
-    pays when a second core is mostly idle.
-    """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return min(cpus or 1, max(1, math.ceil((cpus or 1) - load - 0.25)))
+def usable_cpus() -> int:
+    """CPUs this process may run on (at least one): the default number of processes."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def run_all(

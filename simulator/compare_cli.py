@@ -23,7 +23,7 @@ from simulator.compare import (
     Workload,
     compare_batching,
     compare_strategies,
-    idle_cpus,
+    usable_cpus,
 )
 from simulator.costs import DEFAULT_PRICES, Prices
 from simulator.errors import SimulatorError
@@ -98,7 +98,7 @@ def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
 @click.option("--format", "output", type=click.Choice(["table", "json", "csv"]),
               default="table", show_default=True, help="Output format.")  # fmt: skip
 @click.option("--jobs", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Processes to run in; 0: one per idle CPU.")  # fmt: skip
+              help="Processes to run in; 0: one per CPU.")  # fmt: skip
 @_price("shard-hour", DEFAULT_PRICES.shard_hour, "Provisioned: per shard-hour.")
 @_price("put-units", DEFAULT_PRICES.put_units_million, "Provisioned: per million PUT units.")
 @_price("on-demand-gb", DEFAULT_PRICES.on_demand_gb, "On-demand: per GB written.")
@@ -141,7 +141,7 @@ def compare(
         on_demand_gb=price_on_demand_gb,
         on_demand_stream_hour=price_stream_hour,
     )
-    jobs = jobs or idle_cpus()
+    jobs = jobs or usable_cpus()
     started = time.monotonic()
     try:
         if modes:
