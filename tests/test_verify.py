@@ -9,6 +9,8 @@ import time
 import pytest
 from aws_kinesis_agg.aggregator import AggRecord
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alleycat_rider.message import RideEvent, RideMessage
 from simulator.shards import split_hash_space
@@ -261,3 +263,16 @@ def test_verify_of_a_missing_stream_says_what_to_do(kinesis_server):
     assert result.exit_code == 1
     assert "stream 'no-such-stream' not found" in result.stderr
     assert "Traceback" not in result.output
+
+
+@given(
+    st.lists(
+        st.tuples(st.text(min_size=1, max_size=20), st.binary(min_size=0, max_size=200)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_any_kpl_aggregate_unpacks_to_what_was_packed(parts):
+    _key, data = aggregate(parts)
+
+    assert deaggregate(data) == parts

@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,31 +69,31 @@ def running_kinesalite(port: int | None = None) -> Iterator[str]:
             "kinesalite) with Node.js on the PATH"
         )
     port = port or free_port()
-    process = subprocess.Popen(
-        [node, str(KINESALITE_DIR / "serve.js"), str(port)],
-        cwd=KINESALITE_DIR,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    # A file, not a pipe: nobody reads kinesalite's stderr while it runs.
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            [node, str(KINESALITE_DIR / "serve.js"), str(port)],
+            cwd=KINESALITE_DIR,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
         try:
-            wait_for_port(port, timeout=15)
-        except TimeoutError:
-            process.kill()
-            _, err = process.communicate(timeout=5)
-            raise RuntimeError(
-                f"kinesalite did not start: {err.decode(errors='replace')}"
-            ) from None
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        if process.stderr is not None:
-            process.stderr.close()
+            try:
+                wait_for_port(port, timeout=15)
+            except TimeoutError:
+                process.kill()
+                process.wait(timeout=5)
+                errors.seek(0)
+                said = errors.read().decode(errors="replace")
+                raise RuntimeError(f"kinesalite did not start: {said}") from None
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
 
 
 def use_test_aws_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
