@@ -23,16 +23,16 @@ import base64
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from simulator.batching import MIB, PUT_PAYLOAD_UNIT_BYTES, Record
 from simulator.shards import ShardRouter
+from simulator.source import RecordSource
 from simulator.stats import LatencyHistogram
 
 if TYPE_CHECKING:
     from aws_kinesis_agg.aggregator import AggRecord
 
-    from simulator.runner import Simulation
     from simulator.shards import Shard
 
 #: The first bytes of a KPL-aggregated record.
@@ -112,28 +112,6 @@ def parse_batching(text: str) -> BatchingMode:
     if kind is BatchingKind.KPL:
         return BatchingMode(kind=kind, hold_seconds=hold, max_record_bytes=KPL_RECORD_BYTES)
     return BatchingMode(kind=kind, hold_seconds=hold)
-
-
-class RecordSource(Protocol):
-    """What the run loop asks of a fleet (see :class:`simulator.fleet.Fleet`)."""
-
-    @property
-    def done(self) -> bool:
-        """True once every record has been produced."""
-        ...
-
-    @property
-    def next_due(self) -> float | None:
-        """Simulation time the next record falls due, or None when done."""
-        ...
-
-    def emit_until(self, now: float, out: list[Record], limit: int) -> int:
-        """Append every record due by ``now``, at most ``limit``; return how many."""
-        ...
-
-    def leaderboard(self, per_class: int = 5) -> dict[int, list[tuple[str, int, float]]]:
-        """The top riders of the current race, per class."""
-        ...
 
 
 class _Pack:
@@ -266,14 +244,6 @@ def _new_aggregate() -> AggRecord:
     from aws_kinesis_agg.aggregator import AggRecord
 
     return AggRecord()
-
-
-def apply_batching(simulation: Simulation, mode: BatchingMode) -> BatchingStage:
-    """Put a batching stage between ``simulation``'s fleet and its producer."""
-    stage = BatchingStage(simulation.fleet, mode, simulation.stream.shards)
-    # The run loop only asks its fleet for done, next_due, emit_until and the leaderboard.
-    simulation.fleet = stage  # type: ignore[assignment]
-    return stage
 
 
 def unpack(data: bytes) -> list[bytes]:

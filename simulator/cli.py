@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from simulator.aggregation import BatchingMode, apply_batching, parse_batching
+from simulator.aggregation import BatchingMode, parse_batching
 from simulator.batching import (
     KINESIS_MAX_RECORD_BYTES,
     KINESIS_MAX_RECORDS,
@@ -300,8 +300,7 @@ def simulate(
         raise click.ClickException(str(exc)) from None
     try:
         dispatcher = make_dispatcher(sink, clock, sink_options)
-        simulation = Simulation(config, sink, clock, dispatcher=dispatcher)
-        apply_batching(simulation, batching)
+        simulation = Simulation(config, sink, clock, dispatcher=dispatcher, batching=batching)
         with _stop_on_signals(simulation):
             result = run_with_progress(
                 simulation,

@@ -20,13 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import cast
 
-from simulator.aggregation import PER_SECOND, BatchingMode, BatchingStage, apply_batching
+from simulator.aggregation import PER_SECOND, BatchingMode, BatchingStage
 from simulator.batching import Record
 from simulator.clock import VirtualClock
 from simulator.costs import DEFAULT_PRICES, MonthlyCost, Prices, monthly_cost
 from simulator.errors import SimulatorError
-from simulator.fleet import FIRST_RACER_ID, Fleet, FleetConfig
-from simulator.keys import Keyer, PartitionKeyStrategy, make_keyer
+from simulator.fleet import Fleet, FleetConfig
+from simulator.keys import Keyer, PartitionKeyStrategy
 from simulator.runner import Simulation, SimulationConfig
 from simulator.shards import SHARD_RECORDS_PER_SECOND, LocalStream
 from simulator.sink import PutRecordsOutcome, StreamDescription
@@ -169,6 +169,9 @@ class ReplayFleet:
         self.generated += end - start
         return end - start
 
+    def flush(self, now: float, out: list[Record]) -> None:
+        """Nothing to add: a replay holds no messages back."""
+
     def leaderboard(self, per_class: int = 5) -> dict[int, list[tuple[str, int, float]]]:
         """No leaderboard: a comparison shows no dashboard."""
         return {}
@@ -294,17 +297,15 @@ def run_one(
     stream = MeteredStream(LocalStream(w.shards), w.riders)
     fleet = FleetConfig(riders=w.riders, classes=w.classes, race_seconds=w.race_seconds)
     config = SimulationConfig(fleet=fleet, duration=w.duration, strategy=strategy, seed=w.seed)
-    simulation = Simulation(config, stream, VirtualClock(WORKLOAD_START))
-    keyer = make_keyer(
-        strategy,
-        racer_ids=[FIRST_RACER_ID + i for i in range(w.riders)],
-        class_ids=[i % w.classes + 1 for i in range(w.riders)],
-        shards=simulation.stream.shards,
-        rng=random.Random(w.seed),
-    )
     # The recorded messages take the place of a fresh fleet: same messages, same schedule.
-    simulation.fleet = ReplayFleet(recorded, keyer)  # type: ignore[assignment]
-    stage = apply_batching(simulation, mode)
+    simulation = Simulation(
+        config,
+        stream,
+        VirtualClock(WORKLOAD_START),
+        batching=mode,
+        messages=lambda keyer: ReplayFleet(recorded, keyer),
+    )
+    stage = simulation.batching
     # Records are short-lived and form no cycles: the cyclic collector only costs time here.
     threshold = gc.get_threshold()
     gc.set_threshold(200_000, 50, 100)

@@ -214,6 +214,9 @@ class Fleet:
                 )
             )
 
+    def flush(self, now: float, out: list[Record]) -> None:
+        """Nothing to add: a fleet holds no messages back."""
+
     def _start_race(self) -> None:
         for rider in self.riders:
             rider.model.start_race()

@@ -14,15 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from simulator.aggregation import PER_SECOND, BatchingMode, BatchingStage
 from simulator.batching import Record
 from simulator.clock import Clock
 from simulator.dispatch import Dispatcher, InlineDispatcher
 from simulator.errors import FatalSinkError, SimulatorError
 from simulator.fleet import Fleet, FleetConfig
-from simulator.keys import PartitionKeyStrategy, make_keyer
+from simulator.keys import Keyer, PartitionKeyStrategy, make_keyer
 from simulator.producer import Producer, ProducerConfig
 from simulator.shards import ShardRouter
 from simulator.sink import StreamDescription, StreamSink
+from simulator.source import RecordSource
 from simulator.stats import RunStats, StatsSnapshot
 
 
@@ -57,7 +59,17 @@ class RunResult:
 
 
 class Simulation:
-    """A fleet writing into one stream, driven by one clock."""
+    """A fleet writing into one stream, driven by one clock.
+
+    Args:
+        config: the run.
+        sink: the stream.
+        clock: real, scaled or virtual time.
+        dispatcher: how requests are sent (inline by default).
+        batching: how messages become Kinesis records.
+        messages: makes the message source from the run's keyer, in place of a fresh fleet
+            (``alleycat compare`` replays one recorded workload under every strategy).
+    """
 
     def __init__(
         self,
@@ -66,6 +78,8 @@ class Simulation:
         clock: Clock,
         *,
         dispatcher: Dispatcher | None = None,
+        batching: BatchingMode = PER_SECOND,
+        messages: Callable[[Keyer], RecordSource] | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
@@ -84,9 +98,16 @@ class Simulation:
             shards=self.stream.shards,
             rng=random.Random(rng.getrandbits(64)),
         )
-        self.fleet = Fleet(
-            config.fleet, start=self.start, duration=config.duration, keyer=keyer, rng=fleet_rng
+        #: Where the ride messages come from: a fresh fleet, or ``messages(keyer)``.
+        self.fleet: RecordSource = (
+            Fleet(
+                config.fleet, start=self.start, duration=config.duration, keyer=keyer, rng=fleet_rng
+            )
+            if messages is None
+            else messages(keyer)
         )
+        #: The messages packed into Kinesis records as ``batching`` says.
+        self.batching = BatchingStage(self.fleet, batching, self.stream.shards)
         self.stats = RunStats([s.shard_id for s in self.stream.shards])
         self.producer = Producer(
             config.producer,
@@ -120,7 +141,12 @@ class Simulation:
             try:
                 if self._stop.is_set() and drain_until is None:
                     self.interrupted = True
-                    drain_until = self.clock.now() + self.config.drain_timeout
+                    now = self.clock.now()
+                    drain_until = now + self.config.drain_timeout
+                    # Messages a batching stage holds are sent too, not lost.
+                    held: list[Record] = []
+                    self.batching.flush(now, held)
+                    self.producer.add_many(held, now)
                 error = self._settle()
                 if error is not None:
                     break
@@ -151,16 +177,21 @@ class Simulation:
 
     def _pass(self, drain_until: float | None) -> bool:
         """One pass of the loop; False when the run is over."""
-        clock, fleet, producer, dispatcher = self.clock, self.fleet, self.producer, self.dispatcher
+        clock, source, producer, dispatcher = (
+            self.clock,
+            self.batching,
+            self.producer,
+            self.dispatcher,
+        )
         now = clock.now()
-        generating = drain_until is None and not fleet.done
+        generating = drain_until is None and not source.done
         draining = not generating
         # A batch already due leaves before new records are made: the request is then in
         # flight while the CPU makes the next ones, not after.
         self._send(now, draining)
         if generating:
             records: list[Record] = []
-            fleet.emit_until(now, records, producer.room())
+            source.emit_until(now, records, producer.room())
             producer.add_many(records, now)
             self._send(now, draining)
         if draining and producer.pending == 0 and dispatcher.in_flight == 0:
@@ -176,7 +207,7 @@ class Simulation:
             return True
         if dispatcher.in_flight and isinstance(dispatcher, InlineDispatcher):
             return True
-        due = [t for t in (fleet.next_due if generating else None, producer.next_deadline()) if t]
+        due = [t for t in (source.next_due if generating else None, producer.next_deadline()) if t]
         if drain_until is not None:
             due.append(drain_until)
         if not due and dispatcher.in_flight:

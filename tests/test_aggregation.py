@@ -13,7 +13,6 @@ from simulator.aggregation import (
     BatchingKind,
     BatchingMode,
     BatchingStage,
-    apply_batching,
     parse_batching,
     unpack,
 )
@@ -52,8 +51,8 @@ def _run(mode, *, strategy="racer", riders=120, duration=12, shards=4):
         strategy=PartitionKeyStrategy(strategy),
         seed=3,
     )
-    simulation = Simulation(config, stream, VirtualClock(START))
-    stage = apply_batching(simulation, mode)
+    simulation = Simulation(config, stream, VirtualClock(START), batching=mode)
+    stage = simulation.batching
     result = simulation.run()
     return stream, result, stage
 
@@ -166,8 +165,9 @@ def test_a_hold_longer_than_the_record_ttl_still_delivers_everything():
         seed=3,
         producer=ProducerConfig(record_ttl=10.0),
     )
-    simulation = Simulation(config, stream, VirtualClock(START))
-    apply_batching(simulation, parse_batching("buffered:20"))
+    simulation = Simulation(
+        config, stream, VirtualClock(START), batching=parse_batching("buffered:20")
+    )
     result = simulation.run()
     assert result.stats.dropped == 0
     assert result.stats.messages_delivered == 20 * 50
@@ -233,6 +233,9 @@ class ListSource:
             self.cursor += 1
         return self.cursor - start
 
+    def flush(self, now, out):
+        pass
+
     def leaderboard(self, per_class=5):
         return {}
 
@@ -275,3 +278,20 @@ def test_packing_keeps_every_message_in_order_within_the_size_limit(messages, ki
         shard = router.index_for(record.partition_key)
         unpacked_by_shard.setdefault(shard, []).extend(unpack(record.data))
     assert unpacked_by_shard == by_shard
+
+
+def test_stopping_a_buffered_run_sends_the_held_messages_too():
+    config = SimulationConfig(fleet=FleetConfig(riders=30), duration=300, seed=3)
+    simulation = Simulation(
+        config, RecordingStream(2), VirtualClock(START), batching=parse_batching("buffered:5")
+    )
+
+    def stop_mid_hold(sim):
+        if sim.clock.now() > START + 7.5:
+            sim.stop()
+
+    result = simulation.run(on_pass=stop_mid_hold)
+    assert result.interrupted and result.stats.dropped == 0
+    taken = simulation.batching.messages
+    assert 30 * 7 <= taken < 30 * 300
+    assert result.stats.messages_delivered == taken
