@@ -19,6 +19,8 @@ from simulator.verify import StreamRecord, StreamVerifier, VerifyReport
 GET_RECORDS_LIMIT = 10_000
 #: Empty reads in a row, while the shard still reports being behind, before giving up on it.
 MAX_EMPTY_READS = 1_000
+#: Seconds between empty reads of a shard still behind (GetRecords: 5 calls/s per shard).
+EMPTY_READ_PAUSE = 0.2
 #: Attempts at one call that fails in a way that can pass (throttling, timeouts).
 READ_ATTEMPTS = 8
 
@@ -102,6 +104,7 @@ class ShardReader:
                     file=sys.stderr,
                 )
                 return
+            self._sleep(EMPTY_READ_PAUSE)
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         from simulator.sinks.kinesis import call_kinesis

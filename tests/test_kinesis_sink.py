@@ -13,7 +13,7 @@ from simulator.clock import ScaledClock
 from simulator.dispatch import ThreadedDispatcher
 from simulator.errors import FatalSinkError
 from simulator.shards import ShardRouter, split_hash_space
-from simulator.sinks import SinkOptions, open_sink
+from simulator.sinks import SinkOptions
 from simulator.sinks.kinesis import KinesisSink, list_shards, make_client
 from tests.servers.kinesis import create_stream
 
@@ -64,10 +64,15 @@ def test_create_stream_keeps_an_existing_stream_and_its_shard_count(
 ):
     create_stream(kinesis_client, stream_name, 2)
 
-    sink = open_sink(options(kinesis_server, stream_name, create_stream=True, shards=4))
+    progress = io.StringIO()
+
+    sink = KinesisSink.open(
+        options(kinesis_server, stream_name, create_stream=True, shards=4), progress=progress
+    )
     sink.close()
 
     assert len(sink.describe().shards) == 2
+    assert f"stream '{stream_name}' already exists with 2 open shards" in progress.getvalue()
 
 
 def test_records_land_on_the_shard_the_model_predicts(kinesis_server, kinesis_client, stream_name):

@@ -8,12 +8,14 @@ import time
 
 import pytest
 from aws_kinesis_agg.aggregator import AggRecord
+from botocore.stub import Stubber
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
 from alleycat_rider.message import RideEvent, RideMessage
 from simulator.shards import split_hash_space
+from simulator.sinks.kinesis import make_client
 from simulator.verify import (
     KPL_MAGIC,
     AggregateError,
@@ -21,7 +23,7 @@ from simulator.verify import (
     StreamVerifier,
     deaggregate,
 )
-from simulator.verify_cli import verify
+from simulator.verify_cli import ShardReader, verify
 from tests.servers.kinesis import create_stream
 
 RACE = 5_880_622
@@ -276,3 +278,24 @@ def test_any_kpl_aggregate_unpacks_to_what_was_packed(parts):
     _key, data = aggregate(parts)
 
     assert deaggregate(data) == parts
+
+
+def test_reading_goes_on_past_empty_pages_while_the_shard_is_behind(aws_test_env):
+    client = make_client(endpoint_url="http://127.0.0.1:9")
+    pauses: list[float] = []
+    reader = ShardReader(client, "rides", sleep=pauses.append)
+    record = {"SequenceNumber": "1", "PartitionKey": "k", "Data": message(1, 1)}
+    with Stubber(client) as stub:
+        stub.add_response("get_shard_iterator", {"ShardIterator": "i0"})
+        stub.add_response("get_records", {"Records": [], "NextShardIterator": "i1",
+                                          "MillisBehindLatest": 60_000})  # fmt: skip
+        stub.add_response("get_records", {"Records": [record], "NextShardIterator": "i2",
+                                          "MillisBehindLatest": 0})  # fmt: skip
+        stub.add_response("get_records", {"Records": [], "NextShardIterator": "i3",
+                                          "MillisBehindLatest": 0})  # fmt: skip
+        found = list(reader.records(SHARDS[0]))
+        stub.assert_no_pending_responses()
+    client.close()
+
+    assert [r.data for r in found] == [message(1, 1)]
+    assert pauses == [0.2]

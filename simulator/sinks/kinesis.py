@@ -205,7 +205,7 @@ class StreamOpener:
             raise self._fatal(exc) from exc
         except BotoCoreError as exc:
             raise self._fatal(exc) from exc
-        self._say(f"creating stream {self._stream!r} with {shard_count} shards")
+        self.say(f"creating stream {self._stream!r} with {shard_count} shards")
         return True
 
     def wait_until_active(self) -> None:
@@ -222,7 +222,7 @@ class StreamOpener:
             status = summary["StreamDescriptionSummary"]["StreamStatus"]
             if status in ("ACTIVE", "UPDATING"):
                 if next_note:
-                    self._say(f"stream {self._stream!r} is ACTIVE")
+                    self.say(f"stream {self._stream!r} is ACTIVE")
                 return
             if status == "DELETING":
                 raise FatalSinkError(
@@ -236,7 +236,7 @@ class StreamOpener:
                     "try again once `aws kinesis describe-stream-summary` says ACTIVE"
                 )
             if waited >= next_note:
-                self._say(
+                self.say(
                     f"stream {self._stream!r} is {status}; waiting until it is ACTIVE "
                     f"({waited:.0f} s of at most {self._timeout:.0f} s)"
                 )
@@ -253,7 +253,8 @@ class StreamOpener:
             str(translate_error(exc, stream=self._stream, endpoint=self._endpoint))
         )
 
-    def _say(self, line: str) -> None:
+    def say(self, line: str) -> None:
+        """Report progress on one line (stderr by default)."""
         print(line, file=self._progress or sys.stderr, flush=True)
 
 
@@ -301,10 +302,14 @@ class KinesisSink:
                 progress=progress,
                 timeout=active_timeout,
             )
-            if options.create_stream:
-                opener.create(options.shards)
+            created = opener.create(options.shards) if options.create_stream else False
             opener.wait_until_active()
             shards = opener.shards()
+            if options.create_stream and not created and len(shards) != options.shards:
+                opener.say(
+                    f"stream {options.stream!r} already exists with {len(shards)} open shards: "
+                    f"writing to those (--shards {options.shards} applies to a new stream)"
+                )
         except BaseException:
             client.close()
             raise
