@@ -20,7 +20,6 @@ from simulator.aggregation import DEFAULT_BATCHING_MODES, BatchingMode, parse_ba
 from simulator.compare import (
     Comparison,
     RunFigures,
-    Workload,
     compare_batching,
     compare_strategies,
     usable_cpus,
@@ -28,6 +27,7 @@ from simulator.compare import (
 from simulator.costs import DEFAULT_PRICES, Prices
 from simulator.errors import SimulatorError
 from simulator.keys import PartitionKeyStrategy
+from simulator.replay import Workload
 from simulator.shards import SHARD_RECORDS_PER_SECOND
 
 _F = TypeVar("_F", bound=Callable[..., Any])

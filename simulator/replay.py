@@ -1,0 +1,232 @@
+"""A workload recorded once and replayed under any strategy, measured at the stream.
+
+``alleycat compare`` generates the fleet's messages once (:func:`record_workload`) and replays
+them, message for message, through a fresh run per strategy or batching mode
+(:class:`ReplayFleet`); :class:`MeteredStream` measures each run where Kinesis would see it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from simulator.batching import Record
+from simulator.fleet import Fleet, FleetConfig
+from simulator.keys import Keyer
+from simulator.shards import LocalStream
+from simulator.sink import PutRecordsOutcome, StreamDescription
+
+#: Runs start at a race boundary (2026-11-26T20:00:00Z), so every run is the same.
+WORKLOAD_START = 1_764_187_200.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    """What every strategy or mode is run against."""
+
+    riders: int = 1000
+    shards: int = 4
+    duration: int = 300
+    classes: int = 6
+    phase_spread_ms: int = 1000
+    """0 synchronises the riders: all send on the whole second."""
+    seed: int = 1
+    race_seconds: int = 300
+
+
+#: A slice of a recorded workload: timestamps (ms), rider indexes and message bytes.
+Chunk = tuple[list[int], list[int], list[bytes]]
+#: Seconds of riding recorded at a time, so runs can start before the recording ends.
+CHUNK_SECONDS = 10
+
+
+class RecordedWorkload:
+    """The fleet's messages in the order it sends them, complete or still arriving.
+
+    Args:
+        workload: what was recorded.
+        source: called for the next chunk when a run needs messages not received yet;
+            None when every chunk is already here.
+    """
+
+    def __init__(self, workload: Workload, source: Callable[[], Chunk] | None = None) -> None:
+        self.workload = workload
+        self.total = workload.riders * workload.duration
+        self.timestamps_ms: list[int] = []
+        self.riders: list[int] = []
+        self.data: list[bytes] = []
+        self._source = source
+
+    def extend(self, chunk: Chunk) -> None:
+        """Append a chunk of messages."""
+        self.timestamps_ms += chunk[0]
+        self.riders += chunk[1]
+        self.data += chunk[2]
+
+    def fetch(self) -> bool:
+        """Receive the next chunk; False when everything is here already."""
+        if self._source is None or len(self.data) >= self.total:
+            return False
+        self.extend(self._source())
+        return True
+
+
+def record_workload(
+    workload: Workload, on_chunk: Callable[[Chunk], None] | None = None
+) -> RecordedWorkload:
+    """Generate every message of ``workload`` once, with no key yet.
+
+    Args:
+        workload: the fleet and its seed.
+        on_chunk: called with each chunk of ``CHUNK_SECONDS`` as soon as it is generated.
+    """
+    fleet = Fleet(
+        FleetConfig(
+            riders=workload.riders,
+            classes=workload.classes,
+            race_seconds=workload.race_seconds,
+            phase_spread_ms=workload.phase_spread_ms,
+        ),
+        start=WORKLOAD_START,
+        duration=workload.duration,
+        keyer=lambda index, timestamp_ms: ("-", None),
+        rng=random.Random(workload.seed),
+    )
+    recorded = RecordedWorkload(workload)
+    until = WORKLOAD_START
+    while not fleet.done:
+        until += CHUNK_SECONDS
+        records: list[Record] = []
+        fleet.emit_until(until, records, fleet.total)
+        chunk = (
+            [round(r.generated_at * 1000) for r in records],
+            [r.rider for r in records],
+            [r.data for r in records],
+        )
+        recorded.extend(chunk)
+        if on_chunk is not None:
+            on_chunk(chunk)
+    return recorded
+
+
+class ReplayFleet:
+    """Sends a recorded workload again on its original schedule, under a new keyer."""
+
+    def __init__(self, recorded: RecordedWorkload, keyer: Keyer) -> None:
+        self._recorded = recorded
+        self._keyer = keyer
+        self._cursor = 0
+        self.total = recorded.total
+        self.generated = 0
+
+    @property
+    def done(self) -> bool:
+        """True once every message has been sent."""
+        return self._cursor >= self.total
+
+    @property
+    def next_due(self) -> float | None:
+        """Simulation time of the next message, or None when done."""
+        rec = self._recorded
+        while self._cursor >= len(rec.timestamps_ms):
+            if not rec.fetch():
+                return None
+        return rec.timestamps_ms[self._cursor] / 1000
+
+    def emit_until(self, now: float, out: list[Record], limit: int) -> int:
+        """Append every message due by ``now`` (at most ``limit``) as a keyed record."""
+        rec, keyer, start = self._recorded, self._keyer, self._cursor
+        now_ms = now * 1000
+        while (not rec.timestamps_ms or rec.timestamps_ms[-1] <= now_ms) and rec.fetch():
+            pass
+        end = min(bisect.bisect_right(rec.timestamps_ms, now_ms, lo=start), start + limit)
+        out += [
+            Record(data, *keyer(rider, timestamp_ms), timestamp_ms / 1000, rider=rider)
+            for data, rider, timestamp_ms in zip(
+                rec.data[start:end],
+                rec.riders[start:end],
+                rec.timestamps_ms[start:end],
+                strict=True,
+            )
+        ]
+        self._cursor = end
+        self.generated += end - start
+        return end - start
+
+    def flush(self, now: float, out: list[Record]) -> None:
+        """Nothing to add: a replay holds no messages back."""
+
+    def leaderboard(self, per_class: int = 5) -> dict[int, list[tuple[str, int, float]]]:
+        """No leaderboard: a comparison shows no dashboard."""
+        return {}
+
+
+class MeteredStream:
+    """The built-in stream, measured: offered load, rider stickiness, order and billing."""
+
+    def __init__(self, stream: LocalStream, riders: int) -> None:
+        self.stream = stream
+        shards = stream.describe().shards
+        count = len(shards)
+        self._index = {s.shard_id: i for i, s in enumerate(shards)}
+        self._offered_peak = [0] * count
+        self._second = -1
+        self._offered = [0] * count
+        self.rider_shard = [-1] * riders
+        """Each rider's shard index; -2 once a rider has been seen on two shards."""
+        self._rider_last = [0.0] * riders
+        self.out_of_order = 0
+        """Messages accepted after a later message of the same rider."""
+        self.billed_kilobytes = 0
+
+    @property
+    def offered_peak(self) -> list[int]:
+        """The most entries offered to each shard in one second, accepted or not."""
+        return [max(p, c) for p, c in zip(self._offered_peak, self._offered, strict=True)]
+
+    def describe(self) -> StreamDescription:
+        """The wrapped stream's description."""
+        return self.stream.describe()
+
+    def put_records(self, records: Sequence[Record], now: float) -> PutRecordsOutcome:
+        """Write through to the stream and measure the outcome."""
+        outcome = self.stream.put_records(records, now)
+        second = int(now)
+        if second != self._second:
+            self._roll(second)
+        offered, index_for, index_of = self._offered, self.stream.router.index_for, self._index
+        rider_shard, rider_last = self.rider_shard, self._rider_last
+        kb = 0
+        for record, shard_id in zip(records, outcome.shard_ids, strict=True):
+            if shard_id is None:  # Throttled: still offered to the shard its key names.
+                offered[index_for(record.partition_key, record.explicit_hash_key)] += 1
+                continue
+            shard = index_of[shard_id]
+            offered[shard] += 1
+            kb += (record.size + 1023) // 1024  # Whole KB, as on-demand bills (costs.billed_kb).
+            rider = record.rider
+            if rider < 0:
+                continue
+            seen = rider_shard[rider]
+            if seen != shard:
+                rider_shard[rider] = shard if seen == -1 else -2
+            if record.generated_at < rider_last[rider]:
+                self.out_of_order += 1
+            else:
+                rider_last[rider] = record.generated_at
+        self.billed_kilobytes += kb
+        return outcome
+
+    def close(self) -> None:
+        """Close the wrapped stream."""
+        self.stream.close()
+
+    def _roll(self, second: int) -> None:
+        peak = self._offered_peak
+        for i, count in enumerate(self._offered):
+            if count > peak[i]:
+                peak[i] = count
+        self._second = second
+        self._offered = [0] * len(peak)
