@@ -23,9 +23,12 @@ from click.testing import CliRunner
 
 from simulator.batching import Record
 from simulator.cli import simulate
+from simulator.clock import ScaledClock
 from simulator.errors import FatalSinkError, RetryableSinkError
+from simulator.fleet import FleetConfig
+from simulator.runner import Simulation, SimulationConfig
 from simulator.shards import split_hash_space
-from simulator.sinks import SinkOptions
+from simulator.sinks import SinkOptions, make_dispatcher
 from simulator.sinks.kinesis import KinesisSink, StreamOpener, make_client
 from simulator.sinks.kinesis_errors import CREDENTIAL_CODES, RETRYABLE_CODES, translate_error
 from tests.servers.ports import free_port
@@ -33,12 +36,14 @@ from tests.servers.ports import free_port
 URL = "http://127.0.0.1:4567"
 
 
-def client_error(code: str, status: int = 400, message: str = "it failed") -> ClientError:
+def client_error(
+    code: str, status: int = 400, message: str = "it failed", operation: str = "PutRecords"
+) -> ClientError:
     response: dict[str, Any] = {
         "Error": {"Code": code, "Message": message},
         "ResponseMetadata": {"HTTPStatusCode": status},
     }
-    return ClientError(response, "PutRecords")
+    return ClientError(response, operation)
 
 
 @pytest.mark.parametrize("code", sorted(RETRYABLE_CODES))
@@ -67,7 +72,11 @@ def test_timeouts_connection_errors_and_5xx_are_retried(exc):
 @pytest.mark.parametrize(
     ("exc", "says"),
     [
-        (client_error("ResourceNotFoundException"), "stream 'rides' not found at " + URL),
+        (client_error("ResourceNotFoundException"), "stream 'rides' no longer exists at " + URL),
+        (
+            client_error("ResourceNotFoundException", operation="DescribeStreamSummary"),
+            "stream 'rides' not found at " + URL,
+        ),
         (client_error("AccessDeniedException"), "grant the credentials kinesis:PutRecords"),
         (client_error("ValidationException", message="key too long"), "invalid: key too long"),
         (client_error("InvalidArgumentException"), "Kinesis rejected PutRecords as invalid"),
@@ -250,3 +259,38 @@ def test_creating_a_stream_over_the_shard_limit_says_what_to_do(kinesis_server, 
     assert result.exit_code == 1
     assert f"cannot create stream '{stream_name}' with 500 shards" in result.stderr
     assert "ask for fewer --shards or a higher shard quota" in result.stderr
+
+
+def test_a_stream_deleted_during_the_run_stops_it_with_one_line(
+    kinesis_server, kinesis_client, stream_name
+):
+    options = SinkOptions(stream=stream_name, endpoint_url=kinesis_server, create_stream=True)
+    sink = KinesisSink.open(options, progress=io.StringIO())
+    put_records = sink.put_records
+    sent = itertools.count()
+
+    def deleting_after_the_first_request(records, now):
+        if next(sent) == 1:
+            kinesis_client.delete_stream(StreamName=stream_name)
+            kinesis_client.get_waiter("stream_not_exists").wait(
+                StreamName=stream_name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 100}
+            )
+        return put_records(records, now)
+
+    sink.put_records = deleting_after_the_first_request  # type: ignore[method-assign]
+    clock = ScaledClock(speed=20)
+    config = SimulationConfig(fleet=FleetConfig(riders=100), duration=10, seed=2)
+    try:
+        result = Simulation(
+            config, sink, clock, dispatcher=make_dispatcher(sink, clock, options)
+        ).run()
+    finally:
+        sink.close()
+
+    assert str(result.error) == (
+        f"stream '{stream_name}' no longer exists at {kinesis_server}: "
+        "it was deleted during the run"
+    )
+    stats = result.stats
+    assert stats.delivered > 0
+    assert stats.delivered + stats.dropped == stats.generated

@@ -103,6 +103,11 @@ def translate_error(exc: Exception, *, stream: str, endpoint: str | None = None)
     operation = exc.operation_name
     if code in RETRYABLE_CODES or status >= 500:
         return RetryableSinkError(f"{operation} on stream {stream!r} failed: {code}: {message}")
+    if code == "ResourceNotFoundException" and operation == "PutRecords":
+        # The stream was there when the run began: something deleted it.
+        return FatalSinkError(
+            f"stream {stream!r} no longer exists at {where}: it was deleted during the run"
+        )
     if code == "ResourceNotFoundException":
         return FatalSinkError(
             f"stream {stream!r} not found at {where}: create it (or pass --create-stream), "
