@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -299,3 +301,29 @@ def test_reading_goes_on_past_empty_pages_while_the_shard_is_behind(aws_test_env
 
     assert [r.data for r in found] == [message(1, 1)]
     assert pauses == [0.2]
+
+
+def test_an_aggregate_whose_body_is_not_a_kpl_message_is_malformed():
+    body = b"\x1a\x05ab"  # a records field promising 5 bytes and holding 2
+    data = KPL_MAGIC + body + hashlib.md5(body).digest()
+
+    with pytest.raises(AggregateError, match="bad body"):
+        deaggregate(data)
+
+
+def test_verify_unpacks_kpl_aggregates_in_a_fresh_process(
+    kinesis_server, kinesis_client, stream_name
+):
+    create_stream(kinesis_client, stream_name, 1)
+    put(kinesis_client, stream_name, [aggregate([(f"r{s}", message(6, s)) for s in range(1, 6)])])
+
+    checked = subprocess.run(
+        [sys.executable, "-m", "alleycat", "verify", "--stream", stream_name,
+         "--endpoint-url", kinesis_server, "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert checked.returncode == 0, checked.stderr
+    report = json.loads(checked.stdout)
+    assert (report["records"], report["aggregated"], report["messages"]) == (1, 1, 5)
+    assert (report["unique"], report["malformed"]) == (5, 0)
