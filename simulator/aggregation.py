@@ -19,13 +19,13 @@ its first message's key, so every message still lands on the shard its key names
 
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from simulator.batching import MIB, PUT_PAYLOAD_UNIT_BYTES, Record
+from simulator.kpl import deaggregate, new_aggregate
 from simulator.shards import ShardRouter
 from simulator.source import RecordSource
 from simulator.stats import LatencyHistogram
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
     from simulator.shards import Shard
 
-#: The first bytes of a KPL-aggregated record.
-KPL_MAGIC = b"\xf3\x89\x9a\xc2"
 #: KPL's default ``RecordMaxBufferedTime``: 100 ms.
 KPL_MAX_BUFFERED_SECONDS = 0.1
 #: KPL closes an aggregated record at one PUT payload unit: bigger ones cost as much per byte.
@@ -200,7 +198,7 @@ class BatchingStage:
             pack = None
         if pack is None:
             kpl = self.mode.kind is BatchingKind.KPL
-            pack = self._packs[shard] = _Pack(record, _new_aggregate() if kpl else None)
+            pack = self._packs[shard] = _Pack(record, new_aggregate() if kpl else None)
         if pack.agg is not None:
             pack.agg.add_user_record(record.partition_key, record.data, record.explicit_hash_key)
             pack.size = pack.agg.get_size_bytes() + len(pack.first.partition_key.encode())
@@ -239,28 +237,13 @@ class BatchingStage:
         )
 
 
-def _new_aggregate() -> AggRecord:
-    # Imported only in KPL mode: aws-kinesis-agg loads protobuf and edits sys.path on import.
-    from aws_kinesis_agg.aggregator import AggRecord
-
-    return AggRecord()
-
-
 def unpack(data: bytes) -> list[bytes]:
     """The ride messages inside one Kinesis record's data, whatever the batching mode.
 
-    KPL-aggregated records (they start with the KPL magic bytes) are de-aggregated with
-    ``aws-kinesis-agg``; anything else is split into lines (a single message has none).
+    KPL-aggregated records are de-aggregated (:func:`simulator.kpl.deaggregate`); anything
+    else is split into lines (a single message has none).
     """
-    if data.startswith(KPL_MAGIC):
-        # Imported only when needed: aws-kinesis-agg puts its own folder on sys.path.
-        from aws_kinesis_agg.deaggregator import iter_deaggregate_records
-
-        record = {"Data": data, "PartitionKey": "", "SequenceNumber": "0",
-                  "ApproximateArrivalTimestamp": 0}  # fmt: skip
-        messages: list[bytes] = []
-        for user in iter_deaggregate_records([record], data_format="Boto3"):
-            # De-aggregated user records come back base64-encoded, as Lambda delivers them.
-            messages.append(base64.b64decode(user["kinesis"]["data"]))
-        return messages
+    users = deaggregate(data)
+    if users is not None:
+        return [payload for _, payload in users]
     return [line for line in data.split(b"\n") if line]

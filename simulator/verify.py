@@ -16,109 +16,17 @@ What is counted, per race and in total:
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from alleycat_rider.message import MessageError, RideMessage
+from simulator.kpl import AggregateError, deaggregate
 from simulator.shards import Shard, hash_key
 
-#: The first bytes of a KPL-aggregated record.
-KPL_MAGIC = b"\xf3\x89\x9a\xc2"
-_DIGEST_SIZE = 16
 #: Examples of each problem kept for the report.
 MAX_EXAMPLES = 5
-
-
-class AggregateError(ValueError):
-    """A record that starts like a KPL aggregate but is not a valid one."""
-
-
-def deaggregate(data: bytes) -> list[tuple[str, bytes]] | None:
-    """The ``(partition_key, data)`` of each user record in a KPL aggregate.
-
-    The body is the KPL's ``AggregatedRecord`` protobuf message, read here with a few lines of
-    wire-format parsing: ``aws_kinesis_agg.messages_pb2`` cannot be imported on its own (it
-    imports ``config_pb2`` as a top-level module).
-
-    Returns:
-        None when ``data`` is not an aggregate (a plain record).
-
-    Raises:
-        AggregateError: The magic is there but the digest or the protobuf body is wrong.
-    """
-    if not data.startswith(KPL_MAGIC) or len(data) <= len(KPL_MAGIC) + _DIGEST_SIZE:
-        return None
-    body, digest = data[len(KPL_MAGIC) : -_DIGEST_SIZE], data[-_DIGEST_SIZE:]
-    if hashlib.md5(body).digest() != digest:
-        raise AggregateError("KPL aggregate with a wrong MD5 digest")
-    keys: list[str] = []
-    entries: list[tuple[int, bytes]] = []
-    try:
-        for number, value in _fields(body):
-            if number == 1 and isinstance(value, bytes):  # partition_key_table
-                keys.append(value.decode())
-            elif number == 3 and isinstance(value, bytes):  # records
-                entries.append(_user_record(value))
-        return [(keys[index], payload) for index, payload in entries]
-    except (ValueError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
-        raise AggregateError(f"KPL aggregate with a bad body: {exc}") from exc
-
-
-def _user_record(message: bytes) -> tuple[int, bytes]:
-    """``(partition_key_index, data)`` of one ``Record`` of an ``AggregatedRecord``."""
-    index: int | None = None
-    payload: bytes | None = None
-    for number, value in _fields(message):
-        if number == 1 and isinstance(value, int):
-            index = value
-        elif number == 3 and isinstance(value, bytes):
-            payload = value
-    if index is None or payload is None:
-        raise ValueError("a user record lacks its partition key index or its data")
-    return index, payload
-
-
-def _fields(message: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """``(field number, value)`` of each field of a protobuf message, in order.
-
-    Varints come as ints, length-delimited fields as bytes; fixed-width fields are skipped.
-    """
-    position, end = 0, len(message)
-    while position < end:
-        key, position = _varint(message, position)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, position = _varint(message, position)
-            yield number, value
-        elif wire_type == 2:
-            length, position = _varint(message, position)
-            if position + length > end:
-                raise ValueError("a field runs past the end of the message")
-            yield number, message[position : position + length]
-            position += length
-        elif wire_type in (1, 5):
-            position += 8 if wire_type == 1 else 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire_type}")
-    if position != end:
-        raise ValueError("a field runs past the end of the message")
-
-
-def _varint(message: bytes, position: int) -> tuple[int, int]:
-    """The varint at ``position`` and the position after it."""
-    value = shift = 0
-    while True:
-        if position >= len(message) or shift > 63:
-            raise ValueError("a truncated or overlong varint")
-        byte = message[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-        shift += 7
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -173,16 +173,7 @@ def test_a_hold_longer_than_the_record_ttl_still_delivers_everything():
     assert result.stats.messages_delivered == 20 * 50
 
 
-# alleycat verify imports aws_kinesis_agg.messages_pb2 directly, which only works once another
-# aws_kinesis_agg module has put the package's folder on sys.path (import config_pb2 fails).
-VERIFY_CANNOT_IMPORT_KPL = pytest.mark.xfail(
-    strict=True, reason="simulator/verify.py: `import config_pb2` fails in a fresh process"
-)
-
-
-@pytest.mark.parametrize(
-    "mode", ["buffered:2", pytest.param("kpl", marks=VERIFY_CANNOT_IMPORT_KPL)]
-)
+@pytest.mark.parametrize("mode", ["buffered:2", "kpl"])
 def test_packed_records_written_to_a_kinesis_server_read_back_whole(
     mode, kinesis_server, stream_name
 ):

@@ -16,15 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alleycat_rider.message import RideEvent, RideMessage
+from simulator.kpl import KPL_MAGIC, AggregateError, deaggregate
 from simulator.shards import split_hash_space
 from simulator.sinks.kinesis import make_client
-from simulator.verify import (
-    KPL_MAGIC,
-    AggregateError,
-    StreamRecord,
-    StreamVerifier,
-    deaggregate,
-)
+from simulator.verify import StreamRecord, StreamVerifier
 from simulator.verify_cli import ShardReader, verify
 from tests.servers.kinesis import create_stream
 
