@@ -289,15 +289,15 @@ def simulate(
         create_stream=create_stream,
         max_in_flight=max_in_flight,
     )
+    try:
+        sink = open_sink(sink_options)  # may wait for a new stream to become ACTIVE
+    except SimulatorError as exc:
+        raise click.ClickException(str(exc)) from None
     clock: Clock
     if fast:
         clock = VirtualClock(time.time() if start_time is None else start_time)
     else:
         clock = ScaledClock(start_time, speed=speed or 1.0)
-    try:
-        sink = open_sink(sink_options)
-    except SimulatorError as exc:
-        raise click.ClickException(str(exc)) from None
     try:
         dispatcher = make_dispatcher(sink, clock, sink_options)
         simulation = Simulation(config, sink, clock, dispatcher=dispatcher, batching=batching)
