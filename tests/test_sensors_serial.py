@@ -183,14 +183,41 @@ def test_missing_serial_device_says_what_to_do(tmp_path: Path) -> None:
 
 
 def test_serial_device_we_may_not_open_says_how_to_get_permission(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root may open anything")
     device = tmp_path / "ttyS9"
     device.touch(mode=0o000)
-    sensor = open_sensor(SensorOptions(kind="serial", device=str(device)))
 
-    with pytest.raises(SensorError, match="dialout"):
-        sensor.start()
+    def attempt() -> str:
+        sensor = open_sensor(SensorOptions(kind="serial", device=str(device)))
+        try:
+            sensor.start()
+        except SensorError as exc:
+            return str(exc)
+        finally:
+            sensor.close()
+        return "opened"
+
+    message = attempt() if os.geteuid() != 0 else _as_nobody(attempt)
+    assert "dialout" in message
+
+
+def _as_nobody(attempt: Callable[[], str]) -> str:
+    """Run ``attempt`` in a forked child that has given up root (which may open anything)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            result = attempt()
+        except BaseException as exc:
+            result = f"child failed: {exc!r}"
+        os.write(write_end, result.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        result = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return result
 
 
 # --- Peloton ----------------------------------------------------------------------------------
