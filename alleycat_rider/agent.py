@@ -192,8 +192,12 @@ class Agent:
             self._handle_deferred()
             now = self._monotonic()
             if prepared is None:
-                # Only a durable append is slow enough to be done ahead of the deadline.
-                lead = self._lead if self.publisher.durable_needed else 0.0
+                # Only a durable append (see Publisher.durable_needed) is slow enough to be done
+                # ahead of the deadline. The PUBACK of the last message, expected any moment, is
+                # not waited for: one wake-up a second, not two, on a healthy link.
+                publisher = self.publisher
+                slow = publisher.spool_depth > 0 and (not publisher.connected or publisher.backlog)
+                lead = self._lead if slow else 0.0
                 tick = schedule.due(now + lead)
                 if tick is not None:
                     prepared = self._prepare(tick, schedule.deadline)

@@ -108,6 +108,8 @@ _KINDS: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
     "bool": (_parse_bool, (bool,)),
     "path": (Path, (str,)),
 }
+#: Every setting the agent reads, by its name in the file (``ALLEYCAT_`` + upper case in the
+#: environment), and its type.
 SETTINGS: dict[str, str] = {
     "endpoint": "str",
     "port": "int",
