@@ -158,12 +158,15 @@ class BatchingStage:
 
     @property
     def next_due(self) -> float | None:
-        """The next message's time or the next held record's deadline, whichever is first."""
-        due = self.source.next_due
-        if self._packs:
-            deadline = min(p.oldest for p in self._packs.values()) + self.mode.hold_seconds
-            due = deadline if due is None else min(due, deadline)
-        return due
+        """The source's next message time."""
+        return self.source.next_due
+
+    @property
+    def next_close(self) -> float | None:
+        """When the oldest held record is due to go, or None when nothing is held."""
+        if not self._packs:
+            return None
+        return min(p.oldest for p in self._packs.values()) + self.mode.hold_seconds
 
     def emit_until(self, now: float, out: list[Record], limit: int) -> int:
         """Take the source's messages due by ``now``; append the records ready by then."""

@@ -27,6 +27,9 @@ from simulator.sink import StreamDescription, StreamSink
 from simulator.source import RecordSource
 from simulator.stats import RunStats, StatsSnapshot
 
+#: The finest step the loop takes for a deadline (a flush, a backoff, a held record's hold).
+DEADLINE_STEP = 0.005
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SimulationConfig:
@@ -38,7 +41,7 @@ class SimulationConfig:
     strategy: PartitionKeyStrategy = PartitionKeyStrategy.RANDOM
     producer: ProducerConfig = field(default_factory=ProducerConfig)
     seed: int | None = None
-    tick: float = 0.1
+    tick: float = 0.25
     """Simulation seconds between passes of the loop when nothing else is due."""
     drain_timeout: float = 10.0
     """After Ctrl-C, simulation seconds allowed to send what is buffered."""
@@ -207,13 +210,18 @@ class Simulation:
             return True
         if dispatcher.in_flight and isinstance(dispatcher, InlineDispatcher):
             return True
-        due = [t for t in (source.next_due if generating else None, producer.next_deadline()) if t]
-        if drain_until is not None:
-            due.append(drain_until)
-        if not due and dispatcher.in_flight:
+        # Riders' messages are made a tick at a time (each keeps its own timestamp); held
+        # records and the producer's deadlines are kept to within a few milliseconds.
+        emission = source.next_due if generating else None
+        due = [t for t in (source.next_close, producer.next_deadline(), drain_until) if t]
+        if not due and emission is None and dispatcher.in_flight:
             dispatcher.wake.wait(0.5)  # only completions are left to wait for
             return True
-        wake_at = max(min(due), now + self.config.tick) if due else now + self.config.tick
+        wake_at = (
+            now + self.config.tick if emission is None else max(emission, now + self.config.tick)
+        )
+        if due:
+            wake_at = min(wake_at, max(min(due), now + DEADLINE_STEP))
         clock.sleep_until(wake_at, dispatcher.wake if dispatcher.in_flight else None)
         return True
 
