@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import inspect
 import json
 import signal
@@ -24,6 +23,7 @@ from simulator.batching import (
     MIB,
     BatchLimits,
 )
+from simulator.cli_options import aws_options, parse_moment
 from simulator.clock import Clock, ScaledClock, VirtualClock
 from simulator.errors import SimulatorError
 from simulator.fleet import FleetConfig
@@ -35,21 +35,7 @@ from simulator.sinks import DEFAULT_MAX_IN_FLIGHT, SinkOptions, make_dispatcher,
 
 
 def _parse_start(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            "give epoch seconds or an ISO 8601 time, e.g. 2026-11-26T18:00:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
+    return None if value is None else parse_moment(value).timestamp()
 
 
 def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> BatchingMode:
@@ -118,15 +104,7 @@ def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> B
     metavar="NAME",
     help="Write to this Kinesis stream instead of the built-in model.",
 )
-@click.option("--region", envvar="AWS_REGION", default=None, help="AWS region of --stream.")
-@click.option("--profile", envvar="AWS_PROFILE", default=None, help="AWS profile to use.")
-@click.option(
-    "--endpoint-url",
-    envvar="AWS_ENDPOINT_URL",
-    default=None,
-    metavar="URL",
-    help="A Kinesis-compatible endpoint, e.g. http://127.0.0.1:4567.",
-)
+@aws_options
 @click.option(
     "--create-stream", is_flag=True, help="Create --stream with --shards shards if missing."
 )

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from simulator.cli_options import aws_options, parse_moment
 from simulator.errors import SimulatorError
 from simulator.shards import Shard
 from simulator.verify import StreamRecord, StreamVerifier, VerifyReport
@@ -30,16 +31,7 @@ def _parse_since(
 ) -> dt.datetime | None:
     if value is None:
         return None
-    try:
-        moment = dt.datetime.fromtimestamp(float(value), dt.UTC)
-    except (ValueError, OverflowError, OSError):
-        try:
-            moment = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise click.BadParameter(
-                "give epoch seconds or an ISO 8601 time, e.g. 2026-11-26T18:00:00Z"
-            ) from None
-    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    moment = parse_moment(value)
     if moment > dt.datetime.now(dt.UTC):
         raise click.BadParameter("the time is in the future")
     return moment
@@ -178,15 +170,7 @@ def render_report(report: VerifyReport) -> Any:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--stream", required=True, metavar="NAME", help="The Kinesis stream to read.")
-@click.option("--region", envvar="AWS_REGION", default=None, help="AWS region of --stream.")
-@click.option("--profile", envvar="AWS_PROFILE", default=None, help="AWS profile to use.")
-@click.option(
-    "--endpoint-url",
-    envvar="AWS_ENDPOINT_URL",
-    default=None,
-    metavar="URL",
-    help="A Kinesis-compatible endpoint, e.g. http://127.0.0.1:4567.",
-)
+@aws_options
 @click.option(
     "--since",
     callback=_parse_since,

@@ -24,23 +24,9 @@ from simulator.producer import ProducerConfig
 from simulator.runner import Simulation, SimulationConfig
 from simulator.shards import LocalStream, ShardRouter
 from simulator.verify import StreamRecord, StreamVerifier
+from tests.streams import RecordingStream
 
 START = 1_764_187_200.0
-
-
-class RecordingStream(LocalStream):
-    """The built-in stream, remembering every accepted record and where it went."""
-
-    def __init__(self, shard_count):
-        super().__init__(shard_count)
-        self.accepted = []
-
-    def put_records(self, records, now):
-        outcome = super().put_records(records, now)
-        for record, shard_id in zip(records, outcome.shard_ids, strict=True):
-            if shard_id is not None:
-                self.accepted.append((shard_id, record, now))
-        return outcome
 
 
 def _run(mode, *, strategy="racer", riders=120, duration=12, shards=4):

@@ -1,4 +1,5 @@
 import hashlib
+import json
 from collections import Counter, defaultdict
 
 import pytest
@@ -10,23 +11,9 @@ from simulator.keys import PartitionKeyStrategy
 from simulator.producer import ProducerConfig
 from simulator.runner import Simulation, SimulationConfig
 from simulator.shards import LocalStream
+from tests.streams import RecordingStream
 
 START = 1_764_186_600.0  # a whole race window
-
-
-class RecordingStream(LocalStream):
-    """The built-in stream, remembering every accepted record."""
-
-    def __init__(self, shard_count):
-        super().__init__(shard_count)
-        self.accepted = []
-
-    def put_records(self, records, now):
-        outcome = super().put_records(records, now)
-        for record, shard_id in zip(records, outcome.shard_ids, strict=True):
-            if shard_id is not None:
-                self.accepted.append((shard_id, record.rider, record.partition_key, record.data))
-        return outcome
 
 
 def _run(strategy="random", riders=200, duration=20, shards=4, seed=7, spread=1000, **kw):
@@ -46,19 +33,19 @@ def _run(strategy="random", riders=200, duration=20, shards=4, seed=7, spread=10
 def test_every_message_is_delivered_once_with_the_original_schema():
     result, stream = _run(riders=50, duration=10)
     assert result.stats.generated == result.stats.delivered == 500
-    messages = [RideMessage.from_json(data) for *_, data in stream.accepted]
+    messages = [RideMessage.from_json(data) for *_, data in stream.rows()]
     assert len({m.uuid for m in messages}) == 500
     per_rider = defaultdict(list)
     for m in messages:
         per_rider[m.racer_id].append(m.second)
     assert all(sorted(seconds) == list(range(1, 11)) for seconds in per_rider.values())
     assert {m.race_id for m in messages} == {int(START * 1000) // 300_000}
-    assert list(__import__("json").loads(stream.accepted[0][3])) == list(FIELDS)
+    assert list(json.loads(stream.rows()[0][3])) == list(FIELDS)
 
 
 def test_the_last_second_of_a_race_is_final_and_a_new_race_follows():
     _, stream = _run(riders=3, duration=8, race=5)
-    messages = [RideMessage.from_json(data) for *_, data in stream.accepted]
+    messages = [RideMessage.from_json(data) for *_, data in stream.rows()]
     finals = [m for m in messages if m.event == "final"]
     assert {m.second for m in finals} == {5} and len(finals) == 3
     assert {m.second for m in messages if m.device_timestamp >= (START + 5) * 1000} == {1, 2, 3}
@@ -67,7 +54,7 @@ def test_the_last_second_of_a_race_is_final_and_a_new_race_follows():
 def test_each_rider_sends_once_a_second_at_its_own_phase():
     _, stream = _run(riders=20, duration=5)
     stamps = defaultdict(list)
-    for *_, data in stream.accepted:
+    for *_, data in stream.rows():
         m = RideMessage.from_json(data)
         stamps[m.racer_id].append(m.device_timestamp)
     phases = set()
@@ -81,14 +68,14 @@ def test_each_rider_sends_once_a_second_at_its_own_phase():
 def test_a_seeded_run_is_identical_twice():
     first, a = _run(seed=11)
     second, b = _run(seed=11)
-    assert a.accepted == b.accepted
+    assert a.rows() == b.rows()
     assert first.stats.summary() == second.stats.summary()
     _, c = _run(seed=12)
-    assert c.accepted != a.accepted
+    assert c.rows() != a.rows()
 
 
 def _shares(stream, shards):
-    counts = Counter(shard for shard, *_ in stream.accepted)
+    counts = Counter(shard for shard, *_ in stream.rows())
     total = sum(counts.values())
     return [counts.get(f"shardId-{i:012d}", 0) / total for i in range(shards)]
 
@@ -101,7 +88,7 @@ def test_random_and_balanced_keys_spread_evenly(strategy):
 
 def test_balanced_keys_give_each_shard_the_same_number_of_riders():
     _, stream = _run("balanced", riders=402, duration=2, shards=4)
-    riders_per_shard = Counter(shard for shard, rider in {(s, r) for s, r, *_ in stream.accepted})
+    riders_per_shard = Counter(shard for shard, rider in {(s, r) for s, r, *_ in stream.rows()})
     assert sorted(riders_per_shard.values()) == [100, 100, 101, 101]
 
 
@@ -109,7 +96,7 @@ def test_balanced_keys_give_each_shard_the_same_number_of_riders():
 def test_sticky_keys_keep_each_rider_on_one_shard(strategy):
     _, stream = _run(strategy, riders=100, duration=5, shards=8)
     shards_of_rider = defaultdict(set)
-    for shard, rider, *_ in stream.accepted:
+    for shard, rider, *_ in stream.rows():
         shards_of_rider[rider].add(shard)
     assert all(len(s) == 1 for s in shards_of_rider.values())
 
@@ -117,7 +104,7 @@ def test_sticky_keys_keep_each_rider_on_one_shard(strategy):
 def test_random_keys_scatter_a_rider_over_shards():
     _, stream = _run("random", riders=10, duration=30, shards=4)
     shards_of_rider = defaultdict(set)
-    for shard, rider, *_ in stream.accepted:
+    for shard, rider, *_ in stream.rows():
         shards_of_rider[rider].add(shard)
     assert all(len(s) == 4 for s in shards_of_rider.values())
 
@@ -125,7 +112,7 @@ def test_random_keys_scatter_a_rider_over_shards():
 def test_class_keys_pin_each_class_to_one_shard():
     _, stream = _run("class", riders=120, duration=3, shards=16)
     shard_of_class = defaultdict(set)
-    for shard, _, key, _ in stream.accepted:
+    for shard, _, key, _ in stream.rows():
         shard_of_class[key].add(shard)
     assert sorted(shard_of_class) == ["1", "2", "3", "4", "5", "6"]
     assert all(len(s) == 1 for s in shard_of_class.values())
@@ -134,7 +121,7 @@ def test_class_keys_pin_each_class_to_one_shard():
 def test_time_keys_with_synchronised_riders_land_on_one_shard_a_second_and_throttle():
     result, stream = _run("time", riders=1500, duration=5, shards=4, spread=0)
     per_second = defaultdict(set)
-    for shard, _, key, _ in stream.accepted:
+    for shard, _, key, _ in stream.rows():
         per_second[key].add(shard)
     assert all(len(shards) == 1 for shards in per_second.values())
     assert result.stats.throttled > 0
@@ -142,14 +129,14 @@ def test_time_keys_with_synchronised_riders_land_on_one_shard_a_second_and_throt
 
 def test_time_keys_are_the_device_timestamp():
     _, stream = _run("time", riders=5, duration=2)
-    for _, _, key, data in stream.accepted:
+    for _, _, key, data in stream.rows():
         assert key == str(RideMessage.from_json(data).device_timestamp)
 
 
 def test_records_land_on_the_shard_md5_of_their_key_picks():
     _, stream = _run("racer", riders=64, duration=1, shards=5)
     step = 2**128 // 5
-    for shard, _, key, _ in stream.accepted:
+    for shard, _, key, _ in stream.rows():
         value = int.from_bytes(hashlib.md5(key.encode()).digest(), "big")
         assert shard == f"shardId-{min(value // step, 4):012d}"
 

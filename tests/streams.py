@@ -1,0 +1,28 @@
+"""A built-in stream that remembers what it accepted, for tests that look at every record."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from simulator.batching import Record
+from simulator.shards import LocalStream
+from simulator.sink import PutRecordsOutcome
+
+
+class RecordingStream(LocalStream):
+    """The built-in stream, remembering every accepted record, its shard and when."""
+
+    def __init__(self, shard_count: int) -> None:
+        super().__init__(shard_count)
+        self.accepted: list[tuple[str, Record, float]] = []
+
+    def put_records(self, records: Sequence[Record], now: float) -> PutRecordsOutcome:
+        outcome = super().put_records(records, now)
+        for record, shard_id in zip(records, outcome.shard_ids, strict=True):
+            if shard_id is not None:
+                self.accepted.append((shard_id, record, now))
+        return outcome
+
+    def rows(self) -> list[tuple[str, int, str, bytes]]:
+        """``(shard_id, rider, partition_key, data)`` of each accepted record, in order."""
+        return [(s, r.rider, r.partition_key, r.data) for s, r, _ in self.accepted]
