@@ -41,7 +41,7 @@ def _client_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return _client_ids(ctx, param, [value])[0]
 
 
-def ride_command(pki: DevPki, client_id: str, port: int) -> str:
+def ride_command(pki: DevPki, client_id: str, port: int, racer_id: int) -> str:
     """The ``alleycat ride`` command line that connects ``client_id`` to the local broker."""
     cert, key = pki.client(client_id)
     return shlex.join(
@@ -60,6 +60,8 @@ def ride_command(pki: DevPki, client_id: str, port: int) -> str:
             str(key),
             "--client-id",
             client_id,
+            "--racer-id",
+            str(racer_id),
         ]
     )
 
@@ -137,7 +139,14 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     callback=_client_id,
     help="Device to print the `alleycat ride` command for (its certificate is made if missing).",
 )
-def broker(directory: Path, port: int, client_id: str) -> None:
+@click.option(
+    "--racer-id",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Racer id for the printed `alleycat ride` command.",
+)
+def broker(directory: Path, port: int, client_id: str, racer_id: int) -> None:
     """Run mosquitto on 127.0.0.1 with mutual TLS, like AWS IoT Core, until Ctrl-C.
 
     Devices must present a certificate signed by the development CA; its common name becomes
@@ -151,7 +160,7 @@ def broker(directory: Path, port: int, client_id: str) -> None:
             mosquitto.start()
             click.echo(f"mosquitto listens on {LOCALHOST}:{port} with mutual TLS ({directory}).")
             click.echo("Connect a bike with:")
-            click.echo(f"  {ride_command(pki, client_id, port)}")
+            click.echo(f"  {ride_command(pki, client_id, port, racer_id)}")
             click.echo("Press Ctrl-C to stop.", err=True)
             status = mosquitto.wait()
             raise click.ClickException(f"mosquitto exited by itself with status {status}")

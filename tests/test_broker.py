@@ -152,7 +152,7 @@ def test_dev_certificates_let_alleycat_ride_publish_through_alleycat_broker(
             with (tmp_path / "ride.log").open("w") as ride_log:
                 rider = subprocess.Popen(
                     [sys.executable, "-m", "alleycat", *ride[1:]]
-                    + ["--racer-id", "7", "--spool", str(tmp_path / "spool.sqlite3")]
+                    + ["--spool", str(tmp_path / "spool.sqlite3")]
                     + ["--log-format", "json"],
                     stdout=ride_log,
                     stderr=subprocess.STDOUT,
@@ -163,7 +163,7 @@ def test_dev_certificates_let_alleycat_ride_publish_through_alleycat_broker(
                     _stop(rider, signal.SIGINT)
         assert rider.returncode == 0, (tmp_path / "ride.log").read_text()
         assert messages, (tmp_path / "ride.log").read_text()
-        assert json.loads(messages[0])["racerId"] == 7
+        assert json.loads(messages[0])["racerId"] == 100  # the printed command runs as it is
 
         intruder_cert, intruder_key = make_dev_pki(
             tmp_path / "foreign", ["intruder"], ca_name="Some other CA"
