@@ -6,8 +6,9 @@ message survives a power cut too, along with every append before it. The agent a
 whenever a message may have to wait (offline, or older messages unacknowledged); a message sent
 at once on a healthy link, acknowledged milliseconds later, skips the fsync, which is most of
 the agent's CPU time on a small computer. Removing an acknowledged message never waits for the
-disk: losing a removal to a power cut only means the message is sent again, and downstream
-deduplicates by uuid.
+disk, and is committed together with the next append (or on closing): one transaction a second,
+not two. Losing a removal to a crash or a power cut only means the message is sent again, and
+downstream deduplicates by uuid; an append is never held back for a removal.
 
 Messages keep the order they were appended in and their original payloads (and so their uuids);
 after a restart they are sent first, oldest first. The spool is bounded: when it is full, the
@@ -129,27 +130,33 @@ class Spool:
             The new message's sequence number, and how many old messages were dropped for it.
         """
         overflow = max(0, self._depth + 1 - self.max_messages)
-        insert = "INSERT INTO messages (uuid, payload) VALUES (?, ?)"
+        db = self._db
         try:
             if durable:
-                self._db.execute("PRAGMA synchronous=FULL")
+                if db.in_transaction:  # the safety level cannot change inside a transaction
+                    db.execute("COMMIT")
+                db.execute("PRAGMA synchronous=FULL")
             if overflow:
-                with self._transaction():
-                    self._db.execute(
-                        "DELETE FROM messages WHERE seq IN "
-                        "(SELECT seq FROM messages ORDER BY seq LIMIT ?)",
-                        (overflow,),
-                    )
-                    self._db.execute(
-                        "UPDATE counters SET value = value + ? WHERE name = 'dropped'",
-                        (overflow,),
-                    )
-                    cursor = self._db.execute(insert, (uuid, payload))
-            else:  # one statement is one transaction: no BEGIN and COMMIT to pay for
-                cursor = self._db.execute(insert, (uuid, payload))
+                if not db.in_transaction:
+                    db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    "DELETE FROM messages WHERE seq IN "
+                    "(SELECT seq FROM messages ORDER BY seq LIMIT ?)",
+                    (overflow,),
+                )
+                db.execute(
+                    "UPDATE counters SET value = value + ? WHERE name = 'dropped'", (overflow,)
+                )
+            cursor = db.execute(
+                "INSERT INTO messages (uuid, payload) VALUES (?, ?)", (uuid, payload)
+            )
+            # Without a removal or a drop before it, one statement is one transaction.
+            if db.in_transaction:
+                db.execute("COMMIT")
             if durable:
-                self._db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
+            self._roll_back()
             raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
         self._depth += 1 - overflow
         self._dropped += overflow
@@ -159,7 +166,12 @@ class Spool:
         return seq, overflow
 
     def ack(self, seq: int) -> bool:
-        """Remove a message whose PUBACK arrived; return whether it was still in the spool."""
+        """Remove a message whose PUBACK arrived; return whether it was still in the spool.
+
+        The removal is committed with the next append, or on closing.
+        """
+        if not self._db.in_transaction:
+            self._execute("BEGIN IMMEDIATE")
         removed = self._execute("DELETE FROM messages WHERE seq = ?", (seq,)).rowcount > 0
         if removed:
             self._depth -= 1
@@ -186,8 +198,14 @@ class Spool:
         return [SpooledMessage(seq, uuid, bytes(payload)) for seq, uuid, payload in rows]
 
     def close(self) -> None:
-        """Close the database; what is still spooled is sent after the next start."""
-        self._db.close()
+        """Commit the last removals and close; what is still spooled is sent after a restart."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
+        finally:
+            self._db.close()
 
     def __enter__(self) -> Spool:
         return self
@@ -201,18 +219,11 @@ class Spool:
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot use the spool {self.path}: {exc}") from exc
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an error."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+    def _roll_back(self) -> None:
+        """Undo a failed append and the removals waiting for it; recount what is spooled."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._depth = self._db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        except sqlite3.Error:
+            pass  # the error being raised already says the spool cannot be used

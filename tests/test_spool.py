@@ -82,6 +82,45 @@ def test_appended_messages_survive_sigkill(tmp_path: Path) -> None:
         assert [m.uuid for m in spool.pending(limit=100)] == [f"u{i}" for i in range(20)]
 
 
+def test_a_removal_is_committed_with_the_next_append_so_a_kill_only_causes_a_resend(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    script = (
+        "from pathlib import Path\n"
+        "from alleycat_rider.spool import Spool\n"
+        f"spool = Spool(Path({str(path)!r}))\n"
+        "seqs = [spool.append(f'u{i}', b'payload')[0] for i in range(3)]\n"
+        "assert spool.ack(seqs[0]) and not spool.ack(seqs[0])\n"
+        "spool.append('u3', b'payload', durable=True)\n"  # commits the removal of u0
+        "assert spool.ack(seqs[1])\n"  # not committed before the kill
+        "print('acked', spool.depth, flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"acked 2\n"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    with Spool(path) as spool:
+        # u1 was acknowledged but its removal died with the process: sent again, not lost.
+        assert [m.uuid for m in spool.pending()] == ["u1", "u2", "u3"]
+        assert spool.depth == 3
+
+
+def test_closing_the_spool_commits_the_last_removals(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    with Spool(path) as spool:
+        seqs = [spool.append(f"u{i}", b"x")[0] for i in range(3)]
+        spool.ack(seqs[2])
+    with Spool(path) as spool:
+        assert [m.uuid for m in spool.pending()] == ["u0", "u1"]
+
+
 def test_a_file_that_is_not_a_spool_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
     path.write_bytes(b"this is not sqlite" * 100)
