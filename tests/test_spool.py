@@ -69,15 +69,7 @@ def test_appended_messages_survive_sigkill(tmp_path: Path) -> None:
         "print('appended', flush=True)\n"
         "time.sleep(60)\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == b"appended\n"
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
+    assert _run_until_first_line_then_kill(script) == b"appended\n"
     with Spool(path) as spool:
         assert [m.uuid for m in spool.pending(limit=100)] == [f"u{i}" for i in range(20)]
 
@@ -97,15 +89,7 @@ def test_a_removal_is_committed_with_the_next_append_so_a_kill_only_causes_a_res
         "print('acked', spool.depth, flush=True)\n"
         "import time; time.sleep(60)\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == b"acked 2\n"
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
+    assert _run_until_first_line_then_kill(script) == b"acked 2\n"
     with Spool(path) as spool:
         # u1 was acknowledged but its removal died with the process: sent again, not lost.
         assert [m.uuid for m in spool.pending()] == ["u1", "u2", "u3"]
@@ -136,3 +120,16 @@ def test_a_spool_in_use_by_another_agent_is_refused(tmp_path: Path) -> None:
 def test_a_spool_must_hold_at_least_one_message(tmp_path: Path) -> None:
     with pytest.raises(SpoolError):
         Spool(tmp_path / "spool.db", max_messages=0)
+
+
+def _run_until_first_line_then_kill(script: str) -> bytes:
+    """Run ``script`` in a fresh Python, read its first line, then SIGKILL it."""
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        return process.stdout.readline()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
