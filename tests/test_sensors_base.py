@@ -44,6 +44,13 @@ def test_baud_defaults_follow_the_kind() -> None:
     assert SensorOptions(kind="peloton", baud=9600).effective_baud == 9600
 
 
+def test_a_silent_peloton_reads_zero_after_one_second_other_sensors_after_three() -> None:
+    assert SensorOptions(kind="peloton").effective_silence_timeout == 1.0
+    assert SensorOptions(kind="serial").effective_silence_timeout == 3.0
+    assert SensorOptions(kind="ble").effective_silence_timeout == 3.0
+    assert SensorOptions(kind="peloton", silence_timeout=2.5).effective_silence_timeout == 2.5
+
+
 def test_silent_sensor_reads_zero_cadence_and_keeps_resistance() -> None:
     latest = LatestReading(silence_timeout=3.0, started_at=10.0)
     latest.update(11.0, cadence=80.0, resistance=45.0)

@@ -27,6 +27,9 @@ SENSOR_KINDS = ("mock", "serial", "peloton", "ble")
 DEFAULT_SERIAL_BAUD = 9600
 #: The Peloton bike talks to its head unit at 19200 baud.
 DEFAULT_PELOTON_BAUD = 19200
+#: Seconds without data after which cadence reads 0 (the Peloton is polled every 100 ms).
+DEFAULT_SILENCE_TIMEOUT = 3.0
+PELOTON_SILENCE_TIMEOUT = 1.0
 
 Clock = Callable[[], float]
 """Monotonic seconds, ``time.monotonic`` outside tests."""
@@ -73,8 +76,9 @@ class SensorOptions:
     device advertising FTMS or CSC is used."""
     seed: int | None = None
     """Seed of the mock rider; None draws a different rider each run."""
-    silence_timeout: float = 3.0
-    """Seconds without data after which cadence reads 0."""
+    silence_timeout: float | None = None
+    """Seconds without data after which cadence reads 0; None for the kind's default
+    (1 s for the Peloton, which answers every 100 ms; 3 s otherwise)."""
     bounds: RideBounds = DEFAULT_BOUNDS
     """The range the mock rider rides in."""
     ftms_resistance_scale: float = 1.0
@@ -90,12 +94,21 @@ class SensorOptions:
     """The longest wait between attempts to reopen a dropped link."""
 
     def __post_init__(self) -> None:
-        if self.silence_timeout <= 0 or self.scan_timeout <= 0:
+        if (self.silence_timeout is not None and self.silence_timeout <= 0) or (
+            self.scan_timeout <= 0
+        ):
             raise ConfigError("sensor timeouts must be positive")
         if not 0 < self.reconnect_min_delay <= self.reconnect_max_delay:
             raise ConfigError("reconnect delays must satisfy 0 < min <= max")
         if self.baud is not None and self.baud <= 0:
             raise ConfigError(f"--baud must be positive, not {self.baud}")
+
+    @property
+    def effective_silence_timeout(self) -> float:
+        """Seconds of silence that read as zero cadence: the one given, else the kind's."""
+        if self.silence_timeout is not None:
+            return self.silence_timeout
+        return PELOTON_SILENCE_TIMEOUT if self.kind == "peloton" else DEFAULT_SILENCE_TIMEOUT
 
     @property
     def effective_baud(self) -> int:

@@ -176,7 +176,7 @@ class BleSensor(Sensor):
         self.stats = SensorStats()
         self._options = options
         self._clock = clock
-        self._latest = LatestReading(options.silence_timeout, clock())
+        self._latest = LatestReading(options.effective_silence_timeout, clock())
         self._closing = threading.Event()
         self._ready = threading.Event()
         self._failure: SensorError | None = None
@@ -226,7 +226,7 @@ class BleSensor(Sensor):
         """
         if self._thread is not None:
             return
-        self._latest = LatestReading(self._options.silence_timeout, self._clock())
+        self._latest = LatestReading(self._options.effective_silence_timeout, self._clock())
         self._thread = threading.Thread(
             target=asyncio.run, args=(self._main(),), name="alleycat-ble-sensor", daemon=True
         )
