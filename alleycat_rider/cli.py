@@ -58,6 +58,11 @@ class BadConfiguration(click.ClickException):
 @click.option("--ble-name", help="Advertised BLE name to scan for.")
 @click.option("--seed", type=int, help="Seed the mock rider.")
 @click.option(
+    "--ftms-resistance-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Scale FTMS resistance (0.1 for bikes reporting ten times the level) [1].",
+)
+@click.option(
     "--insecure/--no-insecure",
     default=None,
     help="Allow plain TCP to a broker that is not on this machine.",
@@ -110,6 +115,7 @@ def sensor_options(config: RiderConfig) -> SensorOptions:
         address=config.address,
         ble_name=config.ble_name,
         seed=config.seed,
+        ftms_resistance_scale=config.ftms_resistance_scale,
     )
 
 

@@ -71,6 +71,8 @@ class RiderConfig:
     address: str | None = None
     ble_name: str | None = None
     seed: int | None = None
+    ftms_resistance_scale: float = 1.0
+    """Multiplies FTMS resistance: 0.1 for bikes that report ten times the level."""
     insecure: bool = False
     """Allow plain TCP to a broker that is not on this machine."""
     log_format: str = "auto"
@@ -132,6 +134,7 @@ SETTINGS: dict[str, str] = {
     "address": "str",
     "ble_name": "str",
     "seed": "int",
+    "ftms_resistance_scale": "float",
     "insecure": "bool",
     "log_format": "str",
     "log_level": "str",

@@ -128,3 +128,18 @@ def test_the_spool_defaults_to_the_systemd_state_directory() -> None:
     assert default_spool_path({"HOME": "/home/r"}) == Path(
         "/home/r/.local/state/alleycat/spool.sqlite3"
     )
+
+
+def test_a_bike_reporting_ten_times_its_resistance_is_scaled_from_the_config(
+    tmp_path: Path,
+) -> None:
+    from alleycat_rider.cli import sensor_options
+
+    config_file = tmp_path / "rider.toml"
+    config_file.write_text(
+        'endpoint = "127.0.0.1"\nracer_id = 3\nsensor = "ble"\nftms_resistance_scale = 0.1\n'
+    )
+    config = load_config({}, {}, config_file)
+    assert sensor_options(config).ftms_resistance_scale == 0.1
+    plain = load_config({"endpoint": "127.0.0.1", "racer_id": 3}, {})
+    assert sensor_options(plain).ftms_resistance_scale == 1.0
