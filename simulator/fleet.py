@@ -17,7 +17,6 @@ from alleycat_rider.message import (
     UUID4_VERSION_BITS,
     MessageEncoder,
     RacePosition,
-    RideEvent,
     RiderIdentity,
     race_position,
 )
@@ -126,8 +125,6 @@ class Fleet:
         self._cursor = 0
         self._position: RacePosition = race_position(self._start_ms, 0, config.race_seconds)
         self.generated = 0
-        #: Race second of the most recent message (for progress displays).
-        self.race = self._position
 
     @property
     def total(self) -> int:
@@ -172,7 +169,6 @@ class Fleet:
                 self._position = race_position(self._start_ms, self._tick, self.config.race_seconds)
                 if self._position.second == 1:
                     self._start_race()
-        self.race = self._position
         self.generated += count
         return count
 
@@ -234,6 +230,3 @@ class Fleet:
             class_id: sorted(rows, key=lambda row: -row[2])[:per_class]
             for class_id, rows in sorted(board.items())
         }
-
-
-__all__ = ["FIRST_RACER_ID", "Fleet", "FleetConfig", "RideEvent", "VirtualRider", "rider_name"]

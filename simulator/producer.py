@@ -13,11 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from simulator.batching import DEFAULT_BATCH_LIMITS, BatchLimits, Record
-from simulator.shards import DEFAULT_SHARD_LIMITS, ShardLimits, ShardRouter
+from simulator.shards import DEFAULT_SHARD_LIMITS, THROTTLED, ShardLimits, ShardRouter
 from simulator.sink import PutRecordsOutcome
 from simulator.stats import RunStats
-
-THROTTLED = "ProvisionedThroughputExceededException"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -76,10 +76,6 @@ class ShardRouter:
         self._cache: dict[str, int] = {}
         self._explicit_cache: dict[str, int] = {}
 
-    def index_for_hash(self, value: int) -> int:
-        """The position in :attr:`shards` of the shard owning hash ``value``."""
-        return bisect.bisect_right(self._starts, value) - 1
-
     def index_for(self, partition_key: str, explicit_hash_key: str | None = None) -> int:
         """The position in :attr:`shards` of the shard a record goes to."""
         # Most strategies repeat their keys (racer, class, balanced), so remember recent ones.
