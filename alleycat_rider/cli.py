@@ -10,12 +10,20 @@ a broker refusing the device).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from alleycat_rider.config import LOG_FORMATS, LOG_LEVELS, RiderConfig, load_config
+from alleycat_rider.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    RiderConfig,
+    load_config,
+    parse_points,
+    parse_range,
+)
 from alleycat_rider.errors import AlleycatError, ConfigError
 from alleycat_rider.sensors.base import SENSOR_KINDS
 
@@ -32,6 +40,22 @@ class BadConfiguration(click.ClickException):
     """Configuration that cannot be used: one line, exit 2."""
 
     exit_code = 2
+
+
+def _parsed_by(
+    parse: Callable[[object], Any],
+) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A callback reading a flag with the config file's own parser, so both take the same text."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+    return callback
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,9 +82,27 @@ class BadConfiguration(click.ClickException):
 @click.option("--ble-name", help="Advertised BLE name to scan for.")
 @click.option("--seed", type=int, help="Seed the mock rider.")
 @click.option(
+    "--mock-cadence",
+    callback=_parsed_by(parse_range),
+    metavar="MIN:MAX",
+    help="Keep the mock rider's cadence within MIN:MAX rpm [30:90].",
+)
+@click.option(
+    "--mock-resistance",
+    callback=_parsed_by(parse_range),
+    metavar="MIN:MAX",
+    help="Keep the mock rider's resistance within MIN:MAX [33:86].",
+)
+@click.option(
     "--ftms-resistance-scale",
     type=click.FloatRange(min=0, min_open=True),
     help="Scale FTMS resistance (0.1 for bikes reporting ten times the level) [1].",
+)
+@click.option(
+    "--peloton-resistance-map",
+    callback=_parsed_by(parse_points),
+    metavar="RAW:LEVEL,...",
+    help="Turn the Peloton's raw resistance into a level through these points [raw].",
 )
 @click.option(
     "--insecure/--no-insecure",
@@ -106,6 +148,7 @@ def ride(config_path: Path | None, **flags: Any) -> None:
 
 def sensor_options(config: RiderConfig) -> SensorOptions:
     """The sensor options a configuration asks for."""
+    from alleycat_rider.physiology import RideBounds
     from alleycat_rider.sensors.base import SensorOptions
 
     return SensorOptions(
@@ -116,6 +159,13 @@ def sensor_options(config: RiderConfig) -> SensorOptions:
         ble_name=config.ble_name,
         seed=config.seed,
         ftms_resistance_scale=config.ftms_resistance_scale,
+        peloton_resistance_map=config.peloton_resistance_map,
+        bounds=RideBounds(
+            cadence_min=config.mock_cadence[0],
+            cadence_max=config.mock_cadence[1],
+            resistance_min=config.mock_resistance[0],
+            resistance_max=config.mock_resistance[1],
+        ),
     )
 
 

@@ -11,14 +11,17 @@ Loading is pure: the environment and the flags are arguments, and the only I/O i
 from __future__ import annotations
 
 import ipaddress
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from alleycat_rider.errors import ConfigError
 from alleycat_rider.message import DEFAULT_RACE_SECONDS, MessageError, RiderIdentity
+from alleycat_rider.physiology import DEFAULT_BOUNDS
 from alleycat_rider.sensors.base import SENSOR_KINDS
 from alleycat_rider.spool import DEFAULT_SPOOL_MAX
 
@@ -73,6 +76,16 @@ class RiderConfig:
     seed: int | None = None
     ftms_resistance_scale: float = 1.0
     """Multiplies FTMS resistance: 0.1 for bikes that report ten times the level."""
+    peloton_resistance_map: tuple[tuple[float, float], ...] = ()
+    """(raw, level) points, raw increasing, that turn the Peloton's raw resistance into a level;
+    empty sends the raw value."""
+    mock_cadence: tuple[float, float] = (DEFAULT_BOUNDS.cadence_min, DEFAULT_BOUNDS.cadence_max)
+    """(min, max) rpm the mock rider pedals within."""
+    mock_resistance: tuple[float, float] = (
+        DEFAULT_BOUNDS.resistance_min,
+        DEFAULT_BOUNDS.resistance_max,
+    )
+    """(min, max) resistance the mock rider sets the knob within."""
     insecure: bool = False
     """Allow plain TCP to a broker that is not on this machine."""
     log_format: str = "auto"
@@ -102,6 +115,60 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
+def _number(value: object) -> float:
+    """A finite number, from TOML or from text."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"not a number: {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
+
+def _pair(value: object) -> tuple[float, float]:
+    """Two numbers: ``"A:B"``, or a two-item array."""
+    parts = value.split(":") if isinstance(value, str) else value
+    if not isinstance(parts, list | tuple) or len(parts) != 2:
+        raise ValueError(f"not a pair: {value!r}")
+    return _number(parts[0]), _number(parts[1])
+
+
+def parse_range(value: object) -> tuple[float, float]:
+    """A ``MIN:MAX`` range with 0 <= MIN < MAX: text, or a TOML array ``[MIN, MAX]``.
+
+    Raises:
+        ValueError: the value is not two numbers, or they are out of order.
+    """
+    try:
+        low, high = _pair(value)
+    except ValueError:
+        raise ValueError(f"expected MIN:MAX, not {value!r}") from None
+    if not 0 <= low < high:
+        raise ValueError(f"need 0 <= MIN < MAX, not {value!r}")
+    return low, high
+
+
+def parse_points(value: object) -> tuple[tuple[float, float], ...]:
+    """Calibration points ``RAW:LEVEL,RAW:LEVEL,...``: text, or a TOML array of pairs.
+
+    Raises:
+        ValueError: the value is not a list of number pairs, has fewer than two, or its raw
+            values do not increase from point to point.
+    """
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        if not isinstance(items, list | tuple):
+            raise ValueError(f"not a list: {value!r}")
+        points = tuple(_pair(item) for item in items)
+    except ValueError:
+        raise ValueError(f"expected RAW:LEVEL,RAW:LEVEL,..., not {value!r}") from None
+    if len(points) < 2:
+        raise ValueError(f"need at least two RAW:LEVEL points, not {value!r}")
+    if any(earlier[0] >= later[0] for earlier, later in pairwise(points)):
+        raise ValueError(f"RAW must increase from point to point, not {value!r}")
+    return points
+
+
 #: Each setting's type: how to read it from the environment, and what TOML must hold.
 _KINDS: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
     "str": (str, (str,)),
@@ -109,7 +176,11 @@ _KINDS: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
     "float": (float, (int, float)),
     "bool": (_parse_bool, (bool,)),
     "path": (Path, (str,)),
+    "range": (parse_range, (str, list)),
+    "point list": (parse_points, (str, list)),
 }
+#: Kinds whose values in the file go through their parser (the others are taken as they are).
+_PARSED_IN_FILE = ("path", "float", "range", "point list")
 #: Every setting the agent reads, by its name in the file (``ALLEYCAT_`` + upper case in the
 #: environment), and its type.
 SETTINGS: dict[str, str] = {
@@ -135,6 +206,9 @@ SETTINGS: dict[str, str] = {
     "ble_name": "str",
     "seed": "int",
     "ftms_resistance_scale": "float",
+    "peloton_resistance_map": "point list",
+    "mock_cadence": "range",
+    "mock_resistance": "range",
     "insecure": "bool",
     "log_format": "str",
     "log_level": "str",
@@ -182,7 +256,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
         parse, allowed = _KINDS[kind]
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise ConfigError(f"{key} in {path} must be a {kind}, not {value!r}")
-        settings[key] = parse(value) if kind in ("path", "float") else value
+        if kind in _PARSED_IN_FILE:
+            try:
+                settings[key] = parse(value)
+            except ValueError as exc:
+                raise ConfigError(f"{key} in {path} must be a {kind}: {exc}") from exc
+        else:
+            settings[key] = value
     return settings
 
 
@@ -272,6 +352,12 @@ def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
         _at_least(settings, key, minimum)
     for key in ("drain_timeout", "status_interval"):
         _at_least(settings, key, 0)
+    for key, kind in SETTINGS.items():
+        if kind in ("range", "point list") and settings.get(key) is not None:
+            try:
+                settings[key] = _KINDS[kind][0](settings[key])
+            except ValueError as exc:
+                raise ConfigError(f"{key} must be a {kind}: {exc}") from exc
     if settings.get("port", 0) > 65535:
         raise ConfigError(f"port must be at most 65535, not {settings['port']}")
     cert = settings.get("cert")

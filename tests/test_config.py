@@ -143,3 +143,72 @@ def test_a_bike_reporting_ten_times_its_resistance_is_scaled_from_the_config(
     assert sensor_options(config).ftms_resistance_scale == 0.1
     plain = load_config({"endpoint": "127.0.0.1", "racer_id": 3}, {})
     assert sensor_options(plain).ftms_resistance_scale == 1.0
+
+
+def test_mock_ranges_and_the_peloton_map_come_from_file_environment_and_flags(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        'endpoint = "localhost"\nracer_id = 1\nmock_cadence = [40, 70]\n'
+        'mock_resistance = "10:20"\npeloton_resistance_map = [[0, 0], [1000, 100]]\n',
+    )
+    env = {"ALLEYCAT_MOCK_RESISTANCE": "15:25.5", "ALLEYCAT_PELOTON_RESISTANCE_MAP": "0:0, 500:40"}
+    config = load_config({"mock_cadence": (50.0, 60.0)}, env, path)
+    assert config.mock_cadence == (50.0, 60.0)
+    assert config.mock_resistance == (15.0, 25.5)
+    assert config.peloton_resistance_map == ((0.0, 0.0), (500.0, 40.0))
+
+    from_file = load_config({}, {}, path)
+    assert from_file.mock_cadence == (40.0, 70.0)
+    assert from_file.mock_resistance == (10.0, 20.0)
+    assert from_file.peloton_resistance_map == ((0.0, 0.0), (1000.0, 100.0))
+
+
+def test_without_mock_ranges_or_a_peloton_map_the_sensor_gets_the_defaults() -> None:
+    from alleycat_rider.cli import sensor_options
+    from alleycat_rider.physiology import DEFAULT_BOUNDS
+
+    options = sensor_options(load_config({"endpoint": "localhost", "racer_id": 1}, {}))
+    assert options.bounds == DEFAULT_BOUNDS
+    assert options.peloton_resistance_map == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mock_cadence = [70, 40]", r"mock_cadence in .* must be a range: need 0 <= MIN < MAX"),
+        ("mock_cadence = [-5, 40]", r"need 0 <= MIN < MAX, not \[-5, 40\]"),
+        ("mock_cadence = [40, 50, 60]", "expected MIN:MAX"),
+        ('mock_resistance = "ten:twenty"', "mock_resistance .* expected MIN:MAX, not 'ten:twenty'"),
+        ('mock_resistance = "30:nan"', "expected MIN:MAX"),
+        ("mock_resistance = 30", "mock_resistance in .* must be a range, not 30"),
+        ("peloton_resistance_map = [[1000, 100], [0, 0]]", "RAW must increase"),
+        ('peloton_resistance_map = "0:0,0:10"', "RAW must increase"),
+        ("peloton_resistance_map = [[0, 0]]", "need at least two RAW:LEVEL points"),
+        ('peloton_resistance_map = "0=0,1000=100"', "expected RAW:LEVEL,RAW:LEVEL"),
+        ("peloton_resistance_map = [[0, true], [1, 2]]", "expected RAW:LEVEL"),
+    ],
+)
+def test_a_bad_range_or_calibration_in_the_file_is_one_clear_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, f'endpoint = "localhost"\nracer_id = 1\n{text}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config({}, {}, path)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ALLEYCAT_MOCK_CADENCE", "40", "ALLEYCAT_MOCK_CADENCE must be a range: expected MIN:MAX"),
+        ("ALLEYCAT_MOCK_RESISTANCE", "20:20", "need 0 <= MIN < MAX, not '20:20'"),
+        ("ALLEYCAT_PELOTON_RESISTANCE_MAP", "0:0;1000:100", "must be a point list: expected"),
+        ("ALLEYCAT_PELOTON_RESISTANCE_MAP", "500:50,100:10", "RAW must increase"),
+    ],
+)
+def test_a_bad_range_or_calibration_in_the_environment_names_the_variable(
+    variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config({"endpoint": "localhost", "racer_id": 1}, {variable: value})

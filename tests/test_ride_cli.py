@@ -113,3 +113,40 @@ def test_the_agent_imports_neither_boto3_nor_the_simulator_nor_rich() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("flag", "Invalid value for '--mock-cadence': need 0 <= MIN < MAX, not '90:30'"),
+        ("environment", "ALLEYCAT_MOCK_CADENCE must be a range: need 0 <= MIN < MAX"),
+        ("file", "mock_cadence in"),
+    ],
+)
+def test_a_bad_mock_range_is_a_usage_error_from_any_source(
+    tmp_path: Path, source: str, message: str
+) -> None:
+    config = tmp_path / "rider.toml"
+    config.write_text('mock_cadence = "90:30"\n' if source == "file" else "")
+    args = [*LOCAL, "--config", str(config)]
+    if source == "flag":
+        args += ["--mock-cadence", "90:30"]
+    env = {"HOME": str(tmp_path)}
+    if source == "environment":
+        env["ALLEYCAT_MOCK_CADENCE"] = "90:30"
+    result = CliRunner().invoke(cli, ["ride", *args, "--spool", str(tmp_path / "s.db")], env=env)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1].startswith("Error: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    if source != "flag":  # a flag's error also shows click's usage line
+        assert result.stderr.count("\n") == 1
+
+
+def test_a_peloton_map_whose_raw_values_go_down_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    code, _, stderr = run([*LOCAL, "--peloton-resistance-map", "0:0,800:60,400:100"], tmp_path)
+    assert code == 2
+    assert stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--peloton-resistance-map': "
+        "RAW must increase from point to point, not '0:0,800:60,400:100'"
+    )

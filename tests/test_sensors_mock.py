@@ -45,3 +45,17 @@ def test_rider_stays_within_the_bounds() -> None:
 
     assert all(40 <= r.cadence <= 70 for r in readings)
     assert all(10 <= r.resistance <= 20 for r in readings)
+
+
+def test_mock_ranges_from_the_configuration_bound_the_rider() -> None:
+    from alleycat_rider.cli import sensor_options
+    from alleycat_rider.config import load_config
+
+    env = {"ALLEYCAT_MOCK_CADENCE": "60:62", "ALLEYCAT_MOCK_RESISTANCE": "5:8"}
+    config = load_config({"endpoint": "localhost", "racer_id": 1, "seed": 4}, env)
+    with open_sensor(sensor_options(config)) as sensor:
+        readings = [sensor.read(float(t)) for t in range(600)]
+
+    assert all(60 <= r.cadence <= 62 for r in readings)
+    # The default range is 33..86: these are readings only the configured range gives.
+    assert all(5 <= r.resistance <= 8 for r in readings)

@@ -283,3 +283,21 @@ def test_serial_open_errors_become_advice(code: int, advice: str) -> None:
     exc = serial.SerialException(code, f"could not open port /dev/ttyUSB0: {os.strerror(code)}")
 
     assert advice in serial_error_message("/dev/ttyUSB0", exc)
+
+
+def test_peloton_calibration_from_the_config_file_reaches_the_sensor(
+    pty: Pty, tmp_path: Path
+) -> None:
+    from alleycat_rider.cli import sensor_options
+    from alleycat_rider.config import load_config
+
+    config_file = tmp_path / "rider.toml"
+    config_file.write_text(
+        f'endpoint = "localhost"\nracer_id = 1\nsensor = "peloton"\ndevice = "{pty.path}"\n'
+        "peloton_resistance_map = [[200, 0], [600, 40], [1000, 100]]\n"
+    )
+    sensor = open_sensor(sensor_options(load_config({}, {}, config_file)))
+    with sensor, FakePeloton(pty.master, cadence=80, resistance=800):
+        wait_until(lambda: sensor.stats.frames >= 2)
+
+        assert sensor.read(time.monotonic()).resistance == pytest.approx(70.0)
