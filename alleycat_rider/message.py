@@ -11,6 +11,7 @@ consumer uses to rank riders.
 
 from __future__ import annotations
 
+import binascii
 import json
 import math
 import random
@@ -75,6 +76,38 @@ def uuid4(rng: random.Random) -> str:
     value = (rng.getrandbits(128) & UUID4_CLEAR_MASK) | UUID4_VERSION_BITS
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# Where the 32 hex digits of a UUID go in its 36 characters (the rest are dashes).
+_UUID_DIGIT_POSITIONS = [p for p in range(36) if p not in (8, 13, 18, 23)]
+# The variant digit of an RFC 4122 UUID is 8, 9, a or b: two random bits under a fixed 0b10.
+_UUID_VARIANT_DIGIT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
+
+
+def uuid4_batch(rng: random.Random, count: int) -> list[str]:
+    """``count`` random (version 4) UUIDs drawn from ``rng``, made many at a time.
+
+    The same UUIDs as ``uuid.UUID(bytes=b, version=4)`` for consecutive 16-byte blocks ``b`` of
+    ``rng.randbytes(16 * count)``, written with one strided copy per digit position instead of
+    formatting each UUID: about a tenth of the cost of :func:`uuid4` per UUID for large batches.
+    """
+    hexed = binascii.hexlify(rng.randbytes(16 * count))
+    text = bytearray(b"-" * (36 * count))
+    for digit, position in enumerate(_UUID_DIGIT_POSITIONS):
+        text[position::36] = hexed[digit::32]
+    text[14::36] = b"4" * count
+    text[19::36] = hexed[16::32].translate(_UUID_VARIANT_DIGIT)
+    joined = text.decode()
+    return [joined[i : i + 36] for i in range(0, 36 * count, 36)]
+
+
+def tenths_texts(limit: int) -> list[str]:
+    """How the message renders a one-decimal reading: ``texts[723] == "72.3"``, for 0..limit.
+
+    The same text as ``repr(n / 10)`` (what :meth:`RideMessage.to_json` writes), found by
+    indexing instead of formatting a float.
+    """
+    return [f"{n // 10}.{n % 10}" for n in range(limit + 1)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,10 +229,11 @@ class MessageEncoder:
     it through :meth:`RideMessage.to_json`. Both produce the same bytes.
     """
 
-    __slots__ = ("_identity_json",)
+    __slots__ = ("identity_json",)
 
     def __init__(self, identity: RiderIdentity) -> None:
-        self._identity_json = (
+        #: The rider's fields as they appear in every message: ``"name":..,"classId":3``.
+        self.identity_json = (
             f'"name":{json.dumps(identity.name)},"racerId":{identity.racer_id},'
             f'"classId":{identity.class_id}'
         )
@@ -217,7 +251,7 @@ class MessageEncoder:
         """Render one message as compact JSON bytes."""
         return (
             f'{{"uuid":"{uuid}","event":"{event}","deviceTimestamp":{device_timestamp},'
-            f'"second":{second},"raceId":{race_id},{self._identity_json},'
+            f'"second":{second},"raceId":{race_id},{self.identity_json},'
             f'"cadence":{float(cadence)!r},"resistance":{float(resistance)!r}}}'
         ).encode()
 

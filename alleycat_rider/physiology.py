@@ -62,8 +62,10 @@ class RiderProfile:
 class RiderModel:
     """The state of one rider's legs, advanced one second at a time by :meth:`step`.
 
-    :meth:`step` is the simulator's hot path (hundreds of thousands of calls a second), so what
-    changes only when the rider picks a new effort is worked out then, in :meth:`_plan_effort`.
+    Readings have one decimal, as bike consoles show them; :meth:`step_tenths` returns them as
+    whole tenths (``723`` for 72.3 rpm), which the simulator formats without float arithmetic.
+    It is the simulator's hot path (hundreds of thousands of calls a second), so what changes
+    only when the rider picks a new effort is worked out then, in :meth:`_plan_effort`.
     """
 
     profile: RiderProfile
@@ -81,8 +83,17 @@ class RiderModel:
     """The knob position, 0..1 of the resistance range (drawn on the first step)."""
     _drive: float = field(default=0.0, init=False, repr=False)
     _tiring: float = field(default=0.0, init=False, repr=False)
-    _resistance: float = field(default=0.0, init=False, repr=False)
+    _resistance: int = field(default=0, init=False, repr=False)
+    """The resistance reading, in tenths."""
     _noise: float = field(default=0.0, init=False, repr=False)
+    """Scale of the cadence noise, in tenths of an rpm."""
+    _cadence_min: float = field(default=0.0, init=False, repr=False)
+    _cadence_max: float = field(default=0.0, init=False, repr=False)
+    """The cadence bounds, in tenths of an rpm."""
+
+    def __post_init__(self) -> None:
+        self._cadence_min = self.bounds.cadence_min * 10
+        self._cadence_max = self.bounds.cadence_max * 10
 
     def start_race(self) -> None:
         """Reset what a new race resets: the warm-up and the effort plan, not the fatigue."""
@@ -93,6 +104,11 @@ class RiderModel:
 
     def step(self, rng: random.Random) -> tuple[float, float]:
         """Advance one second and return the sensor's (cadence rpm, resistance) reading."""
+        cadence, resistance = self.step_tenths(rng)
+        return cadence / 10, resistance / 10
+
+    def step_tenths(self, rng: random.Random) -> tuple[int, int]:
+        """Advance one second and return (cadence, resistance) in tenths: (723, 551)."""
         if self.effort_left <= 0:
             self._plan_effort(rng)
         self.effort_left -= 1
@@ -102,22 +118,18 @@ class RiderModel:
         drive = self._drive - 0.25 * fatigue
         if elapsed < self.warmup_seconds:
             drive *= 0.55 + 0.45 * elapsed / self.warmup_seconds
-        bounds = self.bounds
+        low, high = self._cadence_min, self._cadence_max
         # Sensor noise: the sum of two uniforms, cheap and close enough to a normal.
-        noise = (rng.random() + rng.random() - 1.0) * self._noise
-        cadence = bounds.cadence_min + (bounds.cadence_max - bounds.cadence_min) * drive + noise
-        if cadence > bounds.cadence_max:
-            cadence = bounds.cadence_max
-        elif cadence < bounds.cadence_min:
-            cadence = bounds.cadence_min
-        return round(cadence, 1), self._resistance
+        cadence = low + (high - low) * drive + (rng.random() + rng.random() - 1.0) * self._noise
+        cadence = high if cadence > high else low if cadence < low else cadence
+        return int(cadence + 0.5), self._resistance
 
     def _plan_effort(self, rng: random.Random) -> None:
         """Pick the next effort: riders alternate hard efforts, recoveries and steady stretches."""
         profile = self.profile
         if self.resistance_level < 0:
             self.resistance_level = min(1.0, max(0.0, profile.ability + rng.gauss(0.0, 0.12)))
-            self._noise = profile.noise_rpm / 0.408  # the std of the sum of two uniforms
+            self._noise = 10 * profile.noise_rpm / 0.408  # the std of the sum of two uniforms
         roll = rng.random()
         if roll < 0.25:
             self.effort = 0.35 + 0.4 * rng.random()
@@ -140,4 +152,4 @@ class RiderModel:
             self._tiring -= 0.001
         bounds = self.bounds
         r_span = bounds.resistance_max - bounds.resistance_min
-        self._resistance = round(bounds.resistance_min + r_span * self.resistance_level, 1)
+        self._resistance = int(10 * (bounds.resistance_min + r_span * self.resistance_level) + 0.5)

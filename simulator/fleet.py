@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from alleycat_rider.message import (
     DEFAULT_RACE_SECONDS,
-    UUID4_CLEAR_MASK,
-    UUID4_VERSION_BITS,
     MessageEncoder,
     RacePosition,
     RiderIdentity,
     race_position,
+    tenths_texts,
+    uuid4_batch,
 )
 from alleycat_rider.physiology import (
     DEFAULT_BOUNDS,
@@ -66,7 +66,7 @@ def rider_name(index: int) -> str:
 class VirtualRider:
     """One simulated rider: identity, legs, and the offset in each second it sends at."""
 
-    __slots__ = ("index", "identity", "model", "encoder", "phase_ms", "best_output")
+    __slots__ = ("index", "identity", "model", "identity_json", "phase_ms", "best")
 
     def __init__(
         self, index: int, identity: RiderIdentity, model: RiderModel, phase_ms: int
@@ -75,10 +75,16 @@ class VirtualRider:
         self.index = index
         self.identity = identity
         self.model = model
-        self.encoder = MessageEncoder(identity)
+        self.identity_json = MessageEncoder(identity).identity_json
         self.phase_ms = phase_ms
-        #: The rider's best output in the current race: what the leaderboard ranks.
-        self.best_output = 0.0
+        #: The rider's best output in the current race, what the leaderboard ranks, times
+        #: 10,000: ``(cadence + 35) * (resistance + 65)`` in tenths, kept as an integer.
+        self.best = 0
+
+    @property
+    def best_output(self) -> float:
+        """The best output of the current race."""
+        return self.best / 10_000
 
 
 class Fleet:
@@ -119,6 +125,9 @@ class Fleet:
         #: Riders in the order they send within a second, and their offsets in it.
         self._by_phase = sorted(riders, key=lambda r: r.phase_ms)
         self._phases = [r.phase_ms for r in self._by_phase]
+        self._indices = [r.index for r in self._by_phase]
+        bounds = config.bounds
+        self._texts = tenths_texts(int(10 * max(bounds.cadence_max, bounds.resistance_max)) + 1)
         # UUIDs draw from their own generator, so riders' behaviour does not depend on them.
         self._uuid_rng = random.Random(rng.getrandbits(64))
         self._tick = 0
@@ -175,40 +184,31 @@ class Fleet:
     def _emit_slice(self, lo: int, hi: int, second_ms: int, now: float, out: list[Record]) -> None:
         """The messages of riders ``lo:hi`` (in phase order) for the second at ``second_ms``.
 
-        This is the simulator's hot path: one pass per message, locals only.
+        This is the simulator's hot path. UUIDs and keys are made for the whole slice at once;
+        each message is one f-string in the field order of
+        :class:`~alleycat_rider.message.RideMessage`, with readings in tenths looked up as text.
         """
-        riders = self._by_phase[lo:hi]
         rng = self._rng
-        getrandbits = self._uuid_rng.getrandbits
+        texts = self._texts
         position = self._position
-        event, second, race = str(position.event), position.second, position.race_id
-        keyer = self._keyer
-        for rider in riders:
-            timestamp_ms = second_ms + rider.phase_ms
-            cadence, resistance = rider.model.step(rng)
-            power = (cadence + 35) * (resistance + 65) / 100
-            if power > rider.best_output:
-                rider.best_output = power
-            h = f"{(getrandbits(128) & UUID4_CLEAR_MASK) | UUID4_VERSION_BITS:032x}"
-            key, explicit = keyer(rider.index, timestamp_ms)
-            out.append(
-                Record(
-                    rider.encoder.encode(
-                        f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
-                        event,
-                        timestamp_ms,
-                        second,
-                        race,
-                        cadence,
-                        resistance,
-                    ),
-                    key,
-                    explicit,
-                    timestamp_ms / 1000,
-                    rider.index,
-                    now,
-                )
+        # What every message of this second shares, before and after the device timestamp.
+        head = f'","event":"{position.event}","deviceTimestamp":'
+        tail = f',"second":{position.second},"raceId":{position.race_id},'
+        timestamps = [second_ms + phase for phase in self._phases[lo:hi]]
+        keys = self._keyer(self._indices[lo:hi], timestamps)
+        uuids = uuid4_batch(self._uuid_rng, hi - lo)
+        for rider, uuid, timestamp_ms, (key, explicit) in zip(
+            self._by_phase[lo:hi], uuids, timestamps, keys, strict=True
+        ):
+            cadence, resistance = rider.model.step_tenths(rng)
+            output = (cadence + 350) * (resistance + 650)
+            if output > rider.best:
+                rider.best = output
+            data = (
+                f'{{"uuid":"{uuid}{head}{timestamp_ms}{tail}{rider.identity_json},'
+                f'"cadence":{texts[cadence]},"resistance":{texts[resistance]}}}'
             )
+            out.append(Record(data.encode(), key, explicit, timestamp_ms / 1000, rider.index, now))
 
     def flush(self, now: float, out: list[Record]) -> None:
         """Nothing to add: a fleet holds no messages back."""
@@ -216,7 +216,7 @@ class Fleet:
     def _start_race(self) -> None:
         for rider in self.riders:
             rider.model.start_race()
-            rider.best_output = 0.0
+            rider.best = 0
 
     def leaderboard(self, per_class: int = 5) -> dict[int, list[tuple[str, int, float]]]:
         """The top riders of the current race by best output: class id -> (name, racer, output)."""

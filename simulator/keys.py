@@ -11,6 +11,9 @@ from enum import StrEnum
 
 from simulator.shards import Shard
 
+#: The ``(partition_key, explicit_hash_key)`` of each record in a slice.
+KeyList = list[tuple[str, str | None]]
+
 
 class PartitionKeyStrategy(StrEnum):
     """Which partition key (and explicit hash key) a record is written with."""
@@ -48,8 +51,10 @@ STRATEGY_TRADE_OFFS: dict[PartitionKeyStrategy, str] = {
 }
 
 
-#: Produces ``(partition_key, explicit_hash_key)`` for rider ``index`` at ``timestamp_ms``.
-Keyer = Callable[[int, int], tuple[str, str | None]]
+#: ``keyer(riders, timestamps_ms)``: the ``(partition_key, explicit_hash_key)`` of each record,
+#: for records of rider ``riders[i]`` made at ``timestamps_ms[i]``. A whole slice at a time,
+#: because the simulator keys hundreds of thousands of records a second.
+Keyer = Callable[[Sequence[int], Sequence[int]], KeyList]
 
 
 def make_keyer(
@@ -64,24 +69,31 @@ def make_keyer(
     if strategy is PartitionKeyStrategy.RANDOM:
         bits = rng.getrandbits
 
-        def random_key(index: int, timestamp_ms: int) -> tuple[str, None]:
-            return str(bits(63)), None
+        def random_keys(riders: Sequence[int], timestamps_ms: Sequence[int]) -> KeyList:
+            return [(str(bits(63)), None) for _ in riders]
 
-        return random_key
+        return random_keys
     if strategy is PartitionKeyStrategy.TIME:
-        return lambda index, timestamp_ms: (str(timestamp_ms), None)
+
+        def time_keys(riders: Sequence[int], timestamps_ms: Sequence[int]) -> KeyList:
+            return [(str(timestamp), None) for timestamp in timestamps_ms]
+
+        return time_keys
+    per_rider: KeyList
     if strategy is PartitionKeyStrategy.CLASS:
-        class_keys = [(str(c), None) for c in class_ids]
-        return lambda index, timestamp_ms: class_keys[index]
-    racer_keys: list[tuple[str, str | None]] = [(str(r), None) for r in racer_ids]
-    if strategy is PartitionKeyStrategy.BALANCED:
-        racer_keys = balanced_keys(racer_ids, shards)
-    return lambda index, timestamp_ms: racer_keys[index]
+        per_rider = [(str(c), None) for c in class_ids]
+    elif strategy is PartitionKeyStrategy.BALANCED:
+        per_rider = balanced_keys(racer_ids, shards)
+    else:
+        per_rider = [(str(r), None) for r in racer_ids]
+
+    def rider_keys(riders: Sequence[int], timestamps_ms: Sequence[int]) -> KeyList:
+        return [per_rider[rider] for rider in riders]
+
+    return rider_keys
 
 
-def balanced_keys(
-    racer_ids: Sequence[int], shards: Sequence[Shard]
-) -> list[tuple[str, str | None]]:
+def balanced_keys(racer_ids: Sequence[int], shards: Sequence[Shard]) -> KeyList:
     """Rider ``i`` goes to shard ``i mod N``, at an explicit hash key inside that shard's range.
 
     Riders on one shard get distinct hash keys spread through its range, so a later split of the
@@ -90,7 +102,7 @@ def balanced_keys(
     ordered = sorted(shards, key=lambda s: s.starting_hash_key)
     count = len(ordered)
     per_shard = -(-len(racer_ids) // count) if racer_ids else 1
-    keys: list[tuple[str, str | None]] = []
+    keys: KeyList = []
     for i, racer in enumerate(racer_ids):
         shard = ordered[i % count]
         width = shard.ending_hash_key - shard.starting_hash_key + 1

@@ -91,7 +91,7 @@ def record_workload(
         ),
         start=WORKLOAD_START,
         duration=workload.duration,
-        keyer=lambda index, timestamp_ms: ("-", None),
+        keyer=lambda riders, timestamps_ms: [("-", None)] * len(riders),
         rng=random.Random(workload.seed),
     )
     recorded = RecordedWorkload(workload)
@@ -142,13 +142,11 @@ class ReplayFleet:
         while (not rec.timestamps_ms or rec.timestamps_ms[-1] <= now_ms) and rec.fetch():
             pass
         end = min(bisect.bisect_right(rec.timestamps_ms, now_ms, lo=start), start + limit)
+        riders, timestamps = rec.riders[start:end], rec.timestamps_ms[start:end]
         out += [
-            Record(data, *keyer(rider, timestamp_ms), timestamp_ms / 1000, rider=rider)
-            for data, rider, timestamp_ms in zip(
-                rec.data[start:end],
-                rec.riders[start:end],
-                rec.timestamps_ms[start:end],
-                strict=True,
+            Record(data, key, explicit, timestamp_ms / 1000, rider=rider)
+            for data, rider, timestamp_ms, (key, explicit) in zip(
+                rec.data[start:end], riders, timestamps, keyer(riders, timestamps), strict=True
             )
         ]
         self._cursor = end

@@ -1,5 +1,6 @@
 import json
 import random
+import uuid
 from typing import Any
 
 import pytest
@@ -14,7 +15,9 @@ from alleycat_rider.message import (
     output,
     race_id,
     race_position,
+    tenths_texts,
     uuid4,
+    uuid4_batch,
 )
 
 
@@ -65,6 +68,27 @@ def test_seeded_uuids_repeat_and_differ_between_draws():
     first = [uuid4(a) for _ in range(100)]
     assert first == [uuid4(b) for _ in range(100)]
     assert len(set(first)) == 100
+
+
+@pytest.mark.parametrize("count", [1, 2, 37, 1000])
+def test_a_batch_of_uuids_is_the_version_4_uuids_of_its_random_bytes(count):
+    batch = uuid4_batch(random.Random(count), count)
+    raw = random.Random(count).randbytes(16 * count)
+    expected = [str(uuid.UUID(bytes=raw[i : i + 16], version=4)) for i in range(0, len(raw), 16)]
+    assert batch == expected
+    assert all(uuid.UUID(u).version == 4 and uuid.UUID(u).variant == uuid.RFC_4122 for u in batch)
+
+
+def test_seeded_uuid_batches_repeat_and_never_collide():
+    first = uuid4_batch(random.Random(3), 5000)
+    assert first == uuid4_batch(random.Random(3), 5000)
+    assert len(set(first)) == 5000
+
+
+def test_tenths_read_as_the_json_of_the_one_decimal_number():
+    texts = tenths_texts(3000)
+    assert texts[723] == "72.3" and texts[0] == "0.0" and texts[5] == "0.5"
+    assert all(text == repr(n / 10) == json.dumps(n / 10) for n, text in enumerate(texts))
 
 
 @pytest.mark.parametrize(

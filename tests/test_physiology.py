@@ -37,3 +37,14 @@ def test_stronger_riders_pedal_faster():
         return statistics.mean(model.step(rng)[0] for _ in range(300))
 
     assert mean_cadence(0.9) > mean_cadence(0.2) + 10
+
+
+def test_tenths_are_the_reading_with_one_decimal():
+    a, b = random.Random(9), random.Random(9)
+    model_a = RiderModel(RiderProfile.draw(a))
+    model_b = RiderModel(RiderProfile.draw(b))
+    for _ in range(300):
+        cadence, resistance = model_a.step(a)
+        tenths = model_b.step_tenths(b)
+        assert (cadence, resistance) == (tenths[0] / 10, tenths[1] / 10)
+        assert cadence == round(cadence, 1) and resistance == round(resistance, 1)
