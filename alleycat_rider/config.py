@@ -3,7 +3,10 @@
 Every setting has one name, the long option with underscores (``--results-topic`` is
 ``results_topic`` in the file and ``ALLEYCAT_RESULTS_TOPIC`` in the environment). Sources are
 layered: built-in defaults, then the config file, then the environment, then flags. The file is
-``--config``, else ``ALLEYCAT_CONFIG``, else :data:`DEFAULT_CONFIG_PATH` if it exists.
+``--config``, else ``ALLEYCAT_CONFIG``, else :data:`DEFAULT_CONFIG_PATH` if it exists. A relative
+path in the file (``cert``, ``key``, ``ca``, ``spool``) is relative to the file's own directory, so
+a directory holding ``rider.toml`` and its certificate can be moved as a whole; relative paths in
+flags and the environment are relative to the working directory, as on any command line.
 
 Loading is pure: the environment and the flags are arguments, and the only I/O is reading the file.
 """
@@ -180,7 +183,7 @@ _KINDS: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
     "point list": (parse_points, (str, list)),
 }
 #: Kinds whose values in the file go through their parser (the others are taken as they are).
-_PARSED_IN_FILE = ("path", "float", "range", "point list")
+_PARSED_IN_FILE = ("float", "range", "point list")
 #: Every setting the agent reads, by its name in the file (``ALLEYCAT_`` + upper case in the
 #: environment), and its type.
 SETTINGS: dict[str, str] = {
@@ -256,7 +259,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         parse, allowed = _KINDS[kind]
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise ConfigError(f"{key} in {path} must be a {kind}, not {value!r}")
-        if kind in _PARSED_IN_FILE:
+        if kind == "path":
+            # Relative to the file, so the file still works when run from anywhere.
+            settings[key] = path.parent / str(value)
+        elif kind in _PARSED_IN_FILE:
             try:
                 settings[key] = parse(value)
             except ValueError as exc:

@@ -154,13 +154,16 @@ def device_policy(
 
 
 def rider_config_text(request: ProvisionRequest, endpoint: str) -> str:
-    """The ``rider.toml`` that connects the device to IoT Core (CA: the system trust store)."""
-    directory = request.directory
+    """The ``rider.toml`` that connects the device to IoT Core (CA: the system trust store).
+
+    The certificate and key are named relative to ``rider.toml`` itself (as the agent reads
+    paths in a config file), so the directory works wherever it is copied.
+    """
     settings: dict[str, str | int] = {
         "endpoint": endpoint,
         "port": IOT_PORT,
-        "cert": str(directory / CERT_FILE),
-        "key": str(directory / KEY_FILE),
+        "cert": CERT_FILE,
+        "key": KEY_FILE,
         "client_id": request.thing_name,
         "topic": request.topic,
         "results_topic": request.results_topic,

@@ -117,5 +117,8 @@ def provision(
             "--new-status INACTIVE`"
         )
     click.echo("")
-    click.echo(f"Copy {request.directory}/ to the bike and run there, from the same directory:")
+    click.echo(
+        f"Copy {request.directory}/ to the bike and point --config at the copy "
+        "(rider.toml names its files relative to itself), e.g. from the same directory:"
+    )
     click.echo(f"  {ride_command(request)}")

@@ -212,3 +212,22 @@ def test_a_bad_range_or_calibration_in_the_environment_names_the_variable(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config({"endpoint": "localhost", "racer_id": 1}, {variable: value})
+
+
+def test_relative_paths_in_the_config_file_are_relative_to_the_file(tmp_path: Path) -> None:
+    bike = tmp_path / "bike"
+    bike.mkdir()
+    path = bike / "rider.toml"
+    path.write_text(
+        'endpoint = "iot.example.com"\nracer_id = 1\ncert = "certificate.pem.crt"\n'
+        'key = "keys/private.pem.key"\nca = "/etc/alleycat/ca.pem"\nspool = "../state/s.db"\n'
+    )
+    config = load_config({}, {}, path)
+    assert config.cert == bike / "certificate.pem.crt"
+    assert config.key == bike / "keys" / "private.pem.key"
+    assert config.ca == Path("/etc/alleycat/ca.pem")
+    assert config.spool == bike / ".." / "state" / "s.db"
+
+    # Flags and the environment are relative to the working directory, as on any command line.
+    override = load_config({"key": Path("my.key")}, {"ALLEYCAT_SPOOL": "s.db"}, path)
+    assert (override.key, override.spool) == (Path("my.key"), Path("s.db"))

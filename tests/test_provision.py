@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import subprocess
 import sys
@@ -15,7 +16,9 @@ from botocore import exceptions as bce
 from click.testing import CliRunner, Result
 
 from alleycat.cli import cli
+from alleycat_rider.cli import mqtt_settings
 from alleycat_rider.config import load_config
+from alleycat_rider.mqtt import check_credentials
 from alleycat_rider.provision import ProvisionError, ProvisionRequest, aws_errors, provision_with
 from tests.servers.moto import MOTO_REGION
 from tests.servers.ports import free_port
@@ -109,6 +112,32 @@ def test_rider_config_connects_alleycat_ride_to_the_data_endpoint_as_the_thing(
     assert config.key == tmp_path / "certs" / "bike-7" / "private.pem.key"
     assert (config.topic, config.results_topic) == ("alleycat-publish", "alleycat-subscribe")
     assert f"alleycat ride --config {config_path}\n" in result.output
+
+
+def test_rider_config_finds_its_files_from_any_directory_and_after_being_moved(
+    moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        cli, ["provision", "--endpoint-url", moto_endpoint, "--thing-name", "bike-7"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "alleycat ride --config certs/bike-7/rider.toml --racer-id RACER_ID" in result.output
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(
+        {"racer_id": 1}, {"HOME": str(tmp_path)}, tmp_path / "certs/bike-7/rider.toml"
+    )
+    check_credentials(mqtt_settings(config))  # raises if the certificate or key is not found
+    assert config.cert == tmp_path / "certs" / "bike-7" / "certificate.pem.crt"
+
+    # Copied to the bike's own place, as the printed advice says.
+    moved = shutil.copytree(tmp_path / "certs" / "bike-7", tmp_path / "home" / "bike-7")
+    config = load_config({"racer_id": 1}, {"HOME": str(tmp_path)}, moved / "rider.toml")
+    check_credentials(mqtt_settings(config))
+    assert config.key == moved / "private.pem.key"
 
 
 def test_running_twice_keeps_the_one_active_certificate(moto_endpoint: str, tmp_path: Path) -> None:
