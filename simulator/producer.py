@@ -171,10 +171,20 @@ class Producer:
         return max(0, self.config.max_buffered - self.pending)
 
     def add_many(self, records: list[Record], now: float) -> None:
-        """Take new records in; the TTL of each counts from its ``enqueued_at``."""
-        self._fresh.extend(records)
-        self._fresh_bytes += sum([record.size for record in records])
+        """Take new records in; the TTL of each counts from its ``enqueued_at``.
+
+        A record over the record size limit is dropped and counted at once: Kinesis would
+        reject the whole request that carried it.
+        """
         self.stats.record_generated(now, len(records))
+        sizes = [record.size for record in records]
+        if sizes and max(sizes) > self.config.limits.max_record_bytes:
+            limit = self.config.limits.max_record_bytes
+            kept = [record for record in records if record.size <= limit]
+            self.stats.dropped_oversized += len(records) - len(kept)
+            records, sizes = kept, [record.size for record in kept]
+        self._fresh.extend(records)
+        self._fresh_bytes += sum(sizes)
 
     def next_deadline(self) -> float | None:
         """When a batch falls due without new records: a shard's backoff or the flush interval."""
@@ -237,18 +247,21 @@ class Producer:
                 taken_bytes += record.size
             pacer.spend(shard, taken, taken_bytes)
         held = self._held_shards(now)
+        if not held and size + self._fresh_bytes <= max_bytes:
+            # Every shard takes records and every fresh record fits: no need to look at each.
+            popleft = fresh.popleft
+            moved = [popleft() for _ in range(min(len(fresh), max_records - len(batch)))]
+            moved_bytes = sum([record.size for record in moved])
+            self._fresh_bytes -= moved_bytes
+            size += moved_bytes
+            batch += moved
         route = self._route
-        max_record_bytes = limits.max_record_bytes
         while fresh and len(batch) < max_records:
             record = fresh[0]
-            if size + record.size > max_bytes and record.size <= max_record_bytes:
+            if size + record.size > max_bytes:
                 break
             fresh.popleft()
             self._fresh_bytes -= record.size
-            if record.size > max_record_bytes:
-                # Kinesis would reject the whole request: drop the record, and say so.
-                self.stats.dropped_oversized += 1
-                continue
             if held:
                 shard = route(record)
                 if shard in held:

@@ -7,7 +7,7 @@ immutable copy for the dashboard, and :meth:`RunStats.summary` the figures ``--j
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,16 @@ class LatencyHistogram:
         self.count += 1
         if bucket > self.max_ms:
             self.max_ms = bucket
+
+    def add_counts(self, counts: Counter[int]) -> None:
+        """Record many latencies at once: whole milliseconds -> how many took that long."""
+        if min(counts) < 0:
+            counts[0] += sum(counts.pop(ms) for ms in [ms for ms in counts if ms < 0])
+        mine = self.counts
+        for ms, count in counts.items():
+            mine[ms] = mine.get(ms, 0) + count
+        self.count += counts.total()
+        self.max_ms = max(self.max_ms, max(counts))
 
     def percentile(self, p: float) -> float:
         """The ``p``-th percentile (0..100) in whole ms; 0 when empty."""
@@ -207,42 +217,30 @@ class RunStats:
         """Count records accepted at ``now`` by the shards named in ``shard_ids``."""
         if not records:
             return
-        second = int(now)
-        latency = self.latency
-        counts = latency.counts
-        per_shard: dict[str | None, list[int]] = {}
-        units = messages = 0
+        count = len(records)
+        sizes = [record.size for record in records]
         now_ms = now * 1000
-        slowest = latency.max_ms
-        for record, shard_id in zip(records, shard_ids, strict=True):
-            size = record.size
-            units += put_payload_units(size) if size > PUT_PAYLOAD_UNIT_BYTES else 1
-            messages += record.messages
-            ms = int(now_ms - record.generated_at * 1000)
-            if ms < 0:
-                ms = 0
-            counts[ms] = counts.get(ms, 0) + 1
-            if ms > slowest:
-                slowest = ms
-            load = per_shard.get(shard_id)
-            if load is None:
-                per_shard[shard_id] = [1, size]
-            else:
-                load[0] += 1
-                load[1] += size
-        latency.count += len(records)
-        latency.max_ms = slowest
-        self.delivered += len(records)
-        self.messages_delivered += messages
-        self.put_payload_units += units
-        self.delivered_rate.add(second, len(records))
-        for shard_id, (count, size) in per_shard.items():
+        self.latency.add_counts(
+            Counter([int(now_ms - record.generated_at * 1000) for record in records])
+        )
+        self.delivered += count
+        self.messages_delivered += sum([record.messages for record in records])
+        # One PUT payload unit a record, and one more for each further started 25 KB.
+        self.put_payload_units += count + sum(
+            [put_payload_units(size) - 1 for size in sizes if size > PUT_PAYLOAD_UNIT_BYTES]
+        )
+        second = int(now)
+        self.delivered_rate.add(second, count)
+        per_shard: dict[str | None, int] = {}
+        for shard_id, size in zip(shard_ids, sizes, strict=True):
+            per_shard[shard_id] = per_shard.get(shard_id, 0) + size
+        for shard_id, records_on_shard in Counter(shard_ids).items():
             if shard_id is None:
                 continue
             shard = self.shards.get(shard_id)
             if shard is None:
                 shard = self.shards[shard_id] = ShardStats(shard_id)
-            shard.add(size, second, count)
+            shard.add(per_shard[shard_id], second, records_on_shard)
 
     def snapshot(
         self,
