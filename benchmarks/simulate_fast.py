@@ -1,9 +1,10 @@
 """Records per second of ``alleycat simulate --fast`` on the built-in stream, on one core.
 
 Runs the real command in a subprocess (10,000 riders for 60 s by default, enough shards that
-nothing throttles) and prints records/s from its own summary and CPU time.
+nothing throttles) ``--rounds`` times and prints records/s of each run, from its own summary
+and CPU time, then the median and best: a machine shared with other work varies between runs.
 
-    .venv/bin/python benchmarks/simulate_fast.py [--riders N] [--duration S] [--shards N]
+    .venv/bin/python -m benchmarks.simulate_fast [--riders N] [--duration S] [--shards N]
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -22,7 +24,17 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=60)
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--partition-key", default="random")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    print(f"riders {args.riders:,} x {args.duration} s, {args.shards} shards, "
+          f"key {args.partition_key}")  # fmt: skip
+    rates = sorted(_round(args) for _ in range(args.rounds))
+    print(f"run loop over {args.rounds} rounds: median {statistics.median(rates):,.0f}, "
+          f"best {rates[-1]:,.0f} records/s")  # fmt: skip
+
+
+def _round(args: argparse.Namespace) -> float:
+    """One run; prints its figures and returns the run loop's records/s."""
     command = [
         sys.executable, "-m", "alleycat", "simulate", "--fast", "--json", "--seed", "1",
         "--riders", str(args.riders), "--duration", str(args.duration),
@@ -36,14 +48,13 @@ def main() -> None:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     summary = json.loads(completed.stdout)
     run_wall = summary["wall_seconds"]
-    print(f"riders {args.riders:,} x {args.duration} s, {args.shards} shards, "
-          f"key {args.partition_key}")  # fmt: skip
     print(f"generated {summary['generated']:,}  delivered {summary['delivered']:,}  "
           f"throttled {summary['throttled']:,}  dropped {summary['dropped']:,}")  # fmt: skip
     print(f"run loop: {run_wall:.2f} s wall -> {summary['generated'] / run_wall:,.0f} records/s")
     print(f"whole process: {wall:.2f} s wall, {cpu:.2f} s CPU "
           f"-> {summary['generated'] / wall:,.0f} records/s, peak RSS "
           f"{after.ru_maxrss / 1024:.0f} MiB")  # fmt: skip
+    return float(summary["generated"] / run_wall)
 
 
 if __name__ == "__main__":
