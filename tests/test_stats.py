@@ -22,7 +22,8 @@ def test_delivered_records_are_counted_per_shard_with_their_bytes_and_payload_un
         Record(b"y" * 60_000, "k", None, 10.5),  # three started 25 KB units
         Record(b"z" * 9, "k", None, 10.9),
     ]
-    shard_ids = ["shardId-000000000000", "shardId-000000000001", "shardId-000000000000"]
+    first_id, second_id = "shardId-000000000000", "shardId-000000000001"
+    shard_ids: list[str | None] = [first_id, second_id, first_id]
     stats.record_delivered(records, shard_ids, now=11.0)
     assert stats.delivered == stats.messages_delivered == 3
     assert stats.put_payload_units == 1 + 3 + 1
