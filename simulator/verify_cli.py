@@ -13,8 +13,9 @@ import click
 
 from simulator.cli_options import aws_options, parse_moment
 from simulator.errors import SimulatorError
+from simulator.keys import PartitionKeyStrategy
 from simulator.shards import Shard
-from simulator.verify import StreamRecord, StreamVerifier, VerifyReport
+from simulator.verify import ShardRule, StreamRecord, StreamVerifier, VerifyReport
 
 #: Records asked for per GetRecords call (the Kinesis maximum).
 GET_RECORDS_LIMIT = 10_000
@@ -111,10 +112,27 @@ class ShardReader:
         )
 
 
+def shard_rule_for(strategy: str | None) -> ShardRule:
+    """How to check records written with the partition-key ``strategy`` (None: not known)."""
+    if strategy is None:
+        return ShardRule.MD5_OR_BALANCED
+    if PartitionKeyStrategy(strategy) is PartitionKeyStrategy.BALANCED:
+        return ShardRule.BALANCED
+    return ShardRule.MD5
+
+
 def verify_stream(
-    client: Any, stream: str, *, since: dt.datetime | None = None, progress: bool = True
+    client: Any,
+    stream: str,
+    *,
+    since: dt.datetime | None = None,
+    shard_rule: ShardRule = ShardRule.MD5_OR_BALANCED,
+    progress: bool = True,
 ) -> VerifyReport:
     """Read every shard of ``stream`` (closed ones too) and check its messages.
+
+    ``balanced`` dealt riders over the shards open when the stream was written: taken to be
+    the shards open now (records on shards closed since are not checked against the deal).
 
     Raises:
         FatalSinkError: The stream cannot be read (one line saying what to do).
@@ -123,7 +141,8 @@ def verify_stream(
 
     opener = StreamOpener(client, stream, endpoint=client.meta.endpoint_url)
     shards = opener.shards(open_only=False)
-    verifier = StreamVerifier(stream, shards)
+    dealt_over = None if shard_rule is ShardRule.MD5 else opener.shards(open_only=True)
+    verifier = StreamVerifier(stream, shards, shard_rule=shard_rule, dealt_over=dealt_over)
     reader = ShardReader(client, stream, since=since)
     for shard in shards:
         before = verifier.records
@@ -149,14 +168,22 @@ def render_report(report: VerifyReport) -> Any:
         ("gaps (missing seconds)", report.gaps),
         ("malformed", report.malformed),
         ("KPL aggregates", report.aggregated),
-        ("key hashes to another shard", report.off_shard),
+        (f"off its shard ({report.shard_rule})", report.off_shard),
+        ("shard not checkable", report.shard_unchecked),
     ):
         totals.add_row(name, f"{value:,}")
     races = Table(title="Races", title_justify="left")
-    for column in ("race", "riders", "messages", "unique", "duplicates", "gaps"):
+    for column in ("race", "riders", "rider races", "messages", "unique", "duplicates", "gaps"):
         races.add_column(column, justify="right")
     for race in report.races:
-        counts = (race.riders, race.messages, race.unique, race.duplicates, race.gaps)
+        counts = (
+            race.riders,
+            race.rider_races,
+            race.messages,
+            race.unique,
+            race.duplicates,
+            race.gaps,
+        )
         races.add_row(str(race.race_id), *(f"{count:,}" for count in counts))
     shards = Table(title="Shards", title_justify="left")
     shards.add_column("shard")
@@ -179,6 +206,14 @@ def render_report(report: VerifyReport) -> Any:
     help="Read records that arrived from this time (epoch seconds or ISO 8601); default all.",
 )
 @click.option(
+    "--partition-key",
+    "strategy",
+    type=click.Choice([s.value for s in PartitionKeyStrategy]),
+    default=None,
+    help="The strategy the stream was written with (alleycat simulate --partition-key), "
+    "for the off_shard check; default: either rule.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout."
 )
 def verify(
@@ -187,14 +222,24 @@ def verify(
     profile: str | None,
     endpoint_url: str | None,
     since: dt.datetime | None,
+    strategy: str | None,
     as_json: bool,
 ) -> None:
     """Read a stream back and check that every ride message arrived.
 
     Reads every shard from the start (or from --since) to its latest record, unpacks KPL
-    aggregates, and reports per race: messages, unique uuids, duplicates (a uuid seen more
-    than once: what a retried request can leave), gaps (a rider's seconds missing between its
-    first and last message) and malformed records, with the records read from each shard.
+    aggregates, and reports per race window (raceId): messages, unique uuids, duplicates (a
+    uuid seen more than once: what a retried request can leave), gaps (seconds missing between
+    a rider's first and last message of a race; races shorter than the 5-minute window are
+    told apart by their start) and malformed records, with the records read from each shard.
+
+    \b
+    off_shard counts records on a shard their strategy does not put them on:
+      random, time, class, racer  the shard holding the MD5 of the partition key
+      balanced                    racer id 100+i on the i-th open shard in hash-key
+                                  order, mod the shard count (GetRecords does not
+                                  return the ExplicitHashKey, so MD5 cannot tell)
+      (not given)                 off_shard only when neither rule fits
 
     Exits 1 when there are gaps or malformed records.
     """
@@ -205,7 +250,7 @@ def verify(
     except SimulatorError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        report = verify_stream(client, stream, since=since)
+        report = verify_stream(client, stream, since=since, shard_rule=shard_rule_for(strategy))
     except SimulatorError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -16,10 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alleycat_rider.message import RideEvent, RideMessage
+from simulator.keys import balanced_keys
 from simulator.kpl import KPL_MAGIC, AggregateError, deaggregate
-from simulator.shards import split_hash_space
+from simulator.shards import ShardRouter, split_hash_space
 from simulator.sinks.kinesis import make_client
-from simulator.verify import StreamRecord, StreamVerifier
+from simulator.verify import ShardRule, StreamRecord, StreamVerifier
 from simulator.verify_cli import ShardReader, verify
 from tests.servers.kinesis import create_stream
 
@@ -27,12 +28,21 @@ RACE = 5_880_622
 SHARDS = split_hash_space(2)
 
 
-def message(racer: int, second: int, *, race: int = RACE, uuid: str | None = None) -> bytes:
-    """A valid ride message of ``racer`` at ``second``."""
+def message(
+    racer: int,
+    second: int,
+    *,
+    race: int = RACE,
+    uuid: str | None = None,
+    started: int = 0,
+    jitter_ms: int = 0,
+) -> bytes:
+    """A valid ride message of ``racer`` at ``second`` of a race begun ``started`` s into the
+    window of ``race``, sent ``jitter_ms`` late."""
     return RideMessage(
-        uuid=uuid or f"00000000-{race % 10000:04d}-4000-8000-{racer:06d}{second:06d}",
+        uuid=uuid or f"{race % 10**8:08d}-{started:04d}-4000-8000-{racer:06d}{second:06d}",
         event=RideEvent.UPDATE,
-        device_timestamp=1_764_186_600_000 + second * 1000,
+        device_timestamp=race * 300_000 + (started + second - 1) * 1000 + jitter_ms,
         second=second,
         race_id=race,
         name="Ada",
@@ -115,6 +125,85 @@ def test_gaps_and_duplicates_are_reported_per_race():
     assert races[RACE + 1].duplicates == 1
 
 
+def two_races(racer: int, *, missing: dict[int, set[int]] | None = None, jitter: int = 0):
+    """Two 60-second races of ``racer`` in one race window, less the ``missing`` seconds."""
+    missing = missing or {}
+    return [
+        on_its_shard(
+            message(racer, second, started=started, jitter_ms=jitter * (second % 3 - 1)),
+            f"{started}-{second}",
+        )
+        for started in (0, 60)
+        for second in range(1, 61)
+        if second not in missing.get(started, set())
+    ]
+
+
+def test_a_second_lost_in_one_of_two_races_sharing_a_race_id_is_a_gap():
+    report = verified(two_races(7, missing={60: {17}}))
+
+    assert report.gaps == 1
+    assert not report.ok
+    (race,) = report.races
+    assert (race.race_id, race.riders, race.rider_races, race.gaps) == (RACE, 1, 2, 1)
+    assert report.gap_examples == (
+        f"race {RACE} racer 7 from 2025-11-26T19:51:00.000Z: seconds 17",
+    )
+
+
+def test_two_whole_races_sharing_a_race_id_have_no_gaps():
+    report = verified(two_races(7) + two_races(8))
+
+    assert (report.messages, report.unique, report.gaps) == (240, 240, 0)
+    assert report.ok
+    (race,) = report.races
+    assert (race.riders, race.rider_races) == (2, 4)
+
+
+def test_a_real_bikes_jittering_send_times_keep_its_races_apart():
+    report = verified(two_races(7, missing={0: {30}}, jitter=40))
+
+    assert (report.gaps, report.races[0].rider_races) == (1, 2)
+
+
+def test_a_race_whose_start_estimates_straddle_a_bucket_edge_is_one_race():
+    # Estimates 1 ms either side of a multiple of the tolerance.
+    records = [
+        on_its_shard(message(7, second, jitter_ms=-1 if second % 2 else 1), str(second))
+        for second in (1, 2, 3, 5)
+    ]
+
+    report = verified(records)
+
+    assert (report.gaps, report.races[0].rider_races) == (1, 1)
+
+
+def test_a_copy_of_a_message_is_a_duplicate_and_neither_fills_nor_opens_a_gap():
+    races = two_races(7, missing={60: {17}})
+    copy = StreamRecord(
+        shard_id=races[5].shard_id, sequence_number="9", partition_key="x", data=races[5].data
+    )
+    # The same uuid as the lost second 17 of the second race, but a later resend of another
+    # second: it is a duplicate, so it does not fill the gap.
+    resent = on_its_shard(
+        message(7, 17, started=60, uuid=RideMessage.from_json(races[16].data).uuid), "y"
+    )
+
+    report = verified([*races, copy, resent])
+
+    assert (report.messages, report.unique, report.duplicates) == (121, 119, 2)
+    assert report.gaps == 1
+    assert report.races[0].duplicates == 2
+
+
+def test_a_message_past_a_day_long_race_is_malformed():
+    uuid = "00000000-0000-4000-8000-000000000000"
+    report = verified([on_its_shard(message(7, 10**9, uuid=uuid), "k")])
+
+    assert (report.malformed, report.messages) == (1, 0)
+    assert "past a day-long race" in report.malformed_examples[0]
+
+
 @pytest.mark.parametrize(
     "data",
     [b"not json", b"[1, 2]", b'{"uuid": "x"}', message(1, 1).replace(b'"second":1', b'"second":0')],
@@ -170,6 +259,82 @@ def test_a_record_on_a_shard_its_key_does_not_hash_to_is_counted():
     assert report.off_shard == 1
 
 
+THREE = split_hash_space(3)
+
+
+def dealt(racer: int, data: bytes, *, shards=THREE) -> StreamRecord:
+    """A record of ``racer`` where ``--partition-key balanced`` writes it: its key and shard."""
+    racers = list(range(100, 100 + 3 * len(shards) + 1))
+    key, explicit = balanced_keys(racers, shards)[racers.index(racer)]
+    shard = ShardRouter(shards).shard_for(key, explicit)
+    return StreamRecord(shard_id=shard.shard_id, sequence_number="1", partition_key=key, data=data)
+
+
+def check(records: list[StreamRecord], rule: ShardRule, **kwargs):
+    verifier = StreamVerifier("rides", kwargs.pop("shards", THREE), shard_rule=rule, **kwargs)
+    verifier.add_all(records)
+    return verifier.report()
+
+
+def test_balanced_records_on_the_shard_their_rider_was_dealt_are_not_off_shard():
+    records = [dealt(racer, message(racer, 1)) for racer in range(100, 110)]
+    by_md5 = sum(
+        record.shard_id != ShardRouter(THREE).shard_for(record.partition_key).shard_id
+        for record in records
+    )
+
+    assert by_md5 > 0  # the MD5 rule would have cried wolf
+    for rule in (ShardRule.BALANCED, ShardRule.MD5_OR_BALANCED):
+        report = check(records, rule)
+        assert (report.off_shard, report.shard_unchecked) == (0, 0)
+        assert report.shard_rule is rule
+    assert check(records, ShardRule.MD5).off_shard == by_md5
+
+
+def test_a_balanced_record_on_another_shard_than_its_rider_was_dealt_is_off_shard():
+    right = dealt(104, message(104, 1))
+    wrong_shard = next(s.shard_id for s in THREE if s.shard_id != right.shard_id)
+    moved = StreamRecord(
+        shard_id=wrong_shard, sequence_number="2", partition_key="104", data=message(104, 2)
+    )
+
+    assert check([right, moved], ShardRule.BALANCED).off_shard == 1
+
+
+def test_balanced_packed_records_are_checked_message_by_message():
+    on_one = dealt(100, b"\n".join([message(100, 1), message(103, 1)]))
+    mixed = dealt(100, b"\n".join([message(100, 2), message(101, 2)]))
+
+    assert check([on_one, mixed], ShardRule.BALANCED).off_shard == 1
+
+
+def test_balanced_records_on_a_shard_closed_before_the_deal_are_not_checked():
+    closed = StreamRecord(
+        shard_id="shardId-000000000009", sequence_number="1", partition_key="100",
+        data=message(100, 1),
+    )  # fmt: skip
+    parent = THREE[0].__class__("shardId-000000000009", 0, 2**128 - 1)
+
+    report = check([closed], ShardRule.BALANCED, shards=[*THREE, parent], dealt_over=THREE)
+
+    assert (report.off_shard, report.shard_unchecked) == (0, 1)
+
+
+def test_a_record_neither_rule_puts_there_is_off_shard_when_the_strategy_is_unknown():
+    right = dealt(104, message(104, 1))
+    wrong = [s.shard_id for s in THREE if s.shard_id != right.shard_id]
+    misplaced = [
+        StreamRecord(shard_id=s, sequence_number="2", partition_key="104", data=message(104, 2))
+        for s in wrong
+        if s != ShardRouter(THREE).shard_for("104").shard_id
+    ]
+
+    report = check([right, *misplaced], ShardRule.MD5_OR_BALANCED)
+
+    assert misplaced
+    assert report.off_shard == len(misplaced)
+
+
 def test_the_json_report_has_the_documented_fields():
     report = verified([on_its_shard(message(1, 1), "k")])
 
@@ -177,7 +342,13 @@ def test_the_json_report_has_the_documented_fields():
 
     for name in ("records", "unique", "duplicates", "gaps", "malformed", "shards", "races"):
         assert name in document
+    assert (document["off_shard"], document["shard_rule"], document["shard_unchecked"]) == (
+        0,
+        "md5",
+        0,
+    )
     assert {"shard_id", "records"} <= set(document["shards"][0])
+    assert {"race_id", "riders", "rider_races", "gaps"} <= set(document["races"][0])
 
 
 def put(client, stream: str, payloads: list[tuple[str, bytes]]) -> None:
@@ -205,6 +376,40 @@ def test_verify_reads_every_shard_of_a_real_stream(kinesis_server, kinesis_clien
     assert len(report["shards"]) == 3
     assert sum(s["records"] for s in report["shards"]) == 300
     assert all(s["records"] > 0 for s in report["shards"])
+
+
+def test_verify_checks_balanced_records_by_the_deal_the_partition_key_option_names(
+    kinesis_server, kinesis_client, stream_name
+):
+    create_stream(kinesis_client, stream_name, 3)
+    racers = list(range(100, 130))
+    entries = [
+        {"PartitionKey": key, "ExplicitHashKey": explicit, "Data": message(racer, 1)}
+        for racer, (key, explicit) in zip(racers, balanced_keys(racers, THREE), strict=True)
+    ]
+    assert (
+        kinesis_client.put_records(StreamName=stream_name, Records=entries)["FailedRecordCount"]
+        == 0
+    )
+    by_md5 = sum(
+        ShardRouter(THREE).shard_for(key).shard_id
+        != ShardRouter(THREE).shard_for(key, explicit).shard_id
+        for key, explicit in balanced_keys(racers, THREE)
+    )
+
+    def off_shard(*strategy: str):
+        result = CliRunner().invoke(
+            verify,
+            ["--stream", stream_name, "--endpoint-url", kinesis_server, "--json", *strategy],
+        )
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        return report["off_shard"], report["shard_rule"]
+
+    assert off_shard("--partition-key", "balanced") == (0, "balanced")
+    assert off_shard() == (0, "md5-or-balanced")
+    assert off_shard("--partition-key", "racer") == (by_md5, "md5")
+    assert by_md5 > 0
 
 
 def test_verify_exits_1_naming_the_gaps_and_malformed_records(
