@@ -243,3 +243,31 @@ def test_a_fast_run_into_a_real_stream_keeps_its_clock_to_the_ride(kinesis_serve
     assert result.stats.delivered == 6000
     assert clock.now() - simulation.start <= 20 + 2
     assert result.stats.latency.max_ms <= 22_000
+
+
+def test_short_balanced_races_read_back_with_no_gaps_and_every_record_on_its_dealt_shard(
+    kinesis_server, stream_name
+):
+    run = alleycat(
+        "simulate",
+        *("--stream", stream_name, "--create-stream", "--shards", "3"),
+        *("--endpoint-url", kinesis_server, "--partition-key", "balanced"),
+        *("--riders", "50", "--duration", "180", "--race-seconds", "60"),
+        *("--speed", "30", "--seed", "8", "--json"),
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["delivered"] == 50 * 180
+
+    checked = alleycat(
+        "verify", "--stream", stream_name, "--endpoint-url", kinesis_server,
+        "--partition-key", "balanced", "--json",
+    )  # fmt: skip
+
+    assert checked.returncode == 0, checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["records"] == report["unique"] == 50 * 180
+    assert (report["gaps"], report["duplicates"], report["malformed"]) == (0, 0, 0)
+    assert (report["off_shard"], report["shard_unchecked"]) == (0, 0)
+    # Three races per rider, in one or two 5-minute windows.
+    assert sum(race["rider_races"] for race in report["races"]) == 50 * 3
+    assert max(race["rider_races"] for race in report["races"]) > 50
