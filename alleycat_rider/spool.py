@@ -11,8 +11,13 @@ not two. Losing a removal to a crash or a power cut only means the message is se
 downstream deduplicates by uuid; an append is never held back for a removal.
 
 Messages keep the order they were appended in and their original payloads (and so their uuids);
-after a restart they are sent first, oldest first. The spool is bounded: when it is full, the
-oldest messages are dropped and counted, and the count survives restarts too.
+after a restart they are sent first, oldest first. The spool numbers messages itself, one above
+the highest number it handed out since it was opened or found spooled: a number is never that of
+a message in the spool, nor of one acknowledged since opening. (SQLite's AUTOINCREMENT, which
+never reuses a number at all, costs a second page written per append for its ``sqlite_sequence``
+table; a spool created with it by an earlier version keeps it and works the same.) The spool is
+bounded: when it is full, the oldest messages are dropped and counted, and the count survives
+restarts too.
 
 The spool is used from one thread only (the agent's loop); SDK callbacks never touch it.
 """
@@ -31,7 +36,7 @@ DEFAULT_SPOOL_MAX = 86_400
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     uuid TEXT NOT NULL,
     payload BLOB NOT NULL
 );
@@ -48,7 +53,8 @@ class SpooledMessage:
     """One message waiting in the spool for its PUBACK."""
 
     seq: int
-    """Position in the spool: increases with every message appended, never reused."""
+    """Position in the spool: increases with every message appended; never that of a message
+    still spooled or acknowledged since the spool was opened (see the module docstring)."""
     uuid: str
     """The message's uuid, the idempotency key downstream."""
     payload: bytes
@@ -115,7 +121,7 @@ class Spool:
 
     @property
     def last_seq(self) -> int:
-        """The sequence number of the newest message in the spool (0 if there never was one)."""
+        """The newest message's sequence number: appended, or spooled at opening (else 0)."""
         return self._last_seq
 
     def append(self, uuid: str, payload: bytes, *, durable: bool = True) -> tuple[int, int]:
@@ -147,8 +153,9 @@ class Spool:
                 db.execute(
                     "UPDATE counters SET value = value + ? WHERE name = 'dropped'", (overflow,)
                 )
-            cursor = db.execute(
-                "INSERT INTO messages (uuid, payload) VALUES (?, ?)", (uuid, payload)
+            seq = self._last_seq + 1
+            db.execute(
+                "INSERT INTO messages (seq, uuid, payload) VALUES (?, ?, ?)", (seq, uuid, payload)
             )
             # Without a removal or a drop before it, one statement is one transaction.
             if db.in_transaction:
@@ -160,8 +167,6 @@ class Spool:
             raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
         self._depth += 1 - overflow
         self._dropped += overflow
-        seq = cursor.lastrowid
-        assert seq is not None
         self._last_seq = seq
         return seq, overflow
 

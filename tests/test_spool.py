@@ -35,6 +35,34 @@ def test_acked_messages_leave_the_spool_and_others_stay(tmp_path: Path) -> None:
         assert [m.uuid for m in spool.get([seqs[3], seqs[1], seqs[0]])] == ["u0", "u3"]
 
 
+def test_numbers_of_acknowledged_messages_are_not_handed_out_again(tmp_path: Path) -> None:
+    with Spool(tmp_path / "spool.db") as spool:
+        seqs = [spool.append(f"u{i}", b"x")[0] for i in range(3)]
+        for seq in reversed(seqs):  # the newest first: the table ends up empty
+            spool.ack(seq)
+        seq, _ = spool.append("u3", b"x")
+        assert seq > max(seqs)
+        assert spool.ack(seqs[-1]) is False  # a late PUBACK does not remove the new message
+        assert [m.uuid for m in spool.pending()] == ["u3"]
+
+
+def test_a_spool_made_with_autoincrement_keeps_working(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT NOT NULL, "
+            "payload BLOB NOT NULL)"
+        )
+        db.execute("INSERT INTO messages (uuid, payload) VALUES ('u0', x'00')")
+    db.close()
+    with Spool(path) as spool:
+        seq, _ = spool.append("u1", b"x")
+        assert seq == 2
+        assert [m.uuid for m in spool.pending()] == ["u0", "u1"]
+    with Spool(path) as spool:
+        assert [m.seq for m in spool.pending()] == [1, 2]
+
+
 def test_a_reopened_spool_keeps_messages_and_the_dropped_count(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
     with Spool(path, max_messages=3) as spool:
