@@ -10,7 +10,9 @@ Choices that matter on a bike:
 - reconnect backoff from 1 s to 10 s with decorrelated jitter (a fleet does not reconnect in step);
 - ``FAIL_ALL_ON_DISCONNECT``: the SDK keeps nothing in memory across a lost connection; QoS 1
   messages are in the agent's disk spool and are sent again from there;
-- plain TCP only when the configuration allows it (loopback broker or ``--insecure``).
+- plain TCP only when the configuration allows it (loopback broker or ``--insecure``);
+- the SDK's event-loop thread keeps its Python thread state between callbacks (see
+  :func:`_keep_python_thread_state`).
 """
 
 from __future__ import annotations
@@ -154,6 +156,21 @@ def describe_failure(
     return ConnectionFailed(code=code, refused=False, message=f"cannot connect to {where}: {code}")
 
 
+def _keep_python_thread_state() -> None:
+    """Keep the calling thread's Python thread state alive for as long as the thread lives.
+
+    awscrt calls into Python from its own event-loop thread, between ``PyGILState_Ensure`` and
+    ``PyGILState_Release``. On a thread Python did not start, that pair makes and destroys a
+    thread state (and its 16 KB frame stack: an mmap, page faults and a munmap) on every
+    callback, a sixth of that thread's CPU time at one publish a second. One more
+    ``PyGILState_Ensure``, never released, makes every later callback reuse the thread state.
+    Call it from an SDK callback, once per thread.
+    """
+    import ctypes  # imported here: only a connected link needs it
+
+    ctypes.pythonapi.PyGILState_Ensure()
+
+
 def _read_pem(path: Path, what: str, option: str, markers: tuple[str, ...]) -> None:
     try:
         text = path.read_text(errors="replace")
@@ -201,6 +218,7 @@ class MqttLink:
         self.settings = settings
         self._sink = sink
         self._stopped = threading.Event()
+        self._threads_kept: set[int] = set()
         check_credentials(settings)
         options: dict[str, Any] = {
             "keep_alive_interval_sec": settings.keep_alive_sec,
@@ -213,7 +231,7 @@ class MqttLink:
         }
         callbacks: dict[str, Any] = {
             "on_publish_received": self._on_publish_received,
-            "on_lifecycle_connection_success": lambda _data: sink(Connected()),
+            "on_lifecycle_connection_success": self._on_connection_success,
             "on_lifecycle_connection_failure": self._on_connection_failure,
             "on_lifecycle_disconnection": self._on_disconnection,
             "on_lifecycle_stopped": lambda _data: self._stopped.set(),
@@ -332,6 +350,14 @@ class MqttLink:
     def _on_publish_received(self, data: Any) -> None:
         packet = data.publish_packet
         self._sink(Received(str(packet.topic), bytes(packet.payload or b"")))
+
+    def _on_connection_success(self, _data: Any) -> None:
+        # The client's lifecycle events and publish completions come from one event-loop thread.
+        thread = threading.get_ident()
+        if thread not in self._threads_kept:
+            self._threads_kept.add(thread)
+            _keep_python_thread_state()
+        self._sink(Connected())
 
     def _on_connection_failure(self, data: Any) -> None:
         self._sink(describe_failure(data.exception, data.connack_packet, self.settings))
