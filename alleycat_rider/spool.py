@@ -33,6 +33,8 @@ from alleycat_rider.errors import SpoolError
 
 #: Default bound: one day of messages at one a second (about 20 MB on disk).
 DEFAULT_SPOOL_MAX = 86_400
+#: The page size of a new spool's database, in bytes.
+PAGE_SIZE = 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -89,6 +91,10 @@ class Spool:
             # One agent per spool: the lock is taken once and held (no shared-memory index and
             # no file locking on every transaction), and a second agent is refused.
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            # A new spool gets 1 KB pages (a message is about 250 bytes): each append writes one
+            # page to the WAL, a quarter of the default 4 KB, which also costs less CPU time
+            # (copying, checksums, the file growing). An existing spool keeps its page size.
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise SpoolError(f"the spool {path} cannot use WAL mode (got {mode!r})")

@@ -46,6 +46,18 @@ def test_numbers_of_acknowledged_messages_are_not_handed_out_again(tmp_path: Pat
         assert [m.uuid for m in spool.pending()] == ["u3"]
 
 
+def test_an_append_on_a_healthy_link_writes_one_small_page(tmp_path: Path) -> None:
+    wal = tmp_path / "spool.db-wal"
+    with Spool(tmp_path / "spool.db") as spool:
+        seq, _ = spool.append("u0", b"x" * 250, durable=False)
+        before = wal.stat().st_size
+        for i in range(1, 11):  # acknowledged, then removed with the next append
+            spool.ack(seq)
+            seq, _ = spool.append(f"u{i}", b"x" * 250, durable=False)
+        # One WAL frame per append: a 24-byte header and a 1 KB page.
+        assert wal.stat().st_size - before == 10 * (24 + 1024)
+
+
 def test_a_spool_made_with_autoincrement_keeps_working(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
     with sqlite3.connect(path) as db:
