@@ -20,6 +20,7 @@ its first message's key, so every message still lands on the shard its key names
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -72,6 +73,15 @@ class BatchingMode:
         if self.kind is BatchingKind.KPL and self.hold_seconds != KPL_MAX_BUFFERED_SECONDS:
             return f"kpl:{self.hold_seconds:g}"
         return self.kind.value
+
+    def __reduce__(self) -> tuple[Callable[..., BatchingMode], tuple[BatchingKind, float, int]]:
+        # Pickled by its fields (``alleycat compare`` hands modes to worker processes): the
+        # compiled build cannot restore a frozen class attribute by attribute.
+        return _batching_mode, (self.kind, self.hold_seconds, self.max_record_bytes)
+
+
+def _batching_mode(kind: BatchingKind, hold_seconds: float, max_record_bytes: int) -> BatchingMode:
+    return BatchingMode(kind=kind, hold_seconds=hold_seconds, max_record_bytes=max_record_bytes)
 
 
 PER_SECOND = BatchingMode()

@@ -5,23 +5,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from simulator.batching import Record
-from simulator.shards import LocalStream
-from simulator.sink import PutRecordsOutcome
+from simulator.shards import LocalStream, ShardRouter
+from simulator.sink import PutRecordsOutcome, StreamDescription
 
 
-class RecordingStream(LocalStream):
-    """The built-in stream, remembering every accepted record, its shard and when."""
+class RecordingStream:
+    """The built-in stream, remembering every accepted record, its shard and when.
+
+    It wraps a :class:`LocalStream` rather than subclassing it: the simulator's compiled build
+    does not let Python classes inherit from its classes.
+    """
 
     def __init__(self, shard_count: int) -> None:
-        super().__init__(shard_count)
+        self.stream = LocalStream(shard_count)
         self.accepted: list[tuple[str, Record, float]] = []
 
+    @property
+    def router(self) -> ShardRouter:
+        return self.stream.router
+
+    def describe(self) -> StreamDescription:
+        return self.stream.describe()
+
     def put_records(self, records: Sequence[Record], now: float) -> PutRecordsOutcome:
-        outcome = super().put_records(records, now)
+        outcome = self.stream.put_records(records, now)
         for record, shard_id in zip(records, outcome.shard_ids, strict=True):
             if shard_id is not None:
                 self.accepted.append((shard_id, record, now))
         return outcome
+
+    def close(self) -> None:
+        self.stream.close()
 
     def rows(self) -> list[tuple[str, int, str, bytes]]:
         """``(shard_id, rider, partition_key, data)`` of each accepted record, in order."""

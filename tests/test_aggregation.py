@@ -1,5 +1,6 @@
 import base64
 import json
+import pickle
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.aggregation import (
+    DEFAULT_BATCHING_MODES,
     PER_SECOND,
     BatchingKind,
     BatchingMode,
@@ -272,3 +274,8 @@ def test_stopping_a_buffered_run_sends_the_held_messages_too():
     taken = simulation.batching.messages
     assert 30 * 7 <= taken < 30 * 300
     assert result.stats.messages_delivered == taken
+
+
+@pytest.mark.parametrize("mode", DEFAULT_BATCHING_MODES, ids=lambda mode: mode.label)
+def test_a_batching_mode_survives_pickling_for_compare_workers(mode):
+    assert pickle.loads(pickle.dumps(mode)) == mode
