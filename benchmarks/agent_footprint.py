@@ -26,7 +26,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from typing import Any
 
 from alleycat_rider.broker import MosquittoBroker
 from alleycat_rider.devcerts import make_dev_pki
+from benchmarks.command import alleycat_command
 
 WARM_UP = 5.0
 
@@ -129,7 +129,7 @@ def measure(duration: float, qos: int, workdir: Path) -> dict[str, Any]:
         # Run the agent as installed: one Python process with the alleycat command.
         launched = time.monotonic()
         process = subprocess.Popen(
-            [sys.executable, "-m", "alleycat", "ride", "--endpoint", "127.0.0.1",
+            [*alleycat_command(), "ride", "--endpoint", "127.0.0.1",
              "--port", str(port), "--cert", str(cert), "--key", str(key),
              "--ca", str(pki.ca_cert), "--client-id", "bike-1", "--racer-id", "101",
              "--name", "Bench", "--qos", str(qos), "--spool", str(workdir / "spool.db"),

@@ -14,8 +14,9 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import time
+
+from benchmarks.command import alleycat_command, simulator_build
 
 STRATEGIES = "random,time,class,balanced"
 
@@ -23,7 +24,7 @@ STRATEGIES = "random,time,class,balanced"
 def run(riders: int, duration: int, shards: int, strategies: str, jobs: int) -> None:
     """Run ``alleycat compare`` once and print what it took."""
     command = [
-        sys.executable, "-m", "alleycat", "compare", "--format", "json",
+        *alleycat_command(), "compare", "--format", "json",
         "--riders", str(riders), "--duration", str(duration), "--shards", str(shards),
         "--strategies", strategies, "--jobs", str(jobs),
     ]  # fmt: skip
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--strategies", default=STRATEGIES)
     parser.add_argument("--jobs", default="1,2", help="comma list of process counts to try")
     args = parser.parse_args()
+    print(f"simulator: {simulator_build()}")
     for jobs in (int(j) for j in args.jobs.split(",")):
         run(args.riders, args.duration, args.shards, args.strategies, jobs)
 

@@ -24,12 +24,12 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from typing import Any
 
 import boto3
 
+from benchmarks.command import alleycat_command
 from simulator.batching import Record
 from simulator.clock import VirtualClock
 from simulator.fleet import FleetConfig
@@ -69,7 +69,7 @@ def simulator_run(
 ) -> tuple[float, dict[str, Any]]:
     """Records/s delivered by ``alleycat simulate --fast`` and its summary."""
     command = [
-        sys.executable, "-m", "alleycat", "simulate", "--fast", "--json",
+        *alleycat_command(), "simulate", "--fast", "--json",
         "--stream", stream, "--endpoint-url", endpoint,
         "--riders", str(riders), "--duration", str(duration),
         "--seed", str(SEED), "--start-time", str(start), "--max-in-flight", str(in_flight),

@@ -14,8 +14,9 @@ import json
 import resource
 import statistics
 import subprocess
-import sys
 import time
+
+from benchmarks.command import alleycat_command, simulator_build
 
 
 def main() -> None:
@@ -26,8 +27,8 @@ def main() -> None:
     parser.add_argument("--partition-key", default="random")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"riders {args.riders:,} x {args.duration} s, {args.shards} shards, "
-          f"key {args.partition_key}")  # fmt: skip
+    print(f"simulator: {simulator_build()}; riders {args.riders:,} x {args.duration} s, "
+          f"{args.shards} shards, key {args.partition_key}")  # fmt: skip
     rates = sorted(_round(args) for _ in range(args.rounds))
     print(f"run loop over {args.rounds} rounds: median {statistics.median(rates):,.0f}, "
           f"best {rates[-1]:,.0f} records/s")  # fmt: skip
@@ -36,7 +37,7 @@ def main() -> None:
 def _round(args: argparse.Namespace) -> float:
     """One run; prints its figures and returns the run loop's records/s."""
     command = [
-        sys.executable, "-m", "alleycat", "simulate", "--fast", "--json", "--seed", "1",
+        *alleycat_command(), "simulate", "--fast", "--json", "--seed", "1",
         "--riders", str(args.riders), "--duration", str(args.duration),
         "--shards", str(args.shards), "--partition-key", args.partition_key,
     ]  # fmt: skip

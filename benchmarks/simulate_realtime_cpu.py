@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 
 import psutil
+
+from benchmarks.command import alleycat_command, simulator_build
 
 
 def main() -> None:
@@ -25,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     duration = args.warmup + args.seconds + 2
     command = [
-        sys.executable, "-m", "alleycat", "simulate", "--json", "--seed", "1",
+        *alleycat_command(), "simulate", "--json", "--seed", "1",
         "--riders", str(args.riders), "--duration", str(duration),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -46,6 +47,7 @@ def main() -> None:
     cpu = (after.user - before.user) + (after.system - before.system)
     wall = wall_after - wall_before
     summary = json.loads(stdout)
+    print(f"simulator: {simulator_build()}")
     print(f"{args.riders:,} riders in real time, measured over {wall:.1f} s after "
           f"{args.warmup} s of start-up")  # fmt: skip
     print(f"CPU {cpu:.2f} s over {wall:.1f} s wall = {100 * cpu / wall:.2f}% of one core "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
+
+from benchmarks.command import alleycat_command, simulator_build
 
 
 def main() -> None:
@@ -20,12 +21,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=60)
     args = parser.parse_args()
     command = [
-        sys.executable, "-m", "alleycat", "simulate", "--fast", "--json", "--seed", "1",
+        *alleycat_command(), "simulate", "--fast", "--json", "--seed", "1",
         "--shards", "1", "--riders", str(args.riders), "--duration", str(args.duration),
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
     s = json.loads(completed.stdout)
     latency = s["latency_ms"]
+    print(f"simulator: {simulator_build()}")
     print(f"{args.riders:,} riders on 1 shard for {args.duration} s (record TTL 30 s)")
     print(f"generated {s['generated']:,}  delivered {s['delivered']:,}  "
           f"throttled {s['throttled']:,}  retries {s['retries']:,}  "
