@@ -334,7 +334,8 @@ class MqttLink:
         if qos == 0 or puback is None:
             self._sink(PublishDone(token, delivered=True, rejected=False, code="WRITTEN"))
             return
-        reason = getattr(puback.reason_code, "name", str(puback.reason_code))
+        # str() only for a code this SDK version has no name for: not on every PUBACK.
+        reason = getattr(puback.reason_code, "name", None) or str(puback.reason_code)
         delivered = reason in _DELIVERED
         self._sink(PublishDone(token, delivered=delivered, rejected=not delivered, code=reason))
 
