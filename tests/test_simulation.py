@@ -1,5 +1,6 @@
 import hashlib
 import json
+import random
 from collections import Counter, defaultdict
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from alleycat_rider.message import FIELDS, RideMessage
 from simulator.clock import VirtualClock
 from simulator.fleet import FleetConfig
-from simulator.keys import PartitionKeyStrategy
+from simulator.keys import RANDOM_KEY_DIGITS, PartitionKeyStrategy, random_numeric_keys
 from simulator.producer import ProducerConfig
 from simulator.runner import Simulation, SimulationConfig
 from simulator.shards import LocalStream
@@ -102,6 +103,16 @@ def test_sticky_keys_keep_each_rider_on_one_shard(strategy):
     for shard, rider, *_ in stream.rows():
         shards_of_rider[rider].add(shard)
     assert all(len(s) == 1 for s in shards_of_rider.values())
+
+
+def test_random_keys_are_new_numbers_of_a_fixed_length_and_repeat_with_the_seed():
+    keys = random_numeric_keys(random.Random(4), 5000)
+    assert len(set(keys)) == 5000
+    assert all(key.isdigit() and len(key) == RANDOM_KEY_DIGITS for key in keys)
+    assert keys == random_numeric_keys(random.Random(4), 5000)
+    # Every digit turns up about as often in every position.
+    first = Counter(key[0] for key in keys)
+    assert set(first) == set("0123456789") and max(first.values()) < 2 * min(first.values())
 
 
 def test_random_keys_scatter_a_rider_over_shards():
