@@ -70,11 +70,18 @@ def hash_key(partition_key: str) -> int:
 
 
 class ShardRouter:
-    """Finds the shard of a record: MD5 of its key, or its explicit hash key."""
+    """Finds the shard of a record: MD5 of its key, or its explicit hash key.
 
-    _CACHE_LIMIT = 1 << 16
+    Racer, class and balanced keys repeat, so the shard of each key is remembered, up to
+    ``cache_limit`` keys. Random keys never come back (a time key only within its millisecond):
+    a cache of them only fills memory and misses, so when the cache fills with few repeats since
+    it was last emptied, the router stops remembering keys and hashes each one.
+    """
 
-    def __init__(self, shards: Sequence[Shard]) -> None:
+    #: Keep remembering when at least one lookup in this many found its key.
+    REPEATS_WORTH_CACHING = 8
+
+    def __init__(self, shards: Sequence[Shard], *, cache_limit: int = 1 << 16) -> None:
         if not shards:
             raise ValueError("a stream needs at least one shard")
         self.shards = sorted(shards, key=lambda s: s.starting_hash_key)
@@ -82,54 +89,63 @@ class ShardRouter:
         # The same starts as 16-byte big-endian strings: an MD5 digest compares with them
         # byte by byte exactly as its 128-bit value does, with no conversion to an integer.
         self._start_digests = [start.to_bytes(16, "big") for start in self._starts]
-        # Most strategies repeat their keys (racer, class, balanced), so remember recent ones.
         self._cache: dict[str, int] = {}
+        self._cache_limit = cache_limit
+        self._hits = 0
+        self.remembering = True
+        """False once keys have been seen not to repeat."""
 
     def index_for(self, partition_key: str, explicit_hash_key: str | None = None) -> int:
         """The position in :attr:`shards` of the shard a record goes to."""
         memo = partition_key if explicit_hash_key is None else explicit_hash_key
         index = self._cache.get(memo)
-        if index is None:
-            index = self._route(partition_key, explicit_hash_key)
+        if index is not None:
+            self._hits += 1
+            return index
+        index = self._hash(partition_key, explicit_hash_key)
+        if self.remembering:
+            self._keep(memo, index)
         return index
 
     def indices_for(self, records: Sequence[Record]) -> list[int]:
         """:meth:`index_for` of each record, for a whole request at once."""
-        cache = self._cache
-        if len(cache) >= self._CACHE_LIMIT:
-            cache.clear()
-        get, starts = cache.get, self._start_digests
-        bisect_right = bisect.bisect_right
+        get = self._cache.get
         indices = []
+        hits = 0
         for record in records:
             explicit = record.explicit_hash_key
-            if explicit is None:
-                key = record.partition_key
-                index = get(key)
-                if index is None:
-                    index = cache[key] = bisect_right(starts, md5(key.encode()).digest()) - 1
+            memo = record.partition_key if explicit is None else explicit
+            index = get(memo)
+            if index is None:
+                index = self._hash(record.partition_key, explicit)
+                if self.remembering:
+                    self._keep(memo, index)
             else:
-                index = get(explicit)
-                if index is None:
-                    index = self._route(record.partition_key, explicit)
+                hits += 1
             indices.append(index)
+        self._hits += hits
         return indices
 
     def shard_for(self, partition_key: str, explicit_hash_key: str | None = None) -> Shard:
         """The shard a record goes to."""
         return self.shards[self.index_for(partition_key, explicit_hash_key)]
 
-    def _route(self, partition_key: str, explicit_hash_key: str | None) -> int:
-        cache = self._cache
-        if len(cache) >= self._CACHE_LIMIT:
-            cache.clear()
+    def _hash(self, partition_key: str, explicit_hash_key: str | None) -> int:
         if explicit_hash_key is None:
             digest = md5(partition_key.encode()).digest()
-            index = cache[partition_key] = bisect.bisect_right(self._start_digests, digest) - 1
-        else:
-            value = int(explicit_hash_key)
-            index = cache[explicit_hash_key] = bisect.bisect_right(self._starts, value) - 1
-        return index
+            return bisect.bisect_right(self._start_digests, digest) - 1
+        return bisect.bisect_right(self._starts, int(explicit_hash_key)) - 1
+
+    def _keep(self, memo: str, index: int) -> None:
+        cache = self._cache
+        if len(cache) >= self._cache_limit:
+            # Full: go on remembering only if keys came back since the cache was last emptied.
+            self.remembering = self._hits * self.REPEATS_WORTH_CACHING >= len(cache)
+            cache.clear()
+            self._hits = 0
+            if not self.remembering:
+                return
+        cache[memo] = index
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -92,3 +92,28 @@ def test_sequence_numbers_grow_within_a_shard():
     assert len(by_shard) == 2
     for numbers in by_shard.values():
         assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+
+
+def _md5_shard(shards, key):
+    value = int.from_bytes(hashlib.md5(key.encode()).digest(), "big")
+    return next(s for s in shards if s.starting_hash_key <= value <= s.ending_hash_key)
+
+
+def test_the_router_stops_remembering_keys_that_never_come_back():
+    shards = split_hash_space(4)
+    router = ShardRouter(shards, cache_limit=1000)
+    fresh = [str(n) for n in range(5000)]
+    indices = router.indices_for([Record(b"x", key, None, 0.0) for key in fresh])
+    assert not router.remembering
+    # Still routed by MD5, remembered or not.
+    assert [router.shards[i] for i in indices] == [_md5_shard(shards, key) for key in fresh]
+
+
+def test_the_router_keeps_remembering_keys_that_repeat():
+    router = ShardRouter(split_hash_space(4), cache_limit=1000)
+    racers = [Record(b"x", str(100 + n), None, 0.0) for n in range(900)]
+    for second in range(10):
+        # A few one-off keys among them fill the cache now and then; the racers still repeat.
+        one_off = [Record(b"x", f"once-{second}-{n}", None, 0.0) for n in range(50)]
+        router.indices_for(racers + one_off)
+    assert router.remembering
