@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from simulator import build
 from simulator.aggregation import BatchingMode, parse_batching
 from simulator.batching import (
     KINESIS_MAX_RECORD_BYTES,
@@ -347,6 +348,7 @@ def _summary(simulation: Simulation, result: RunResult) -> dict[str, Any]:
         "error": None if result.error is None else str(result.error),
         "wall_seconds": round(time.monotonic() - simulation.started_wall, 3),
         "simulated_seconds": round(simulation.clock.now() - simulation.start, 3),
+        "build": build(),
     }
     summary.update(result.stats.summary())
     return summary

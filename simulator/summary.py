@@ -32,7 +32,7 @@ def summary_table(summary: dict[str, Any]) -> RenderableType:
             "latency p50 / p95 / p99",
             "{p50:,.0f} / {p95:,.0f} / {p99:,.0f} ms".format(**summary["latency_ms"]),
         ),
-        ("elapsed (wall)", f"{summary['wall_seconds']:,.1f} s"),
+        ("elapsed (wall)", f"{summary['wall_seconds']:,.1f} s ({summary['build']})"),
     ]
     if summary.get("interrupted"):
         rows.append(("stopped early", "yes (Ctrl-C)"))

@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,15 @@ def test_json_summary_has_the_documented_keys():
     assert [s["shard_id"] for s in summary["shards"]] == [f"shardId-{i:012d}" for i in range(4)]
     assert {"shard_id", "records", "bytes", "peak_records_per_s"} <= set(summary["shards"][0])
     assert sum(s["records"] for s in summary["shards"]) == 500
+
+
+def test_the_summary_says_which_build_ran():
+    # scripts/test runs the suite a second time on the compiled build, and says so.
+    expected = os.environ.get("ALLEYCAT_EXPECT_BUILD", "pure Python")
+    result = _simulate("--riders", "10", "--duration", "2", "--fast", "--json")
+    assert json.loads(result.output)["build"] == expected
+    table = _simulate("--riders", "10", "--duration", "2", "--fast")
+    assert f"({expected})" in table.output
 
 
 def test_the_summary_table_reports_counts_and_shards():
