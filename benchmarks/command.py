@@ -18,11 +18,10 @@ def alleycat_command() -> list[str]:
 
 
 def simulator_build() -> str:
-    """``compiled`` when the installed simulator's hot path is mypyc-built, else ``pure Python``."""
-    where = subprocess.run(
-        [sys.executable, "-I", "-c", "import simulator.fleet as m; print(m.__file__)"],
+    """How the installed simulator runs: ``compiled`` or ``pure Python`` (see setup.py)."""
+    return subprocess.run(
+        [sys.executable, "-I", "-c", "import simulator; print(simulator.build())"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    return "compiled" if where.endswith(".so") else "pure Python"
