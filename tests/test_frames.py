@@ -7,20 +7,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alleycat_rider.frames import (
-    MAX_LINE_LENGTH,
     CrankCadence,
     CscMeasurement,
     FrameError,
     IndoorBikeData,
+    encode_csc_measurement,
+    encode_indoor_bike_data,
+    parse_csc_measurement,
+    parse_indoor_bike_data,
+)
+from alleycat_rider.serial_frames import (
+    MAX_LINE_LENGTH,
     LineSplitter,
     PelotonCode,
     PelotonResponse,
     PelotonSplitter,
-    encode_csc_measurement,
-    encode_indoor_bike_data,
     encode_reading_line,
-    parse_csc_measurement,
-    parse_indoor_bike_data,
     parse_peloton_request,
     parse_peloton_response,
     parse_reading_line,
