@@ -109,22 +109,8 @@ class ShardRouter:
 
     def indices_for(self, records: Sequence[Record]) -> list[int]:
         """:meth:`index_for` of each record, for a whole request at once."""
-        get = self._cache.get
-        indices = []
-        hits = 0
-        for record in records:
-            explicit = record.explicit_hash_key
-            memo = record.partition_key if explicit is None else explicit
-            index = get(memo)
-            if index is None:
-                index = self._hash(record.partition_key, explicit)
-                if self.remembering:
-                    self._keep(memo, index)
-            else:
-                hits += 1
-            indices.append(index)
-        self._hits += hits
-        return indices
+        index_for = self.index_for
+        return [index_for(record.partition_key, record.explicit_hash_key) for record in records]
 
     def shard_for(self, partition_key: str, explicit_hash_key: str | None = None) -> Shard:
         """The shard a record goes to."""
