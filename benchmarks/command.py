@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -25,3 +28,27 @@ def simulator_build() -> str:
         text=True,
         check=True,
     ).stdout.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """What one run of a command printed and took."""
+
+    stdout: str
+    wall: float
+    """Seconds, start to exit."""
+    cpu: float
+    """User and system CPU seconds of the command and its children."""
+    max_rss_mib: float
+    """The largest resident memory of any child this benchmark has run so far."""
+
+
+def run_measured(command: list[str]) -> Measured:
+    """Run ``command`` to completion, timing it; a failure raises."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Measured(completed.stdout, wall, cpu, after.ru_maxrss / 1024)

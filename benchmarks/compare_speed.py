@@ -12,11 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
-import time
 
-from benchmarks.command import alleycat_command, simulator_build
+from benchmarks.command import alleycat_command, run_measured, simulator_build
 
 STRATEGIES = "random,time,class,balanced"
 
@@ -29,13 +26,9 @@ def run(riders: int, duration: int, shards: int, strategies: str, jobs: int) -> 
         "--strategies", strategies, "--jobs", str(jobs),
     ]  # fmt: skip
     load = os.getloadavg()[0]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    result = json.loads(completed.stdout)
+    measured = run_measured(command)
+    wall, cpu = measured.wall, measured.cpu
+    result = json.loads(measured.stdout)
     messages = sum(run["messages"] for run in result["runs"])
     print(
         f"{len(result['runs'])} strategies × {riders:,} riders × {duration} s "

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import time
 
-from benchmarks.command import alleycat_command, simulator_build
+from benchmarks.command import alleycat_command, run_measured, simulator_build
 
 
 def main() -> None:
@@ -41,20 +38,16 @@ def _round(args: argparse.Namespace) -> float:
         "--riders", str(args.riders), "--duration", str(args.duration),
         "--shards", str(args.shards), "--partition-key", args.partition_key,
     ]  # fmt: skip
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    summary = json.loads(completed.stdout)
+    measured = run_measured(command)
+    wall, cpu = measured.wall, measured.cpu
+    summary = json.loads(measured.stdout)
     run_wall = summary["wall_seconds"]
     print(f"generated {summary['generated']:,}  delivered {summary['delivered']:,}  "
           f"throttled {summary['throttled']:,}  dropped {summary['dropped']:,}")  # fmt: skip
     print(f"run loop: {run_wall:.2f} s wall -> {summary['generated'] / run_wall:,.0f} records/s")
     print(f"whole process: {wall:.2f} s wall, {cpu:.2f} s CPU "
           f"-> {summary['generated'] / wall:,.0f} records/s, peak RSS "
-          f"{after.ru_maxrss / 1024:.0f} MiB")  # fmt: skip
+          f"{measured.max_rss_mib:.0f} MiB")  # fmt: skip
     return float(summary["generated"] / run_wall)
 
 
