@@ -231,16 +231,21 @@ class RunStats:
         )
         second = int(now)
         self.delivered_rate.add(second, count)
-        per_shard: dict[str | None, int] = {}
+        per_shard: dict[str | None, list[int]] = {}  # shard -> [records, bytes]
         for shard_id, size in zip(shard_ids, sizes, strict=True):
-            per_shard[shard_id] = per_shard.get(shard_id, 0) + size
-        for shard_id, records_on_shard in Counter(shard_ids).items():
+            load = per_shard.get(shard_id)
+            if load is None:
+                per_shard[shard_id] = [1, size]
+            else:
+                load[0] += 1
+                load[1] += size
+        for shard_id, (records_on_shard, size) in per_shard.items():
             if shard_id is None:
                 continue
             shard = self.shards.get(shard_id)
             if shard is None:
                 shard = self.shards[shard_id] = ShardStats(shard_id)
-            shard.add(per_shard[shard_id], second, records_on_shard)
+            shard.add(size, second, records_on_shard)
 
     def snapshot(
         self,
