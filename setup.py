@@ -25,7 +25,7 @@ from setuptools.command.build_ext import build_ext
 #: The modules ``simulate --fast`` spends its time in; grouped so that the agent's two never
 #: load the simulator's code.
 COMPILED_GROUPS = {
-    "alleycat_core": ["alleycat_rider/message.py", "alleycat_rider/physiology.py"],
+    "alleycat_core": ["alleycat_rider/core/message.py", "alleycat_rider/core/physiology.py"],
     "alleycat_simulator": [
         "simulator/batching.py",
         "simulator/fleet.py",

@@ -20,9 +20,10 @@ from types import FrameType
 from typing import Protocol
 
 from alleycat_rider.config import RiderConfig
+from alleycat_rider.core.message import MessageEncoder, RideEvent, output, race_position, uuid4
+from alleycat_rider.core.standings import ResultsError, Standings, standings_for
 from alleycat_rider.display import AgentStatus, Reporter
 from alleycat_rider.errors import CertificateError
-from alleycat_rider.message import MessageEncoder, RideEvent, output, race_position, uuid4
 from alleycat_rider.mqtt import (
     Connected,
     ConnectionFailed,
@@ -37,7 +38,6 @@ from alleycat_rider.publisher import Publisher
 from alleycat_rider.schedule import LatenessWindow, TickSchedule
 from alleycat_rider.sensors.base import Reading, Sensor
 from alleycat_rider.spool import Spool
-from alleycat_rider.standings import ResultsError, Standings, standings_for
 
 #: How long before its deadline a message is read and spooled (the spool's fsync takes time, on
 #: an SD card tens of milliseconds); it is then sent at the deadline itself.

@@ -148,7 +148,7 @@ def ride(config_path: Path | None, **flags: Any) -> None:
 
 def sensor_options(config: RiderConfig) -> SensorOptions:
     """The sensor options a configuration asks for."""
-    from alleycat_rider.physiology import RideBounds
+    from alleycat_rider.core.physiology import RideBounds
     from alleycat_rider.sensors.base import SensorOptions
 
     return SensorOptions(

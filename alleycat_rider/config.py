@@ -22,9 +22,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from alleycat_rider.core.message import DEFAULT_RACE_SECONDS, MessageError, RiderIdentity
+from alleycat_rider.core.physiology import DEFAULT_BOUNDS
 from alleycat_rider.errors import ConfigError
-from alleycat_rider.message import DEFAULT_RACE_SECONDS, MessageError, RiderIdentity
-from alleycat_rider.physiology import DEFAULT_BOUNDS
 from alleycat_rider.sensors.base import SENSOR_KINDS
 from alleycat_rider.spool import DEFAULT_SPOOL_MAX
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from alleycat_rider.standings import Standings
+from alleycat_rider.core.standings import Standings
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

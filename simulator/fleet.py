@@ -11,7 +11,7 @@ import bisect
 import random
 from dataclasses import dataclass
 
-from alleycat_rider.message import (
+from alleycat_rider.core.message import (
     DEFAULT_RACE_SECONDS,
     MessageEncoder,
     RacePosition,
@@ -20,7 +20,7 @@ from alleycat_rider.message import (
     tenths_texts,
     uuid4_batch,
 )
-from alleycat_rider.physiology import (
+from alleycat_rider.core.physiology import (
     DEFAULT_BOUNDS,
     RIDER_NAMES,
     RideBounds,
@@ -186,7 +186,8 @@ class Fleet:
 
         This is the simulator's hot path. UUIDs and keys are made for the whole slice at once;
         each message is one f-string in the field order of
-        :class:`~alleycat_rider.message.RideMessage`, with readings in tenths looked up as text.
+        :class:`~alleycat_rider.core.message.RideMessage`, with readings in tenths looked up as
+        text.
         """
         rng = self._rng
         texts = self._texts

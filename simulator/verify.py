@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from alleycat_rider.message import MessageError, RideMessage
+from alleycat_rider.core.message import MessageError, RideMessage
 from simulator.kpl import AggregateError, deaggregate
 from simulator.shards import Shard, hash_key
 

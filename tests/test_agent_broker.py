@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from alleycat_rider.message import FIELDS, RideEvent, RideMessage
+from alleycat_rider.core.message import FIELDS, RideEvent, RideMessage
 from alleycat_rider.spool import Spool
 from tests.servers.mosquitto import RunningBroker
 

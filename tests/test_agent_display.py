@@ -7,6 +7,7 @@ import json
 
 from rich.console import Console
 
+from alleycat_rider.core.standings import Standings
 from alleycat_rider.display import (
     AgentStatus,
     JsonLogReporter,
@@ -14,7 +15,6 @@ from alleycat_rider.display import (
     render_panel,
     standings_text,
 )
-from alleycat_rider.standings import Standings
 
 
 def standings(place: int | None, riders: int = 14) -> Standings:

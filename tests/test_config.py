@@ -167,7 +167,7 @@ def test_mock_ranges_and_the_peloton_map_come_from_file_environment_and_flags(
 
 def test_without_mock_ranges_or_a_peloton_map_the_sensor_gets_the_defaults() -> None:
     from alleycat_rider.cli import sensor_options
-    from alleycat_rider.physiology import DEFAULT_BOUNDS
+    from alleycat_rider.core.physiology import DEFAULT_BOUNDS
 
     options = sensor_options(load_config({"endpoint": "localhost", "racer_id": 1}, {}))
     assert options.bounds == DEFAULT_BOUNDS

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alleycat_rider.message import (
+from alleycat_rider.core.message import (
     FIELDS,
     MessageError,
     RideEvent,

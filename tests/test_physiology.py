@@ -1,7 +1,7 @@
 import random
 import statistics
 
-from alleycat_rider.physiology import RideBounds, RiderModel, RiderProfile
+from alleycat_rider.core.physiology import RideBounds, RiderModel, RiderProfile
 
 
 def _ride(seed, seconds=300, bounds=None):

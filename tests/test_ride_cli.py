@@ -101,7 +101,7 @@ def test_the_agent_imports_neither_boto3_nor_the_simulator_nor_rich() -> None:
     modules = [
         "alleycat.cli", "alleycat_rider.cli", "alleycat_rider.agent", "alleycat_rider.mqtt",
         "alleycat_rider.publisher", "alleycat_rider.spool", "alleycat_rider.display",
-        "alleycat_rider.config", "alleycat_rider.standings", "alleycat_rider.schedule",
+        "alleycat_rider.config", "alleycat_rider.core.standings", "alleycat_rider.schedule",
     ]  # fmt: skip
     code = (
         f"import sys\nfor name in {modules!r}:\n    __import__(name)\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alleycat_rider.physiology import RideBounds
+from alleycat_rider.core.physiology import RideBounds
 from alleycat_rider.sensors import SensorOptions, open_sensor
 
 

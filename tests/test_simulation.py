@@ -5,7 +5,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from alleycat_rider.message import FIELDS, RideMessage
+from alleycat_rider.core.message import FIELDS, RideMessage
 from simulator.clock import VirtualClock
 from simulator.fleet import FleetConfig
 from simulator.keys import RANDOM_KEY_DIGITS, PartitionKeyStrategy, random_numeric_keys

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alleycat_rider.standings import ResultsError, standings_for
+from alleycat_rider.core.standings import ResultsError, standings_for
 
 
 def results(outputs: object, *, class_id: object = "1", encode: bool = True) -> bytes:

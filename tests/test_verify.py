@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alleycat_rider.message import RideEvent, RideMessage
+from alleycat_rider.core.message import RideEvent, RideMessage
 from simulator.keys import balanced_keys
 from simulator.kpl import KPL_MAGIC, AggregateError, deaggregate
 from simulator.shards import ShardRouter, split_hash_space

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from alleycat_rider.core.physiology import DEFAULT_BOUNDS, RideBounds
 from alleycat_rider.errors import ConfigError
-from alleycat_rider.physiology import DEFAULT_BOUNDS, RideBounds
 
 #: What ``--sensor`` accepts.
 SENSOR_KINDS = ("mock", "serial", "peloton", "ble")

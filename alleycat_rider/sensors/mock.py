@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 import random
 
-from alleycat_rider.physiology import RiderModel, RiderProfile
+from alleycat_rider.core.physiology import RiderModel, RiderProfile
 from alleycat_rider.sensors.base import Reading, Sensor, SensorOptions, SensorStats
 
 
 class MockSensor(Sensor):
-    """Readings from :class:`~alleycat_rider.physiology.RiderModel`, one step a second."""
+    """Readings from :class:`~alleycat_rider.core.physiology.RiderModel`, one step a second."""
 
     def __init__(self, options: SensorOptions) -> None:
         """Args:
