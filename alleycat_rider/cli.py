@@ -191,7 +191,7 @@ def run_agent(config: RiderConfig, reporter: Reporter) -> Agent:
     """
     from alleycat_rider.agent import Agent
     from alleycat_rider.mqtt import MqttLink, check_credentials
-    from alleycat_rider.sensors.base import open_sensor
+    from alleycat_rider.sensors.choose import open_sensor
     from alleycat_rider.spool import Spool
 
     settings = mqtt_settings(config)

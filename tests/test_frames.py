@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alleycat_rider.frames import (
+from alleycat_rider.sensors.frames import (
     CrankCadence,
     CscMeasurement,
     FrameError,
@@ -16,7 +16,7 @@ from alleycat_rider.frames import (
     parse_csc_measurement,
     parse_indoor_bike_data,
 )
-from alleycat_rider.serial_frames import (
+from alleycat_rider.sensors.serial_frames import (
     MAX_LINE_LENGTH,
     LineSplitter,
     PelotonCode,

@@ -17,12 +17,6 @@ import pytest
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 
 from alleycat_rider.errors import SensorError
-from alleycat_rider.frames import (
-    CscMeasurement,
-    IndoorBikeData,
-    encode_csc_measurement,
-    encode_indoor_bike_data,
-)
 from alleycat_rider.sensors import Reading, SensorOptions, open_sensor
 from alleycat_rider.sensors.ble import (
     CSC_MEASUREMENT,
@@ -34,6 +28,12 @@ from alleycat_rider.sensors.ble import (
     advertises_bike,
     ble_error_message,
     choose_profile,
+)
+from alleycat_rider.sensors.frames import (
+    CscMeasurement,
+    IndoorBikeData,
+    encode_csc_measurement,
+    encode_indoor_bike_data,
 )
 
 ZWIFT_HUB = bytes.fromhex("FE 02 71 07 17 07 7A 00 7A 00 05 00 00 14 00 61 00 61 00 00")

@@ -16,12 +16,16 @@ import pytest
 import serial
 
 from alleycat_rider.errors import SensorError
-from alleycat_rider.frames import FrameError
 from alleycat_rider.sensors import Reading, SensorOptions, open_sensor
+from alleycat_rider.sensors.frames import FrameError
 from alleycat_rider.sensors.peloton import PelotonSensor, map_resistance
+from alleycat_rider.sensors.serial_frames import (
+    PelotonCode,
+    parse_peloton_request,
+    peloton_response,
+)
 from alleycat_rider.sensors.serial_line import SerialLineSensor
 from alleycat_rider.sensors.serial_port import serial_error_message
-from alleycat_rider.serial_frames import PelotonCode, parse_peloton_request, peloton_response
 
 NOW = 100.0
 

@@ -10,7 +10,7 @@ from alleycat_rider.sensors.base import (
     Sensor,
     SensorOptions,
     SensorStats,
-    open_sensor,
 )
+from alleycat_rider.sensors.choose import open_sensor
 
 __all__ = ["SENSOR_KINDS", "Reading", "Sensor", "SensorOptions", "SensorStats", "open_sensor"]

@@ -1,12 +1,11 @@
-"""The one interface every sensor offers the agent, and the factory that picks a backend.
+"""The one interface every sensor offers the agent: :class:`Sensor`, :class:`Reading`, the options.
 
 The agent calls :meth:`Sensor.read` once a second with ``time.monotonic()`` and gets the latest
 :class:`Reading` at once: the serial and BLE sensors read the bike on their own background
 thread, so a slow or silent bike never holds up publishing. A sensor silent for
 ``silence_timeout`` seconds reads as zero cadence, as a bike's own display does.
 
-``bleak`` and ``pyserial`` are imported only inside the branch of :func:`open_sensor` that needs
-them, so a rider on a mock or serial sensor never pays for the other.
+:func:`alleycat_rider.sensors.choose.open_sensor` picks the backend; this module imports none.
 """
 
 from __future__ import annotations
@@ -197,37 +196,3 @@ class LatestReading:
 def next_delay(delay: float, options: SensorOptions) -> float:
     """The wait after ``delay`` in a bounded exponential backoff."""
     return min(max(delay * 2, options.reconnect_min_delay), options.reconnect_max_delay)
-
-
-def open_sensor(options: SensorOptions) -> Sensor:
-    """Build the sensor ``options`` ask for, not yet started.
-
-    Raises:
-        ConfigError: the kind is unknown or lacks the option it needs.
-    """
-    match options.kind:
-        case "mock":
-            from alleycat_rider.sensors.mock import MockSensor
-
-            return MockSensor(options)
-        case "serial" | "peloton":
-            if not options.device:
-                raise ConfigError(
-                    f"--sensor {options.kind} needs --device: the serial port the bike is on, "
-                    "e.g. /dev/ttyUSB0 (see `ls /dev/serial/by-id/`)"
-                )
-            if options.kind == "peloton":
-                from alleycat_rider.sensors.peloton import PelotonSensor
-
-                return PelotonSensor(options)
-            from alleycat_rider.sensors.serial_line import SerialLineSensor
-
-            return SerialLineSensor(options)
-        case "ble":
-            from alleycat_rider.sensors.ble import BleSensor
-
-            return BleSensor(options)
-        case _:
-            raise ConfigError(
-                f"unknown sensor {options.kind!r}: choose one of {', '.join(SENSOR_KINDS)}"
-            )

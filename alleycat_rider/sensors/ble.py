@@ -28,13 +28,6 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 
 from alleycat_rider.errors import SensorError
-from alleycat_rider.frames import (
-    CrankCadence,
-    FrameError,
-    check_cadence,
-    parse_csc_measurement,
-    parse_indoor_bike_data,
-)
 from alleycat_rider.sensors.base import (
     Clock,
     LatestReading,
@@ -43,6 +36,13 @@ from alleycat_rider.sensors.base import (
     SensorOptions,
     SensorStats,
     next_delay,
+)
+from alleycat_rider.sensors.frames import (
+    CrankCadence,
+    FrameError,
+    check_cadence,
+    parse_csc_measurement,
+    parse_indoor_bike_data,
 )
 
 NotificationHandler = Callable[[object, bytearray], None]

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 
 import serial
 
-from alleycat_rider.frames import FrameError, check_cadence
-from alleycat_rider.sensors.serial_port import SerialSensor
-from alleycat_rider.serial_frames import (
+from alleycat_rider.sensors.frames import FrameError, check_cadence
+from alleycat_rider.sensors.serial_frames import (
     PelotonCode,
     PelotonSplitter,
     parse_peloton_response,
     peloton_request,
 )
+from alleycat_rider.sensors.serial_port import SerialSensor
 
 #: The head unit polls about every 100 ms.
 POLL_INTERVAL = 0.1

@@ -1,17 +1,17 @@
 """``--sensor serial``: any device that writes one ``<cadence>,<resistance>`` line per reading.
 
-The protocol is documented in :mod:`alleycat_rider.serial_frames`: an Arduino on a reed switch
-and a potentiometer can speak it in a dozen lines. The first line after the port opens is dropped,
-because joining a stream mid-line would read the tail of a number as a whole one.
+The protocol is documented in :mod:`alleycat_rider.sensors.serial_frames`: an Arduino on a reed
+switch and a potentiometer can speak it in a dozen lines. The first line after the port opens is
+dropped, because joining a stream mid-line would read the tail of a number as a whole one.
 """
 
 from __future__ import annotations
 
 import serial
 
-from alleycat_rider.frames import FrameError
+from alleycat_rider.sensors.frames import FrameError
+from alleycat_rider.sensors.serial_frames import LineSplitter, parse_reading_line
 from alleycat_rider.sensors.serial_port import SerialSensor
-from alleycat_rider.serial_frames import LineSplitter, parse_reading_line
 
 
 class SerialLineSensor(SerialSensor):

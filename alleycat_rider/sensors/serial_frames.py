@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum
 
-from alleycat_rider.frames import FrameError, check_cadence
+from alleycat_rider.sensors.frames import FrameError, check_cadence
 
 #: The longest line the line protocol accepts, terminator excluded.
 MAX_LINE_LENGTH = 64

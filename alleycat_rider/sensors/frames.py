@@ -6,7 +6,7 @@ Two formats, each with an encoder so tests (and fake bikes) can build frames:
 - **CSC Measurement** (BLE characteristic 0x2A5B): :func:`parse_csc_measurement`, and
   :class:`CrankCadence`, which turns cumulative crank revolutions into rpm.
 
-The serial formats (Peloton, the line protocol) are in :mod:`alleycat_rider.serial_frames`;
+The serial formats (Peloton, the line protocol) are in :mod:`alleycat_rider.sensors.serial_frames`;
 :class:`FrameError` and :func:`check_cadence` are shared by both.
 
 Every multi-byte BLE field is little-endian. Nothing here reads a clock or does I/O.
