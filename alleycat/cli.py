@@ -17,9 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulator.cli:simulate", "Drive a fleet of virtual riders into Kinesis."),
     "compare": ("simulator.compare_cli:compare", "Compare partition keys and batching modes."),
     "verify": ("simulator.verify_cli:verify", "Read a stream back and check every message."),
-    "certs": ("alleycat_rider.certs_cli:certs", "Make development certificates."),
-    "broker": ("alleycat_rider.certs_cli:broker", "Run a local mutual-TLS MQTT broker."),
-    "provision": ("alleycat_rider.provision_cli:provision", "Enrol a bike in AWS IoT Core."),
+    "certs": ("alleycat_rider.iot.certs_cli:certs", "Make development certificates."),
+    "broker": ("alleycat_rider.iot.certs_cli:broker", "Run a local mutual-TLS MQTT broker."),
+    "provision": ("alleycat_rider.iot.provision_cli:provision", "Enrol a bike in AWS IoT Core."),
 }
 
 

@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alleycat_rider.broker import MosquittoBroker
-from alleycat_rider.devcerts import make_dev_pki
+from alleycat_rider.iot.broker import MosquittoBroker
+from alleycat_rider.iot.devcerts import make_dev_pki
 from benchmarks.command import alleycat_command
 
 WARM_UP = 5.0

@@ -18,9 +18,14 @@ import pytest
 from click.testing import CliRunner
 
 from alleycat.cli import cli
-from alleycat_rider import broker as broker_module
-from alleycat_rider.broker import MosquittoBroker, MosquittoNotFound, mosquitto_config, port_in_use
-from alleycat_rider.devcerts import make_dev_pki
+from alleycat_rider.iot import broker as broker_module
+from alleycat_rider.iot.broker import (
+    MosquittoBroker,
+    MosquittoNotFound,
+    mosquitto_config,
+    port_in_use,
+)
+from alleycat_rider.iot.devcerts import make_dev_pki
 from tests.servers.mosquitto import RunningBroker, TestPki, connect_outcome, mqtt_client
 from tests.servers.ports import free_port
 

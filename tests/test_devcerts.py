@@ -12,8 +12,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from alleycat.cli import cli
-from alleycat_rider.devcerts import make_dev_pki
 from alleycat_rider.errors import CertificateError, ConfigError
+from alleycat_rider.iot.devcerts import make_dev_pki
 
 
 def _load(path: Path) -> x509.Certificate:

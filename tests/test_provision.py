@@ -18,8 +18,13 @@ from click.testing import CliRunner, Result
 from alleycat.cli import cli
 from alleycat_rider.cli import mqtt_settings
 from alleycat_rider.config import load_config
+from alleycat_rider.iot.provision import (
+    ProvisionError,
+    ProvisionRequest,
+    aws_errors,
+    provision_with,
+)
 from alleycat_rider.mqtt import check_credentials
-from alleycat_rider.provision import ProvisionError, ProvisionRequest, aws_errors, provision_with
 from tests.servers.moto import MOTO_REGION
 from tests.servers.ports import free_port
 
@@ -284,8 +289,8 @@ def test_every_boto_error_becomes_one_line_saying_what_to_do(
 
 def test_rider_agent_modules_do_not_import_boto3() -> None:
     code = (
-        "import sys, alleycat_rider.provision, alleycat_rider.provision_cli, "
-        "alleycat_rider.certs_cli; print('boto3' in sys.modules, 'botocore' in sys.modules)"
+        "import sys, alleycat_rider.iot.provision, alleycat_rider.iot.provision_cli, "
+        "alleycat_rider.iot.certs_cli; print('boto3' in sys.modules, 'botocore' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

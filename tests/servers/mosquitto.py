@@ -27,8 +27,8 @@ import pytest
 from awscrt import mqtt5
 from awsiot import mqtt5_client_builder
 
-from alleycat_rider.broker import MosquittoBroker
-from alleycat_rider.devcerts import DevPki, make_dev_pki
+from alleycat_rider.iot.broker import MosquittoBroker
+from alleycat_rider.iot.devcerts import DevPki, make_dev_pki
 from tests.servers.ports import free_port
 
 #: Device client ids in the test PKI.

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import click
 
-from alleycat_rider.certs_cli import one_line_errors
-from alleycat_rider.devcerts import validate_client_id
 from alleycat_rider.errors import ConfigError
-from alleycat_rider.provision import (
+from alleycat_rider.iot.certs_cli import one_line_errors
+from alleycat_rider.iot.devcerts import validate_client_id
+from alleycat_rider.iot.provision import (
     DEFAULT_CERTS_DIR,
     DEFAULT_RESULTS_TOPIC,
     DEFAULT_TOPIC,
     ProvisionRequest,
     ride_command,
 )
-from alleycat_rider.provision import (
+from alleycat_rider.iot.provision import (
     provision as provision_thing,
 )
 

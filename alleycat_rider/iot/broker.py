@@ -25,8 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from alleycat_rider.devcerts import DevPki
 from alleycat_rider.errors import AlleycatError
+from alleycat_rider.iot.devcerts import DevPki
 
 #: The MQTT-over-TLS port AWS IoT Core listens on, and ``alleycat broker``'s default.
 DEFAULT_PORT = 8883

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alleycat_rider.devcerts import write_private
 from alleycat_rider.errors import AlleycatError
+from alleycat_rider.iot.devcerts import write_private
 
 #: Where ``alleycat provision`` writes ``NAME/``, relative to the working directory.
 DEFAULT_CERTS_DIR = Path("certs")

@@ -11,9 +11,9 @@ from types import FrameType
 
 import click
 
-from alleycat_rider.broker import DEFAULT_PORT, LOCALHOST, MosquittoBroker
-from alleycat_rider.devcerts import DEFAULT_DEV_DIR, DevPki, make_dev_pki, validate_client_id
 from alleycat_rider.errors import AlleycatError, ConfigError
+from alleycat_rider.iot.broker import DEFAULT_PORT, LOCALHOST, MosquittoBroker
+from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, DevPki, make_dev_pki, validate_client_id
 
 #: The device ``alleycat broker`` prints a ride command for unless told otherwise.
 DEFAULT_CLIENT_ID = "bike-1"
