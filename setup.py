@@ -27,14 +27,14 @@ from setuptools.command.build_ext import build_ext
 COMPILED_GROUPS = {
     "alleycat_core": ["alleycat_rider/core/message.py", "alleycat_rider/core/physiology.py"],
     "alleycat_simulator": [
-        "simulator/batching.py",
-        "simulator/fleet.py",
-        "simulator/keys.py",
-        "simulator/shards.py",
-        "simulator/producer.py",
+        "simulator/engine/batching.py",
+        "simulator/engine/fleet.py",
+        "simulator/engine/keys.py",
+        "simulator/engine/shards.py",
+        "simulator/engine/producer.py",
         "simulator/stats.py",
-        "simulator/aggregation.py",
-        "simulator/runner.py",
+        "simulator/engine/aggregation.py",
+        "simulator/engine/runner.py",
     ],
 }
 

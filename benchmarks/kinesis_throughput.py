@@ -30,11 +30,11 @@ from typing import Any
 import boto3
 
 from benchmarks.command import alleycat_command
-from simulator.batching import Record
-from simulator.clock import VirtualClock
-from simulator.fleet import FleetConfig
-from simulator.runner import Simulation, SimulationConfig
-from simulator.shards import LocalStream
+from simulator.engine.batching import Record
+from simulator.engine.clock import VirtualClock
+from simulator.engine.fleet import FleetConfig
+from simulator.engine.runner import Simulation, SimulationConfig
+from simulator.engine.shards import LocalStream
 from tests.servers.kinesis import TEST_AWS_ENV, create_stream, running_kinesalite
 
 SHARDS = 4

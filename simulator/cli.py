@@ -16,22 +16,22 @@ from typing import Any
 import click
 
 from simulator import build
-from simulator.aggregation import BatchingMode, parse_batching
-from simulator.batching import (
+from simulator.cli_options import aws_options, parse_moment
+from simulator.engine.aggregation import BatchingMode, parse_batching
+from simulator.engine.batching import (
     KINESIS_MAX_RECORD_BYTES,
     KINESIS_MAX_RECORDS,
     KINESIS_MAX_REQUEST_BYTES,
     MIB,
     BatchLimits,
 )
-from simulator.cli_options import aws_options, parse_moment
-from simulator.clock import Clock, ScaledClock, VirtualClock
+from simulator.engine.clock import Clock, ScaledClock, VirtualClock
+from simulator.engine.fleet import FleetConfig
+from simulator.engine.keys import STRATEGY_TRADE_OFFS, PartitionKeyStrategy
+from simulator.engine.producer import ProducerConfig
+from simulator.engine.runner import RunResult, Simulation, SimulationConfig
 from simulator.errors import SimulatorError
-from simulator.fleet import FleetConfig
-from simulator.keys import STRATEGY_TRADE_OFFS, PartitionKeyStrategy
 from simulator.live import run_with_progress
-from simulator.producer import ProducerConfig
-from simulator.runner import RunResult, Simulation, SimulationConfig
 from simulator.sinks import DEFAULT_MAX_IN_FLIGHT, SinkOptions, make_dispatcher, open_sink
 
 

@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import cast
 
-from simulator.aggregation import PER_SECOND, BatchingMode, BatchingStage
-from simulator.clock import VirtualClock
 from simulator.costs import DEFAULT_PRICES, MonthlyCost, Prices, monthly_cost
+from simulator.engine.aggregation import PER_SECOND, BatchingMode, BatchingStage
+from simulator.engine.clock import VirtualClock
+from simulator.engine.fleet import FleetConfig
+from simulator.engine.keys import PartitionKeyStrategy
+from simulator.engine.runner import Simulation, SimulationConfig
+from simulator.engine.shards import SHARD_RECORDS_PER_SECOND, LocalStream
 from simulator.errors import SimulatorError
-from simulator.fleet import FleetConfig
-from simulator.keys import PartitionKeyStrategy
 from simulator.replay import (
     WORKLOAD_START,
     Chunk,
@@ -33,8 +35,6 @@ from simulator.replay import (
     Workload,
     record_workload,
 )
-from simulator.runner import Simulation, SimulationConfig
-from simulator.shards import SHARD_RECORDS_PER_SECOND, LocalStream
 from simulator.stats import RunStats
 
 

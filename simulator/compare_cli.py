@@ -16,7 +16,6 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from simulator.aggregation import DEFAULT_BATCHING_MODES, BatchingMode, parse_batching
 from simulator.compare import (
     Comparison,
     RunFigures,
@@ -25,10 +24,11 @@ from simulator.compare import (
     usable_cpus,
 )
 from simulator.costs import DEFAULT_PRICES, Prices
+from simulator.engine.aggregation import DEFAULT_BATCHING_MODES, BatchingMode, parse_batching
+from simulator.engine.keys import PartitionKeyStrategy
+from simulator.engine.shards import SHARD_RECORDS_PER_SECOND
 from simulator.errors import SimulatorError
-from simulator.keys import PartitionKeyStrategy
 from simulator.replay import Workload
-from simulator.shards import SHARD_RECORDS_PER_SECOND
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from simulator.shards import SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND
+from simulator.engine.shards import SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND
 from simulator.stats import ShardSnapshot, StatsSnapshot
 
 #: Shards listed one per line; beyond this, the hottest are listed and the rest summarised.

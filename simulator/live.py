@@ -18,7 +18,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 
 from simulator.dashboard import render_dashboard
-from simulator.runner import RunResult, Simulation
+from simulator.engine.runner import RunResult, Simulation
 
 #: Dashboard redraws per second.
 REFRESH_PER_SECOND = 4

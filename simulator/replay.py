@@ -12,11 +12,11 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from simulator.batching import Record
-from simulator.fleet import Fleet, FleetConfig
-from simulator.keys import Keyer
-from simulator.shards import LocalStream
-from simulator.sink import PutRecordsOutcome, StreamDescription
+from simulator.engine.batching import Record
+from simulator.engine.fleet import Fleet, FleetConfig
+from simulator.engine.keys import Keyer
+from simulator.engine.shards import LocalStream
+from simulator.engine.sink import PutRecordsOutcome, StreamDescription
 
 #: Runs start at a race boundary (2026-11-26T20:00:00Z), so every run is the same.
 WORKLOAD_START = 1_764_187_200.0

@@ -11,7 +11,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.batching import PUT_PAYLOAD_UNIT_BYTES, Record, put_payload_units
+from simulator.engine.batching import PUT_PAYLOAD_UNIT_BYTES, Record, put_payload_units
 
 #: Seconds of per-second rates kept for the dashboard.
 RATE_WINDOW_SECONDS = 10

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.table import Table
 
-from simulator.shards import SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND
+from simulator.engine.shards import SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND
 
 
 def summary_table(summary: dict[str, Any]) -> RenderableType:

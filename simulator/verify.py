@@ -29,8 +29,9 @@ from enum import StrEnum
 from typing import Any
 
 from alleycat_rider.core.message import MessageError, RideMessage
-from simulator.kpl import AggregateError, deaggregate
-from simulator.shards import Shard, hash_key
+from simulator.engine.kpl import AggregateError, deaggregate
+from simulator.engine.shards import hash_key
+from simulator.engine.sink import Shard
 
 #: Examples of each problem kept for the report.
 MAX_EXAMPLES = 5

@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from simulator.cli_options import aws_options, parse_moment
+from simulator.engine.keys import PartitionKeyStrategy
+from simulator.engine.sink import Shard
 from simulator.errors import SimulatorError
-from simulator.keys import PartitionKeyStrategy
-from simulator.shards import Shard
 from simulator.verify import ShardRule, StreamRecord, StreamVerifier, VerifyReport
 
 #: Records asked for per GetRecords call (the Kinesis maximum).

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from simulator.batching import Record
-from simulator.shards import LocalStream, ShardRouter
-from simulator.sink import PutRecordsOutcome, StreamDescription
+from simulator.engine.batching import Record
+from simulator.engine.shards import LocalStream, ShardRouter
+from simulator.engine.sink import PutRecordsOutcome, StreamDescription
 
 
 class RecordingStream:

@@ -9,7 +9,7 @@ from aws_kinesis_agg.deaggregator import deaggregate_records
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.aggregation import (
+from simulator.engine.aggregation import (
     DEFAULT_BATCHING_MODES,
     PER_SECOND,
     BatchingKind,
@@ -18,13 +18,13 @@ from simulator.aggregation import (
     parse_batching,
     unpack,
 )
-from simulator.batching import Record
-from simulator.clock import VirtualClock
-from simulator.fleet import FleetConfig
-from simulator.keys import PartitionKeyStrategy
-from simulator.producer import ProducerConfig
-from simulator.runner import Simulation, SimulationConfig
-from simulator.shards import LocalStream, ShardRouter
+from simulator.engine.batching import Record
+from simulator.engine.clock import VirtualClock
+from simulator.engine.fleet import FleetConfig
+from simulator.engine.keys import PartitionKeyStrategy
+from simulator.engine.producer import ProducerConfig
+from simulator.engine.runner import Simulation, SimulationConfig
+from simulator.engine.shards import LocalStream, ShardRouter
 from simulator.verify import StreamRecord, StreamVerifier
 from tests.streams import RecordingStream
 

@@ -5,10 +5,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from simulator.aggregation import PER_SECOND, parse_batching
 from simulator.compare import compare_batching, compare_strategies
 from simulator.compare_cli import compare
-from simulator.keys import PartitionKeyStrategy as Key
+from simulator.engine.aggregation import PER_SECOND, parse_batching
+from simulator.engine.keys import PartitionKeyStrategy as Key
 from simulator.replay import Workload
 
 EVEN = Workload(riders=1000, shards=4, duration=20, seed=5)

@@ -12,13 +12,13 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from simulator.batching import Record
-from simulator.clock import ScaledClock, VirtualClock
+from simulator.engine.batching import Record
+from simulator.engine.clock import ScaledClock, VirtualClock
+from simulator.engine.fleet import FleetConfig
+from simulator.engine.runner import RunResult, Simulation, SimulationConfig
+from simulator.engine.shards import THROTTLED, ShardRouter, split_hash_space
+from simulator.engine.sink import PutRecordsOutcome, StreamDescription, StreamSink
 from simulator.errors import RetryableSinkError
-from simulator.fleet import FleetConfig
-from simulator.runner import RunResult, Simulation, SimulationConfig
-from simulator.shards import THROTTLED, ShardRouter, split_hash_space
-from simulator.sink import PutRecordsOutcome, StreamDescription, StreamSink
 from simulator.sinks import SinkOptions, make_dispatcher, open_sink
 from simulator.sinks.kinesis import make_client
 from simulator.verify_cli import ShardReader, verify

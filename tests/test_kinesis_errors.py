@@ -21,13 +21,13 @@ from botocore.exceptions import (
 from botocore.stub import Stubber
 from click.testing import CliRunner
 
-from simulator.batching import Record
 from simulator.cli import simulate
-from simulator.clock import ScaledClock
+from simulator.engine.batching import Record
+from simulator.engine.clock import ScaledClock
+from simulator.engine.fleet import FleetConfig
+from simulator.engine.runner import Simulation, SimulationConfig
+from simulator.engine.shards import split_hash_space
 from simulator.errors import FatalSinkError, RetryableSinkError
-from simulator.fleet import FleetConfig
-from simulator.runner import Simulation, SimulationConfig
-from simulator.shards import split_hash_space
 from simulator.sinks import SinkOptions, make_dispatcher
 from simulator.sinks.kinesis import KinesisSink, StreamOpener, make_client
 from simulator.sinks.kinesis_errors import CREDENTIAL_CODES, RETRYABLE_CODES, translate_error

@@ -8,11 +8,11 @@ import threading
 
 from botocore.stub import Stubber
 
-from simulator.batching import Record
-from simulator.clock import ScaledClock
-from simulator.dispatch import ThreadedDispatcher
+from simulator.engine.batching import Record
+from simulator.engine.clock import ScaledClock
+from simulator.engine.dispatch import ThreadedDispatcher
+from simulator.engine.shards import ShardRouter, split_hash_space
 from simulator.errors import FatalSinkError
-from simulator.shards import ShardRouter, split_hash_space
 from simulator.sinks import SinkOptions
 from simulator.sinks.kinesis import KinesisSink, list_shards, make_client
 from tests.servers.kinesis import create_stream

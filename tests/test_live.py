@@ -6,11 +6,11 @@ from rich.console import Console
 
 import simulator.live as live
 from alleycat.cli import cli
-from simulator.clock import VirtualClock
-from simulator.fleet import FleetConfig
+from simulator.engine.clock import VirtualClock
+from simulator.engine.fleet import FleetConfig
+from simulator.engine.runner import Simulation, SimulationConfig
+from simulator.engine.shards import LocalStream
 from simulator.live import ProgressLine, run_with_progress, wants_dashboard
-from simulator.runner import Simulation, SimulationConfig
-from simulator.shards import LocalStream
 
 START = 1_764_187_200.0
 

@@ -4,10 +4,10 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.batching import BatchLimits, Record
-from simulator.producer import Backoff, Producer, ProducerConfig
-from simulator.shards import THROTTLED
-from simulator.sink import PutRecordsOutcome
+from simulator.engine.batching import BatchLimits, Record
+from simulator.engine.producer import Backoff, Producer, ProducerConfig
+from simulator.engine.shards import THROTTLED
+from simulator.engine.sink import PutRecordsOutcome
 from simulator.stats import RunStats
 
 
@@ -124,7 +124,7 @@ def test_the_buffer_is_bounded():
 
 
 def _router(shards):
-    from simulator.shards import ShardRouter, split_hash_space
+    from simulator.engine.shards import ShardRouter, split_hash_space
 
     return ShardRouter(split_hash_space(shards))
 

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator.batching import Record
-from simulator.shards import (
+from simulator.engine.batching import Record
+from simulator.engine.shards import (
     HASH_SPACE_MAX,
     THROTTLED,
     LocalStream,

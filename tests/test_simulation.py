@@ -6,12 +6,12 @@ from collections import Counter, defaultdict
 import pytest
 
 from alleycat_rider.core.message import FIELDS, RideMessage
-from simulator.clock import VirtualClock
-from simulator.fleet import FleetConfig
-from simulator.keys import RANDOM_KEY_DIGITS, PartitionKeyStrategy, random_numeric_keys
-from simulator.producer import ProducerConfig
-from simulator.runner import Simulation, SimulationConfig
-from simulator.shards import LocalStream
+from simulator.engine.clock import VirtualClock
+from simulator.engine.fleet import FleetConfig
+from simulator.engine.keys import RANDOM_KEY_DIGITS, PartitionKeyStrategy, random_numeric_keys
+from simulator.engine.producer import ProducerConfig
+from simulator.engine.runner import Simulation, SimulationConfig
+from simulator.engine.shards import LocalStream
 from tests.streams import RecordingStream
 
 START = 1_764_186_600.0  # a whole race window

@@ -1,6 +1,6 @@
 from collections import Counter
 
-from simulator.batching import Record
+from simulator.engine.batching import Record
 from simulator.stats import LatencyHistogram, RunStats
 
 

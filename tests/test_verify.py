@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alleycat_rider.core.message import RideEvent, RideMessage
-from simulator.keys import balanced_keys
-from simulator.kpl import KPL_MAGIC, AggregateError, deaggregate
-from simulator.shards import ShardRouter, split_hash_space
+from simulator.engine.keys import balanced_keys
+from simulator.engine.kpl import KPL_MAGIC, AggregateError, deaggregate
+from simulator.engine.shards import ShardRouter, split_hash_space
 from simulator.sinks.kinesis import make_client
 from simulator.verify import ShardRule, StreamRecord, StreamVerifier
 from simulator.verify_cli import ShardReader, verify

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator.clock import Clock
-from simulator.dispatch import Dispatcher, InlineDispatcher, ThreadedDispatcher
-from simulator.shards import LocalStream
-from simulator.sink import StreamSink
+from simulator.engine.clock import Clock
+from simulator.engine.dispatch import Dispatcher, InlineDispatcher, ThreadedDispatcher
+from simulator.engine.shards import LocalStream
+from simulator.engine.sink import StreamSink
 
 #: Requests in flight at once against a real stream.
 DEFAULT_MAX_IN_FLIGHT = 4

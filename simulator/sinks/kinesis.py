@@ -27,10 +27,9 @@ from typing import Any, TextIO
 import boto3
 from botocore.config import Config
 
-from simulator.batching import Record
+from simulator.engine.batching import Record
+from simulator.engine.sink import PutRecordsOutcome, Shard, StreamDescription
 from simulator.errors import FatalSinkError
-from simulator.shards import Shard
-from simulator.sink import PutRecordsOutcome, StreamDescription
 from simulator.sinks import SinkOptions
 from simulator.sinks.kinesis_errors import BotoCoreError, ClientError, translate_error
 

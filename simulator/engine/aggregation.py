@@ -25,16 +25,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from simulator.batching import MIB, PUT_PAYLOAD_UNIT_BYTES, Record
-from simulator.kpl import deaggregate, new_aggregate
-from simulator.shards import ShardRouter
-from simulator.source import RecordSource
+from simulator.engine.batching import MIB, PUT_PAYLOAD_UNIT_BYTES, Record
+from simulator.engine.kpl import deaggregate, new_aggregate
+from simulator.engine.shards import ShardRouter
+from simulator.engine.source import RecordSource
 from simulator.stats import LatencyHistogram
 
 if TYPE_CHECKING:
     from aws_kinesis_agg.aggregator import AggRecord
 
-    from simulator.shards import Shard
+    from simulator.engine.sink import Shard
 
 #: KPL's default ``RecordMaxBufferedTime``: 100 ms.
 KPL_MAX_BUFFERED_SECONDS = 0.1
@@ -158,7 +158,7 @@ class BatchingStage:
         self.hold = LatencyHistogram()
 
     def leaderboard(self, per_class: int = 5) -> dict[int, list[tuple[str, int, float]]]:
-        """The source's leaderboard (see :meth:`simulator.fleet.Fleet.leaderboard`)."""
+        """The source's leaderboard (see :meth:`simulator.engine.fleet.Fleet.leaderboard`)."""
         return self.source.leaderboard(per_class)
 
     @property
@@ -253,7 +253,7 @@ class BatchingStage:
 def unpack(data: bytes) -> list[bytes]:
     """The ride messages inside one Kinesis record's data, whatever the batching mode.
 
-    KPL-aggregated records are de-aggregated (:func:`simulator.kpl.deaggregate`); anything
+    KPL-aggregated records are de-aggregated (:func:`simulator.engine.kpl.deaggregate`); anything
     else is split into lines (a single message has none).
     """
     users = deaggregate(data)

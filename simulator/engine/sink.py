@@ -1,6 +1,6 @@
 """The one seam between the simulator and a stream: ``put_records(records, now)``.
 
-A sink is the built-in shard model (:class:`simulator.shards.LocalStream`) or a real stream
+A sink is the built-in shard model (:class:`simulator.engine.shards.LocalStream`) or a real stream
 (:mod:`simulator.sinks.kinesis`). It answers each PutRecords request with the per-entry results
 Kinesis gives, raises :class:`~simulator.errors.RetryableSinkError` when the whole request failed
 but may pass later, and :class:`~simulator.errors.FatalSinkError` when the run cannot go on.
@@ -13,8 +13,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from simulator.batching import Record
-    from simulator.shards import Shard
+    from simulator.engine.batching import Record
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """An open shard and the inclusive hash key range it owns."""
+
+    shard_id: str
+    starting_hash_key: int
+    ending_hash_key: int
+
+    @property
+    def midpoint(self) -> int:
+        """A hash key in the middle of the range."""
+        return (self.starting_hash_key + self.ending_hash_key) // 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

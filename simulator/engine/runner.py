@@ -14,17 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from simulator.aggregation import PER_SECOND, BatchingMode, BatchingStage
-from simulator.batching import Record
-from simulator.clock import Clock
-from simulator.dispatch import Dispatcher, InlineDispatcher
+from simulator.engine.aggregation import PER_SECOND, BatchingMode, BatchingStage
+from simulator.engine.batching import Record
+from simulator.engine.clock import Clock
+from simulator.engine.dispatch import Dispatcher, InlineDispatcher
+from simulator.engine.fleet import Fleet, FleetConfig
+from simulator.engine.keys import Keyer, PartitionKeyStrategy, make_keyer
+from simulator.engine.producer import Producer, ProducerConfig
+from simulator.engine.shards import ShardRouter
+from simulator.engine.sink import StreamDescription, StreamSink
+from simulator.engine.source import RecordSource
 from simulator.errors import FatalSinkError, SimulatorError
-from simulator.fleet import Fleet, FleetConfig
-from simulator.keys import Keyer, PartitionKeyStrategy, make_keyer
-from simulator.producer import Producer, ProducerConfig
-from simulator.shards import ShardRouter
-from simulator.sink import StreamDescription, StreamSink
-from simulator.source import RecordSource
 from simulator.stats import RunStats, StatsSnapshot
 
 #: The finest step the loop takes for a deadline (a flush, a backoff, a held record's hold).

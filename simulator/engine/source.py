@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from simulator.batching import Record
+from simulator.engine.batching import Record
 
 
 class RecordSource(Protocol):
-    """Records on a schedule (see :class:`simulator.fleet.Fleet`)."""
+    """Records on a schedule (see :class:`simulator.engine.fleet.Fleet`)."""
 
     @property
     def done(self) -> bool:

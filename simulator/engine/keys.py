@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 
-from simulator.shards import Shard
+from simulator.engine.sink import Shard
 
 #: The ``(partition_key, explicit_hash_key)`` of each record in a slice.
 KeyList = list[tuple[str, str | None]]

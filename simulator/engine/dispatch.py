@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from simulator.batching import Record
-from simulator.clock import Clock
+from simulator.engine.batching import Record
+from simulator.engine.clock import Clock
+from simulator.engine.sink import PutRecordsOutcome, StreamSink
 from simulator.errors import FatalSinkError, SinkError
-from simulator.sink import PutRecordsOutcome, StreamSink
 
 #: Seconds between GIL hand-overs while worker threads send requests (Python's default is 5 ms).
 GIL_SWITCH_INTERVAL = 0.001

@@ -12,9 +12,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from simulator.batching import DEFAULT_BATCH_LIMITS, BatchLimits, Record
-from simulator.shards import DEFAULT_SHARD_LIMITS, THROTTLED, ShardLimits, ShardRouter
-from simulator.sink import PutRecordsOutcome
+from simulator.engine.batching import DEFAULT_BATCH_LIMITS, BatchLimits, Record
+from simulator.engine.shards import DEFAULT_SHARD_LIMITS, THROTTLED, ShardLimits, ShardRouter
+from simulator.engine.sink import PutRecordsOutcome
 from simulator.stats import RunStats
 
 

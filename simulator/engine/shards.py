@@ -22,8 +22,8 @@ try:
 except ImportError:  # pragma: no cover - an interpreter built without it
     from hashlib import md5
 
-from simulator.batching import Record
-from simulator.sink import PutRecordsOutcome, StreamDescription
+from simulator.engine.batching import Record
+from simulator.engine.sink import PutRecordsOutcome, Shard, StreamDescription
 
 #: The hash space is ``[0, HASH_SPACE_MAX]``.
 HASH_SPACE_MAX = 2**128 - 1
@@ -33,20 +33,6 @@ SHARD_BYTES_PER_SECOND = 1024 * 1024
 
 THROTTLED = "ProvisionedThroughputExceededException"
 INTERNAL_FAILURE = "InternalFailure"
-
-
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """An open shard and the inclusive hash key range it owns."""
-
-    shard_id: str
-    starting_hash_key: int
-    ending_hash_key: int
-
-    @property
-    def midpoint(self) -> int:
-        """A hash key in the middle of the range."""
-        return (self.starting_hash_key + self.ending_hash_key) // 2
 
 
 def shard_id(index: int) -> str:

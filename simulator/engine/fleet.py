@@ -27,8 +27,8 @@ from alleycat_rider.core.physiology import (
     RiderModel,
     RiderProfile,
 )
-from simulator.batching import Record
-from simulator.keys import Keyer
+from simulator.engine.batching import Record
+from simulator.engine.keys import Keyer
 
 #: The original simulator numbered its racers from 100.
 FIRST_RACER_ID = 100
@@ -94,7 +94,7 @@ class Fleet:
         config: the riders to simulate.
         start: simulation time (epoch seconds) the first race starts at.
         duration: seconds to ride; each rider sends one message per second.
-        keyer: the partition-key function (see :func:`simulator.keys.make_keyer`).
+        keyer: the partition-key function (see :func:`simulator.engine.keys.make_keyer`).
         rng: the randomness of everything the riders do.
     """
 
