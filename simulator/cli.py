@@ -31,7 +31,7 @@ from simulator.engine.keys import STRATEGY_TRADE_OFFS, PartitionKeyStrategy
 from simulator.engine.producer import ProducerConfig
 from simulator.engine.runner import RunResult, Simulation, SimulationConfig
 from simulator.errors import SimulatorError
-from simulator.live import run_with_progress
+from simulator.report.live import run_with_progress
 from simulator.sinks import DEFAULT_MAX_IN_FLIGHT, SinkOptions, make_dispatcher, open_sink
 
 
@@ -300,7 +300,7 @@ def simulate(
     else:
         from rich.console import Console
 
-        from simulator.summary import summary_table
+        from simulator.report.summary import summary_table
 
         Console().print(summary_table(summary))
     if result.error is not None:

@@ -35,7 +35,7 @@ from simulator.replay import (
     Workload,
     record_workload,
 )
-from simulator.stats import RunStats
+from simulator.report.stats import RunStats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

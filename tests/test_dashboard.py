@@ -2,8 +2,8 @@ from typing import Any
 
 from rich.console import Console
 
-from simulator.dashboard import render_dashboard
-from simulator.stats import ShardSnapshot, StatsSnapshot
+from simulator.report.dashboard import render_dashboard
+from simulator.report.stats import ShardSnapshot, StatsSnapshot
 
 
 def _shard(index, records_per_s, bytes_per_s=None):

@@ -4,13 +4,13 @@ import json
 from click.testing import CliRunner
 from rich.console import Console
 
-import simulator.live as live
+import simulator.report.live as live
 from alleycat.cli import cli
 from simulator.engine.clock import VirtualClock
 from simulator.engine.fleet import FleetConfig
 from simulator.engine.runner import Simulation, SimulationConfig
 from simulator.engine.shards import LocalStream
-from simulator.live import ProgressLine, run_with_progress, wants_dashboard
+from simulator.report.live import ProgressLine, run_with_progress, wants_dashboard
 
 START = 1_764_187_200.0
 

@@ -8,7 +8,7 @@ from simulator.engine.batching import BatchLimits, Record
 from simulator.engine.producer import Backoff, Producer, ProducerConfig
 from simulator.engine.shards import THROTTLED
 from simulator.engine.sink import PutRecordsOutcome
-from simulator.stats import RunStats
+from simulator.report.stats import RunStats
 
 
 def _producer(**config):

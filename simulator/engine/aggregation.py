@@ -29,7 +29,7 @@ from simulator.engine.batching import MIB, PUT_PAYLOAD_UNIT_BYTES, Record
 from simulator.engine.kpl import deaggregate, new_aggregate
 from simulator.engine.shards import ShardRouter
 from simulator.engine.source import RecordSource
-from simulator.stats import LatencyHistogram
+from simulator.report.stats import LatencyHistogram
 
 if TYPE_CHECKING:
     from aws_kinesis_agg.aggregator import AggRecord

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from simulator.engine.batching import DEFAULT_BATCH_LIMITS, BatchLimits, Record
 from simulator.engine.shards import DEFAULT_SHARD_LIMITS, THROTTLED, ShardLimits, ShardRouter
 from simulator.engine.sink import PutRecordsOutcome
-from simulator.stats import RunStats
+from simulator.report.stats import RunStats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,7 +25,7 @@ from simulator.engine.shards import ShardRouter
 from simulator.engine.sink import StreamDescription, StreamSink
 from simulator.engine.source import RecordSource
 from simulator.errors import FatalSinkError, SimulatorError
-from simulator.stats import RunStats, StatsSnapshot
+from simulator.report.stats import RunStats, StatsSnapshot
 
 #: The finest step the loop takes for a deadline (a flush, a backoff, a held record's hold).
 DEADLINE_STEP = 0.005

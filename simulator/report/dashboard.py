@@ -1,9 +1,9 @@
 """The live dashboard of ``alleycat simulate``: a pure function of a stats snapshot.
 
-:func:`render_dashboard` turns a :class:`~simulator.stats.StatsSnapshot` into a rich renderable;
-rich's ``Live`` calls it a few times a second (see :mod:`simulator.live`). Nothing here reads
-the clock or the run: the same snapshot always renders the same view, so tests render it into a
-fixed-width ``Console``.
+:func:`render_dashboard` turns a :class:`~simulator.report.stats.StatsSnapshot` into a rich
+renderable; rich's ``Live`` calls it a few times a second (see :mod:`simulator.report.live`).
+Nothing here reads the clock or the run: the same snapshot always renders the same view, so tests
+render it into a fixed-width ``Console``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from simulator.engine.shards import SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND
-from simulator.stats import ShardSnapshot, StatsSnapshot
+from simulator.report.stats import ShardSnapshot, StatsSnapshot
 
 #: Shards listed one per line; beyond this, the hottest are listed and the rest summarised.
 MAX_SHARD_ROWS = 8

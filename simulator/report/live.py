@@ -1,9 +1,9 @@
 """What the user sees while a simulation runs.
 
-On a terminal, a rich ``Live`` dashboard (:func:`simulator.dashboard.render_dashboard`) redrawn
-a few times a second from a fresh snapshot; otherwise (piped, CI, ``--no-dashboard``) a plain
-progress line on stderr every few seconds. Either way stdout is left alone, so ``--json`` stays
-one clean JSON object.
+On a terminal, a rich ``Live`` dashboard (:func:`simulator.report.dashboard.render_dashboard`)
+redrawn a few times a second from a fresh snapshot; otherwise (piped, CI, ``--no-dashboard``) a
+plain progress line on stderr every few seconds. Either way stdout is left alone, so ``--json``
+stays one clean JSON object.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import TextIO
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from simulator.dashboard import render_dashboard
 from simulator.engine.runner import RunResult, Simulation
+from simulator.report.dashboard import render_dashboard
 
 #: Dashboard redraws per second.
 REFRESH_PER_SECOND = 4

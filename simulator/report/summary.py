@@ -11,7 +11,7 @@ from simulator.engine.shards import SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SE
 
 
 def summary_table(summary: dict[str, Any]) -> RenderableType:
-    """Render a run summary (:meth:`simulator.stats.RunStats.summary` plus run facts)."""
+    """Render a run summary (:meth:`simulator.report.stats.RunStats.summary` plus run facts)."""
     totals = Table(title="Run summary", show_header=False, title_justify="left")
     totals.add_column("figure")
     totals.add_column("value", justify="right")
