@@ -15,8 +15,8 @@ import click
 COMMANDS: dict[str, tuple[str, str]] = {
     "ride": ("alleycat_rider.cli:ride", "Run the rider agent: read the bike, publish over MQTT."),
     "simulate": ("simulator.cli:simulate", "Drive a fleet of virtual riders into Kinesis."),
-    "compare": ("simulator.compare_cli:compare", "Compare partition keys and batching modes."),
-    "verify": ("simulator.verify_cli:verify", "Read a stream back and check every message."),
+    "compare": ("simulator.compare.cli:compare", "Compare partition keys and batching modes."),
+    "verify": ("simulator.verify.cli:verify", "Read a stream back and check every message."),
     "certs": ("alleycat_rider.iot.certs_cli:certs", "Make development certificates."),
     "broker": ("alleycat_rider.iot.certs_cli:broker", "Run a local mutual-TLS MQTT broker."),
     "provision": ("alleycat_rider.iot.provision_cli:provision", "Enrol a bike in AWS IoT Core."),

@@ -25,7 +25,7 @@ from simulator.engine.keys import PartitionKeyStrategy
 from simulator.engine.producer import ProducerConfig
 from simulator.engine.runner import Simulation, SimulationConfig
 from simulator.engine.shards import LocalStream, ShardRouter
-from simulator.verify import StreamRecord, StreamVerifier
+from simulator.verify.check import StreamRecord, StreamVerifier
 from tests.streams import RecordingStream
 
 START = 1_764_187_200.0

@@ -5,11 +5,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from simulator.compare import compare_batching, compare_strategies
-from simulator.compare_cli import compare
+from simulator.compare.cli import compare
+from simulator.compare.replay import Workload
+from simulator.compare.runs import compare_batching, compare_strategies
 from simulator.engine.aggregation import PER_SECOND, parse_batching
 from simulator.engine.keys import PartitionKeyStrategy as Key
-from simulator.replay import Workload
 
 EVEN = Workload(riders=1000, shards=4, duration=20, seed=5)
 SYNCHRONISED = Workload(riders=1200, shards=4, duration=20, phase_spread_ms=0, seed=5)
@@ -131,12 +131,12 @@ def test_compare_refuses_an_unknown_strategy():
 
 
 def test_a_failing_run_in_a_worker_process_is_one_line_not_a_hang(monkeypatch):
-    import simulator.compare
+    import simulator.compare.runs
 
     def broken(*args, **kwargs):
         raise ValueError("boom")
 
-    monkeypatch.setattr(simulator.compare, "run_one", broken)
+    monkeypatch.setattr(simulator.compare.runs, "run_one", broken)
     result = CliRunner().invoke(compare, ["--riders", "50", "--duration", "30", "--jobs", "2"])
     assert result.exit_code == 1
     assert "a comparison run failed" in result.output
@@ -146,7 +146,7 @@ def test_a_failing_run_in_a_worker_process_is_one_line_not_a_hang(monkeypatch):
 def test_heat_map_of_many_shards_has_one_cell_per_shard():
     from rich.console import Console
 
-    from simulator.compare_cli import heat_map
+    from simulator.compare.cli import heat_map
 
     workload = Workload(riders=600, shards=24, duration=5, seed=5)
     runs = compare_strategies(workload, [Key.CLASS, Key.BALANCED]).runs

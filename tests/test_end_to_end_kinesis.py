@@ -21,7 +21,7 @@ from simulator.engine.sink import PutRecordsOutcome, StreamDescription, StreamSi
 from simulator.errors import RetryableSinkError
 from simulator.sinks import SinkOptions, make_dispatcher, open_sink
 from simulator.sinks.kinesis import make_client
-from simulator.verify_cli import ShardReader, verify
+from simulator.verify.cli import ShardReader, verify
 
 
 def alleycat(*args: str) -> subprocess.CompletedProcess[str]:

@@ -20,8 +20,8 @@ from simulator.engine.keys import balanced_keys
 from simulator.engine.kpl import KPL_MAGIC, AggregateError, deaggregate
 from simulator.engine.shards import ShardRouter, split_hash_space
 from simulator.sinks.kinesis import make_client
-from simulator.verify import ShardRule, StreamRecord, StreamVerifier
-from simulator.verify_cli import ShardReader, verify
+from simulator.verify.check import ShardRule, StreamRecord, StreamVerifier
+from simulator.verify.cli import ShardReader, verify
 from tests.servers.kinesis import create_stream
 
 RACE = 5_880_622

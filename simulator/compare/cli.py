@@ -16,19 +16,19 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from simulator.compare import (
+from simulator.compare.costs import DEFAULT_PRICES, Prices
+from simulator.compare.replay import Workload
+from simulator.compare.runs import (
     Comparison,
     RunFigures,
     compare_batching,
     compare_strategies,
     usable_cpus,
 )
-from simulator.costs import DEFAULT_PRICES, Prices
 from simulator.engine.aggregation import DEFAULT_BATCHING_MODES, BatchingMode, parse_batching
 from simulator.engine.keys import PartitionKeyStrategy
 from simulator.engine.shards import SHARD_RECORDS_PER_SECOND
 from simulator.errors import SimulatorError
-from simulator.replay import Workload
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -15,7 +15,7 @@ from simulator.cli_options import aws_options, parse_moment
 from simulator.engine.keys import PartitionKeyStrategy
 from simulator.engine.sink import Shard
 from simulator.errors import SimulatorError
-from simulator.verify import ShardRule, StreamRecord, StreamVerifier, VerifyReport
+from simulator.verify.check import ShardRule, StreamRecord, StreamVerifier, VerifyReport
 
 #: Records asked for per GetRecords call (the Kinesis maximum).
 GET_RECORDS_LIMIT = 10_000

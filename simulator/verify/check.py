@@ -1,7 +1,7 @@
 """Checking what a stream holds: every ride message once, no second missing, nothing malformed.
 
 Pure: :class:`StreamVerifier` takes the records read back from a stream (see
-:mod:`simulator.verify_cli` for the reading) and builds a :class:`VerifyReport`. KPL-aggregated
+:mod:`simulator.verify.cli` for the reading) and builds a :class:`VerifyReport`. KPL-aggregated
 records (magic ``f3 89 9a c2``, a protobuf body, an MD5 of the body) are unpacked into the
 messages they carry, and so are records of newline-delimited messages; an aggregate whose
 digest or body is wrong counts as malformed.

@@ -1,6 +1,6 @@
 """``alleycat compare``: the same workload through each partition-key strategy or batching mode.
 
-The fleet's messages are generated once and replayed (:mod:`simulator.replay`), message for
+The fleet's messages are generated once and replayed (:mod:`simulator.compare.replay`), message for
 message, through a fresh run for each strategy or mode: the built-in stream model, the real
 producer with its retries and TTL, in virtual time. Each run is measured at the stream
 (:class:`MeteredStream`): where each entry was offered, what was accepted, whether each rider's
@@ -18,15 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import cast
 
-from simulator.costs import DEFAULT_PRICES, MonthlyCost, Prices, monthly_cost
-from simulator.engine.aggregation import PER_SECOND, BatchingMode, BatchingStage
-from simulator.engine.clock import VirtualClock
-from simulator.engine.fleet import FleetConfig
-from simulator.engine.keys import PartitionKeyStrategy
-from simulator.engine.runner import Simulation, SimulationConfig
-from simulator.engine.shards import SHARD_RECORDS_PER_SECOND, LocalStream
-from simulator.errors import SimulatorError
-from simulator.replay import (
+from simulator.compare.costs import DEFAULT_PRICES, MonthlyCost, Prices, monthly_cost
+from simulator.compare.replay import (
     WORKLOAD_START,
     Chunk,
     MeteredStream,
@@ -35,6 +28,13 @@ from simulator.replay import (
     Workload,
     record_workload,
 )
+from simulator.engine.aggregation import PER_SECOND, BatchingMode, BatchingStage
+from simulator.engine.clock import VirtualClock
+from simulator.engine.fleet import FleetConfig
+from simulator.engine.keys import PartitionKeyStrategy
+from simulator.engine.runner import Simulation, SimulationConfig
+from simulator.engine.shards import SHARD_RECORDS_PER_SECOND, LocalStream
+from simulator.errors import SimulatorError
 from simulator.report.stats import RunStats
 
 
