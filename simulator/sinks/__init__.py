@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from simulator.engine.clock import Clock
 from simulator.engine.dispatch import Dispatcher, InlineDispatcher, ThreadedDispatcher
 from simulator.engine.shards import LocalStream
 from simulator.engine.sink import StreamSink
+from simulator.sinks.options import DEFAULT_MAX_IN_FLIGHT, SinkOptions
 
-#: Requests in flight at once against a real stream.
-DEFAULT_MAX_IN_FLIGHT = 4
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SinkOptions:
-    """Where records go."""
-
-    stream: str | None = None
-    """A real stream's name; None for the built-in model."""
-    shards: int = 4
-    """Shards of the built-in stream, or of a stream created with ``create_stream``."""
-    region: str | None = None
-    profile: str | None = None
-    endpoint_url: str | None = None
-    create_stream: bool = False
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "SinkOptions", "make_dispatcher", "open_sink"]
 
 
 def open_sink(options: SinkOptions) -> StreamSink:

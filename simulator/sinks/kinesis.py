@@ -30,8 +30,8 @@ from botocore.config import Config
 from simulator.engine.batching import Record
 from simulator.engine.sink import PutRecordsOutcome, Shard, StreamDescription
 from simulator.errors import FatalSinkError
-from simulator.sinks import SinkOptions
 from simulator.sinks.kinesis_errors import BotoCoreError, ClientError, translate_error
+from simulator.sinks.options import SinkOptions
 
 #: Region assumed for a local endpoint when none is configured (local servers ignore it).
 LOCAL_DEFAULT_REGION = "us-east-1"

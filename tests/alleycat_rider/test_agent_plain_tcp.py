@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.alleycat_rider.test_agent_broker import agent
 from tests.servers.ports import free_port, wait_for_port
-from tests.test_agent_broker import agent
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
