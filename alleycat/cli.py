@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "certs": ("alleycat_rider.iot.certs_cli:certs", "Make development certificates."),
     "broker": ("alleycat_rider.iot.certs_cli:broker", "Run a local mutual-TLS MQTT broker."),
     "provision": ("alleycat_rider.iot.provision_cli:provision", "Enrol a bike in AWS IoT Core."),
+    "rule": ("simulator.backend.cli:rule", "Stand in for the IoT rule: MQTT into Kinesis."),
+    "standings": ("simulator.backend.cli:standings", "Stand in for the standings backend."),
 }
 
 

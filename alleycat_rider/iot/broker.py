@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -65,13 +66,16 @@ def find_mosquitto() -> str:
     raise MosquittoNotFound(f"mosquitto is not installed: {INSTALL_HINT}")
 
 
-def mosquitto_config(pki: DevPki, *, port: int, host: str = LOCALHOST) -> str:
+def mosquitto_config(
+    pki: DevPki, *, port: int, host: str = LOCALHOST, extra: Sequence[str] = ()
+) -> str:
     """The mosquitto configuration for a mutual-TLS listener on ``host:port``.
 
     Args:
         pki: The development PKI whose CA and server certificate the broker uses.
         port: The TCP port to listen on.
         host: The address to listen on.
+        extra: More configuration lines (limits, an ``acl_file``).
 
     Returns:
         The text of a mosquitto 2.0 configuration file.
@@ -91,6 +95,7 @@ def mosquitto_config(pki: DevPki, *, port: int, host: str = LOCALHOST) -> str:
             f"keyfile {pki.server_key.resolve()}",
             "require_certificate true",
             "use_identity_as_username true",
+            *extra,
             "",
         ]
     )
@@ -123,6 +128,7 @@ class MosquittoBroker:
         port: The port to listen on.
         log: Where mosquitto's log goes: a binary file, or ``None`` for this process's stderr.
         binary: The mosquitto binary (default: found with :func:`find_mosquitto`).
+        extra_config: More mosquitto configuration lines.
     """
 
     def __init__(
@@ -132,8 +138,10 @@ class MosquittoBroker:
         port: int = DEFAULT_PORT,
         log: IO[bytes] | None = None,
         binary: str | None = None,
+        extra_config: Sequence[str] = (),
     ) -> None:
         self.pki = pki
+        self._extra_config = tuple(extra_config)
         self.host = LOCALHOST
         self.port = port
         self._log = log
@@ -167,7 +175,9 @@ class MosquittoBroker:
             )
         self._workdir = tempfile.TemporaryDirectory(prefix="alleycat-mosquitto-")
         config = Path(self._workdir.name) / "mosquitto.conf"
-        config.write_text(mosquitto_config(self.pki, port=self.port, host=self.host))
+        config.write_text(
+            mosquitto_config(self.pki, port=self.port, host=self.host, extra=self._extra_config)
+        )
         try:
             self._process = subprocess.Popen(
                 [binary, "-c", str(config)],

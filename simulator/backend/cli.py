@@ -1,0 +1,466 @@
+"""``alleycat rule`` and ``alleycat standings``: the AWS side of Alleycat, on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from alleycat_rider.config import is_loopback
+from alleycat_rider.errors import AlleycatError
+from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, device_paths
+from alleycat_rider.mqtt import MqttSettings
+from simulator.backend.rule import (
+    DEFAULT_RETRY_FOR,
+    DEFAULT_RULE_NAME,
+    DEFAULT_RULE_TOPIC,
+    ErrorAction,
+    IotRule,
+)
+from simulator.backend.standings import DEFAULT_RESULTS_TOPIC
+from simulator.backend.template import DEFAULT_KEY_TEMPLATE, KeyTemplate, TemplateError
+from simulator.cli_options import aws_options
+from simulator.errors import SimulatorError
+
+F = TypeVar("F", bound=Callable[..., object])
+
+#: The client ids (and certificate names) of the two backend services.
+RULE_CLIENT_ID = "alleycat-rule"
+STANDINGS_CLIENT_ID = "alleycat-standings"
+DEFAULT_STREAM = "alleycat"
+DEFAULT_ERROR_FILE = Path("alleycat-rule-errors.jsonl")
+
+
+def say(line: str) -> None:
+    """One line of news on stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def mqtt_options(client_id: str) -> Callable[[F], F]:
+    """The broker options of a backend service, defaulting to ``certs dev``'s files."""
+
+    def decorate(command: F) -> F:
+        cert, key = device_paths(DEFAULT_DEV_DIR, client_id)
+        options = [
+            click.option(
+                "--mqtt-endpoint",
+                default="127.0.0.1",
+                show_default=True,
+                help="The MQTT broker (an AWS IoT endpoint, or `alleycat stack`'s).",
+            ),
+            click.option(
+                "--mqtt-port", type=click.IntRange(1, 65535), default=8883, show_default=True
+            ),
+            click.option(
+                "--cert",
+                type=click.Path(dir_okay=False, path_type=Path),
+                default=cert,
+                show_default=True,
+                help=f"Certificate (PEM); make one with `alleycat certs dev --client-id "
+                f"{client_id}`.",
+            ),
+            click.option(
+                "--key",
+                type=click.Path(dir_okay=False, path_type=Path),
+                default=key,
+                show_default=True,
+            ),
+            click.option(
+                "--ca",
+                type=click.Path(dir_okay=False, path_type=Path),
+                default=DEFAULT_DEV_DIR / "ca.crt",
+                show_default=True,
+                help="Trust this CA for the broker.",
+            ),
+            click.option(
+                "--plain",
+                is_flag=True,
+                help="Plain TCP, no TLS (a broker on this machine only).",
+            ),
+            click.option("--client-id", default=client_id, show_default=True),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def mqtt_settings(
+    *, endpoint: str, port: int, cert: Path, key: Path, ca: Path, plain: bool, client_id: str
+) -> MqttSettings:
+    """The settings the options give; plain TCP only to this machine."""
+    if plain:
+        if not is_loopback(endpoint):
+            raise click.UsageError(f"--plain sends in the clear: only to 127.0.0.1, not {endpoint}")
+        return MqttSettings(endpoint=endpoint, port=port, client_id=client_id)
+    return MqttSettings(
+        endpoint=endpoint, port=port, client_id=client_id, cert=cert, key=key, ca=ca
+    )
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Our errors as one line and exit 1, never a traceback."""
+    try:
+        yield
+    except (SimulatorError, AlleycatError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@contextlib.contextmanager
+def stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """Set ``stop`` on Ctrl-C or SIGTERM, for as long as the block runs."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _template(ctx: click.Context, param: click.Parameter, value: str) -> KeyTemplate:
+    try:
+        return KeyTemplate.parse(value)
+    except TemplateError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def open_stream(
+    *,
+    stream: str,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+    create_stream: bool,
+    shards: int,
+) -> Any:
+    """A :class:`~simulator.sinks.kinesis.KinesisSink` on the stream, created if asked."""
+    from simulator.sinks.kinesis import KinesisSink
+    from simulator.sinks.options import SinkOptions
+
+    options = SinkOptions(
+        stream=stream,
+        shards=shards,
+        region=region,
+        profile=profile,
+        endpoint_url=endpoint_url,
+        create_stream=create_stream,
+    )
+    return KinesisSink.open(options, progress=sys.stderr)
+
+
+def status_loop(
+    stop: threading.Event, interval: float, line: Callable[[], str], *, until: float | None
+) -> None:
+    """Say ``line()`` every ``interval`` seconds until ``stop`` (or the ``until`` moment)."""
+    next_line = time.monotonic() + interval
+    while not stop.wait(0.1):
+        now = time.monotonic()
+        if until is not None and now >= until:
+            stop.set()
+            break
+        if interval > 0 and now >= next_line:
+            say(line())
+            next_line = now + interval
+
+
+EXAMPLES_RULE = """
+\b
+Examples:
+  # The rule of `alleycat stack`, by hand: mosquitto with mutual TLS into moto or kinesalite
+  alleycat rule --endpoint-url http://127.0.0.1:4567 --create-stream
+\b
+  # Keyed by racer instead of by time, with the sender stamped on each record
+  alleycat rule --partition-key '${racerId}' --stamp-client-id --endpoint-url http://127.0.0.1:4567
+"""
+
+
+@click.command(epilog=EXAMPLES_RULE)
+@mqtt_options(RULE_CLIENT_ID)
+@click.option(
+    "--topic",
+    default=DEFAULT_RULE_TOPIC,
+    show_default=True,
+    help="The rule's topic (SELECT * FROM 'TOPIC'); TOPIC/<client id> is read too.",
+)
+@click.option("--stream", default=DEFAULT_STREAM, show_default=True, help="Kinesis stream.")
+@aws_options
+@click.option("--create-stream", is_flag=True, help="Create the stream if it does not exist.")
+@click.option(
+    "--shards", type=click.IntRange(1, 500), default=1, show_default=True, help="Of a new stream."
+)
+@click.option(
+    "--partition-key",
+    default=DEFAULT_KEY_TEMPLATE,
+    show_default=True,
+    callback=_template,
+    help="IoT substitution template: ${timestamp()}, ${newuuid()}, ${topic()}, ${clientid()}, "
+    "or a field such as ${racerId}.",
+)
+@click.option(
+    "--stamp-client-id",
+    is_flag=True,
+    help="Add the sender's client id to each record as clientId "
+    "(SELECT *, clientid() AS clientId).",
+)
+@click.option(
+    "--error-action",
+    "error_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_ERROR_FILE,
+    show_default=True,
+    help="JSON-lines file that takes what the stream refuses, in IoT's error-action format.",
+)
+@click.option(
+    "--retry-for",
+    type=click.FloatRange(0, 3600),
+    default=DEFAULT_RETRY_FOR,
+    show_default=True,
+    help="Seconds a refused record is retried before the error action takes it "
+    "(0: none, as IoT Core).",
+)
+@click.option("--rule-name", default=DEFAULT_RULE_NAME, show_default=True)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds [run until Ctrl-C].",
+)
+@click.option(
+    "--status-interval",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between status lines on stderr (0: none).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the final counts as JSON on stdout.")
+def rule(**options: Any) -> None:
+    """Stand in for the IoT rule: every message on the broker becomes a Kinesis record.
+
+    Subscribes with QoS 1 in a persistent session (messages published while the rule is down
+    arrive when it is back) and acknowledges each message only once the stream or the error
+    action has it. At the end it prints what it received, wrote, retried and sent to the error
+    action; what it had not finished is not acknowledged, and the broker delivers it again.
+    """
+    with one_line_errors():
+        counts = run_rule_command(**options)
+    if options["as_json"]:
+        print(json.dumps(counts))
+    else:
+        say("rule: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()))
+
+
+def run_rule_command(**o: Any) -> dict[str, Any]:
+    """``alleycat rule`` without the printing; returns the final counts."""
+    from simulator.backend.services import rule_link, run_rule
+
+    settings = mqtt_settings(
+        endpoint=o["mqtt_endpoint"],
+        port=o["mqtt_port"],
+        cert=o["cert"],
+        key=o["key"],
+        ca=o["ca"],
+        plain=o["plain"],
+        client_id=o["client_id"],
+    )
+    sink = open_stream(
+        stream=o["stream"],
+        region=o["region"],
+        profile=o["profile"],
+        endpoint_url=o["endpoint_url"],
+        create_stream=o["create_stream"],
+        shards=o["shards"],
+    )
+    error_action = ErrorAction(o["error_file"], rule_name=o["rule_name"], stream=o["stream"])
+    iot_rule = IotRule(
+        sink,
+        stream=o["stream"],
+        key=o["partition_key"],
+        error_action=error_action,
+        rule_topic=o["topic"],
+        stamp_client_id=o["stamp_client_id"],
+        retry_for=o["retry_for"],
+    )
+    topics = [o["topic"], o["topic"].rstrip("/") + "/+"]
+    stop = threading.Event()
+    try:
+        with stopped_by_signals(stop):
+            link = rule_link(settings, iot_rule, topics, say=say)
+            link.start()
+            say(f"rule: {' and '.join(topics)} -> stream {o['stream']} ({sink.endpoint})")
+            until = None if o["duration"] is None else time.monotonic() + o["duration"]
+            status = threading.Thread(
+                target=status_loop,
+                args=(stop, o["status_interval"], lambda: _rule_line(iot_rule)),
+                kwargs={"until": until},
+                daemon=True,
+            )
+            status.start()
+            run_rule(iot_rule, link, stop)
+    finally:
+        iot_rule.close()
+        sink.close()
+    if iot_rule.fatal:
+        say(f"rule: the stream refused writes: {iot_rule.fatal}")
+    return {**iot_rule.counts.to_dict(), "error_action_file": str(o["error_file"])}
+
+
+def _rule_line(iot_rule: IotRule) -> str:
+    c = iot_rule.counts
+    return (
+        f"rule: received {c.received:,}, written {c.written:,}, retried {c.retried:,}, "
+        f"error action {c.error_action:,}, pending {c.pending:,}"
+    )
+
+
+EXAMPLES_STANDINGS = """
+\b
+Examples:
+  alleycat standings --endpoint-url http://127.0.0.1:4567
+\b
+  # Survive restarts, and refuse bikes riding as someone else
+  alleycat standings --state standings.db --client-map bikes.json --endpoint-url ...
+"""
+
+
+@click.command(epilog=EXAMPLES_STANDINGS)
+@mqtt_options(STANDINGS_CLIENT_ID)
+@click.option("--stream", default=DEFAULT_STREAM, show_default=True, help="Kinesis stream.")
+@aws_options
+@click.option(
+    "--from",
+    "start",
+    type=click.Choice(["latest", "trim-horizon"]),
+    default="latest",
+    show_default=True,
+    help="Where to start on shards without a stored position.",
+)
+@click.option(
+    "--results-topic", default=DEFAULT_RESULTS_TOPIC, show_default=True, help="Publish here."
+)
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Keep state in this SQLite file, so a restart carries on [in memory].",
+)
+@click.option(
+    "--client-map",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help='JSON object of client id to racer id ({"bike-1": 101}): reject a message whose '
+    "racer is not its sender's (needs `alleycat rule --stamp-client-id`).",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds [run until Ctrl-C].",
+)
+@click.option(
+    "--status-interval",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between status lines on stderr (0: none).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON on stdout.")
+def standings(**options: Any) -> None:
+    """Stand in for the standings backend: best output per rider, race and class, published back.
+
+    Reads every shard of the stream (new ones after a reshard too), counts each ride message
+    once by uuid, and publishes the original results message on the results topic at most once
+    a second per race with news, and at once when a race's final messages arrive.
+    """
+    with one_line_errors():
+        report = run_standings_command(**options)
+    if options["as_json"]:
+        print(json.dumps(report))
+    else:
+        say(_standings_line(report))
+
+
+def run_standings_command(**o: Any) -> dict[str, Any]:
+    """``alleycat standings`` without the printing; returns the final report."""
+    from simulator.backend.services import run_standings, standings_link
+    from simulator.backend.standings import Standings, StandingsStore, load_client_map
+    from simulator.backend.tail import StreamTail
+
+    settings = mqtt_settings(
+        endpoint=o["mqtt_endpoint"],
+        port=o["mqtt_port"],
+        cert=o["cert"],
+        key=o["key"],
+        ca=o["ca"],
+        plain=o["plain"],
+        client_id=o["client_id"],
+    )
+    client_map = None
+    if o["client_map"] is not None:
+        try:
+            client_map = load_client_map(o["client_map"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--client-map") from None
+    sink = open_stream(
+        stream=o["stream"],
+        region=o["region"],
+        profile=o["profile"],
+        endpoint_url=o["endpoint_url"],
+        create_stream=False,
+        shards=1,
+    )
+    client = sink._client
+    link = standings_link(settings, say=say)
+    backend = Standings(
+        lambda payload: link.publish(o["results_topic"], payload),
+        store=StandingsStore(o["state"]),
+        client_map=client_map,
+    )
+    tail = StreamTail(
+        client,
+        o["stream"],
+        start="LATEST" if o["start"] == "latest" else "TRIM_HORIZON",
+        positions=backend.positions,
+        done=backend.done_shards,
+        warn=say,
+    )
+    stop = threading.Event()
+    try:
+        with stopped_by_signals(stop):
+            link.start()
+            say(f"standings: stream {o['stream']} ({sink.endpoint}) -> {o['results_topic']}")
+            until = None if o["duration"] is None else time.monotonic() + o["duration"]
+            status = threading.Thread(
+                target=status_loop,
+                args=(stop, o["status_interval"], lambda: _standings_line(backend.report())),
+                kwargs={"until": until},
+                daemon=True,
+            )
+            status.start()
+            run_standings(backend, tail, link, stop)
+    finally:
+        sink.close()
+    return backend.report()
+
+
+def _standings_line(report: dict[str, Any]) -> str:
+    return (
+        f"standings: records {report['records']:,}, messages {report['messages']:,}, "
+        f"duplicates {report['duplicates']:,}, rejected {report['rejected']:,}, "
+        f"malformed {report['malformed']:,}, published {report['published']:,}, "
+        f"races {report['races']:,}, riders {report['riders']:,}, lag {report['lag_ms']:,} ms"
+    )

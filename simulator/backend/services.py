@@ -1,0 +1,210 @@
+"""The rule and the standings backend as running services: an MQTT link, a loop, a stop.
+
+:class:`BackendLink` is the agent's own MQTT 5 adapter (:class:`~alleycat_rider.mqtt.MqttLink`)
+used as a backend client: it subscribes again at every connect and turns lifecycle events into
+one-line log messages. :func:`run_rule` and :func:`run_standings` run until a
+:class:`threading.Event` is set, so ``alleycat rule``, ``alleycat standings`` and
+``alleycat stack`` (which runs both on threads) share them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from alleycat_rider.mqtt import (
+    Connected,
+    ConnectionFailed,
+    Disconnected,
+    LinkEvent,
+    MqttLink,
+    MqttSettings,
+    Received,
+    Subscribed,
+)
+from simulator.backend.rule import IotRule
+from simulator.backend.standings import Standings
+from simulator.backend.tail import StreamTail
+from simulator.errors import SimulatorError
+
+#: How long a backend client's session outlives a disconnect on the broker.
+SESSION_EXPIRY_SEC = 24 * 3600
+#: QoS 1 messages the broker may have in flight to the rule at once (unacknowledged).
+RULE_RECEIVE_MAXIMUM = 5000
+#: Seconds to wait for the first connection before giving up with the broker's answer.
+CONNECT_TIMEOUT = 15.0
+#: Seconds between expiries of old races and uuids.
+EXPIRE_EVERY = 30.0
+
+Say = Callable[[str], None]
+
+
+class BackendError(SimulatorError):
+    """A backend service cannot run (the broker refused it, a subscription was denied)."""
+
+
+class BackendLink:
+    """A backend's MQTT connection: subscribed at every connect, failures said once.
+
+    Args:
+        settings: Where and how to connect.
+        subscriptions: ``(topic filter, qos)`` to subscribe to at every connect.
+        on_message: Called from the SDK's thread for every message; must not block.
+        say: Where lifecycle news goes, one line each.
+        name: How lines name this service.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        subscriptions: Sequence[tuple[str, int]] = (),
+        on_message: Callable[[Received], None] | None = None,
+        say: Say,
+        name: str,
+    ) -> None:
+        self._subscriptions = tuple(subscriptions)
+        self._on_message = on_message
+        self._say = say
+        self._name = name
+        self._connected = threading.Event()
+        self._ever_connected = False
+        self._last_failure: str | None = None
+        self.refused: str | None = None
+        """Why the broker will not have this client, once it said so."""
+        self.connects = 0
+        self._link = MqttLink(settings, self._on_event)
+
+    def start(self, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Connect; raise :class:`BackendError` if refused or not connected in ``timeout``."""
+        self._link.start()
+        deadline = time.monotonic() + timeout
+        while not self._connected.wait(0.05):
+            if self.refused is not None or time.monotonic() > deadline:
+                self._link.stop()
+                raise BackendError(
+                    f"{self._name}: {self.refused or self._last_failure or 'no connection'}"
+                )
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        """Queue a publish (QoS 0 standings are only worth sending while connected)."""
+        self._link.publish(topic, payload, qos, 0)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def stop(self) -> None:
+        self._link.stop()
+
+    def _on_event(self, event: LinkEvent) -> None:
+        match event:
+            case Received():
+                if self._on_message is not None:
+                    self._on_message(event)
+            case Connected():
+                self.connects += 1
+                for topic, qos in self._subscriptions:
+                    self._link.subscribe(topic, qos)
+                if self._ever_connected:
+                    self._say(f"{self._name}: connected again")
+                self._ever_connected = True
+                self._last_failure = None
+                self._connected.set()
+            case Subscribed(topic=topic, granted=False, code=code):
+                self.refused = f"the broker refused the subscription to {topic} ({code})"
+                self._say(f"{self._name}: {self.refused}")
+            case ConnectionFailed(message=message, refused=refused):
+                if refused:
+                    self.refused = message
+                if message != self._last_failure:
+                    self._say(f"{self._name}: {message}; retrying")
+                    self._last_failure = message
+            case Disconnected(code=code):
+                self._connected.clear()
+                self._say(f"{self._name}: disconnected ({code}); reconnecting")
+
+
+def rule_link(
+    settings: MqttSettings, rule: IotRule, topics: Sequence[str], *, say: Say
+) -> BackendLink:
+    """The rule's connection: a persistent session, QoS 1, each message acknowledged by the rule."""
+    from dataclasses import replace
+
+    settings = replace(
+        settings,
+        session_expiry_sec=SESSION_EXPIRY_SEC,
+        receive_maximum=RULE_RECEIVE_MAXIMUM,
+        manual_ack=True,
+    )
+    return BackendLink(
+        settings,
+        subscriptions=[(topic, 1) for topic in topics],
+        on_message=lambda m: rule.offer(m.topic, m.payload, m.ack),
+        say=say,
+        name="rule",
+    )
+
+
+def run_rule(rule: IotRule, link: BackendLink, stop: threading.Event) -> None:
+    """Write what the rule receives until ``stop``; then what can be written within a second.
+
+    Messages still pending at the end are not acknowledged: the broker delivers them again when
+    the rule's session comes back.
+    """
+    worker = threading.Thread(target=rule.run, args=(stop,), name="rule-writer", daemon=True)
+    worker.start()
+    try:
+        while not stop.wait(0.2):
+            if link.refused is not None:
+                raise BackendError(f"rule: {link.refused}")
+            if not worker.is_alive():
+                break
+    finally:
+        stop.set()
+        worker.join(5)
+        link.stop()
+
+
+def run_standings(
+    standings: Standings,
+    tail: StreamTail,
+    link: BackendLink,
+    stop: threading.Event,
+    *,
+    on_tick: Callable[[], None] | None = None,
+) -> None:
+    """Read the stream and publish standings until ``stop``."""
+    expired_at = time.monotonic()
+    try:
+        while not stop.is_set():
+            if link.refused is not None:
+                raise BackendError(f"standings: {link.refused}")
+            pages = tail.poll()
+            for page in pages:
+                standings.add_records(page.shard_id, page.records, done=page.done)
+            standings.lag_ms = tail.lag_ms
+            if link.connected:
+                standings.publish_due()
+            if time.monotonic() - expired_at >= EXPIRE_EVERY:
+                standings.expire()
+                expired_at = time.monotonic()
+            if on_tick is not None:
+                on_tick()
+            if not any(page.records for page in pages):
+                stop.wait(0.05)
+    finally:
+        link.stop()
+        standings.store.close()
+
+
+def standings_link(settings: MqttSettings, *, say: Say) -> BackendLink:
+    """The standings backend's connection: it only publishes (QoS 0)."""
+    return BackendLink(settings, say=say, name="standings")
+
+
+def describe(counts: dict[str, Any]) -> str:
+    """``received 1,200, written 1,200, ...`` for a status line."""
+    return ", ".join(f"{name.replace('_', ' ')} {value:,}" for name, value in counts.items())
