@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "provision": ("alleycat_rider.iot.provision_cli:provision", "Enrol a bike in AWS IoT Core."),
     "rule": ("simulator.backend.cli:rule", "Stand in for the IoT rule: MQTT into Kinesis."),
     "standings": ("simulator.backend.cli:standings", "Stand in for the standings backend."),
+    "stack": ("simulator.backend.cli:stack", "Run a whole Alleycat locally: broker to standings."),
 }
 
 

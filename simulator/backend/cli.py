@@ -464,3 +464,175 @@ def _standings_line(report: dict[str, Any]) -> str:
         f"malformed {report['malformed']:,}, published {report['published']:,}, "
         f"races {report['races']:,}, riders {report['riders']:,}, lag {report['lag_ms']:,} ms"
     )
+
+
+EXAMPLES_STACK = """
+\b
+Examples:
+  alleycat stack                          # mosquitto on 8883, moto on 4567, stream alleycat
+  alleycat stack --kinesis kinesalite --shards 4 --json
+  alleycat stack --stamp-client-id --client-map bikes.json   # bikes cannot ride as another
+"""
+
+
+@click.command(epilog=EXAMPLES_STACK)
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), default=8883, show_default=True)
+@click.option("--kinesis-port", type=click.IntRange(1, 65535), default=4567, show_default=True)
+@click.option(
+    "--kinesis",
+    type=click.Choice(["moto", "kinesalite"]),
+    default="moto",
+    show_default=True,
+    help="The local Kinesis server: moto's (pip) or kinesalite (npm, needs Node.js).",
+)
+@click.option("--stream", default=DEFAULT_STREAM, show_default=True, help="The stream to make.")
+@click.option("--shards", type=click.IntRange(1, 100), default=1, show_default=True)
+@click.option(
+    "--certs",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DEV_DIR,
+    show_default=True,
+    help="Development certificates; made here when missing.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".alleycat-stack"),
+    show_default=True,
+    help="Logs, the rule's error-action file and the standings state.",
+)
+@click.option(
+    "--partition-key",
+    default=DEFAULT_KEY_TEMPLATE,
+    show_default=True,
+    callback=_template,
+    help="The rule's partition-key template.",
+)
+@click.option("--stamp-client-id", is_flag=True, help="The rule adds clientId to each record.")
+@click.option(
+    "--client-map",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Client id to racer id (JSON): standings reject riders riding as someone else.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds [run until Ctrl-C].",
+)
+@click.option(
+    "--status-interval",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between status lines when not on a terminal (0: none).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the endpoints as JSON when ready.")
+def stack(**o: Any) -> None:
+    """Run a whole Alleycat here: broker, Kinesis, stream, IoT rule and standings backend.
+
+    Starts mosquitto with mutual TLS, a local Kinesis server and the stream, then the rule
+    (MQTT into Kinesis) and the standings backend (Kinesis back to the riders), prints the
+    commands that use them and what goes through, and stops everything on Ctrl-C or SIGTERM.
+    """
+    from simulator.backend.stack import Stack, StackOptions
+    from simulator.backend.standings import load_client_map
+
+    client_map = None
+    if o["client_map"] is not None:
+        try:
+            client_map = load_client_map(o["client_map"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--client-map") from None
+    options = StackOptions(
+        certs=o["certs"],
+        workdir=o["workdir"],
+        mqtt_port=o["mqtt_port"],
+        kinesis_port=o["kinesis_port"],
+        kinesis=o["kinesis"],
+        stream=o["stream"],
+        shards=o["shards"],
+        partition_key=o["partition_key"].text,
+        stamp_client_id=o["stamp_client_id"],
+        client_map=client_map,
+    )
+    running = Stack(options, say=say)
+    stop = running.stop_event
+    with one_line_errors(), stopped_by_signals(stop):
+        try:
+            running.start()
+            endpoints = running.endpoints()
+            if o["as_json"]:
+                print(json.dumps(endpoints), flush=True)
+            else:
+                print(_stack_commands(endpoints, running), flush=True)
+            until = None if o["duration"] is None else time.monotonic() + o["duration"]
+            _watch(running, until, o["status_interval"])
+        finally:
+            running.stop()
+    for error in running.errors:
+        say(f"stack: {error}")
+    status = running.status()
+    say(_stack_line(status))
+    if running.errors:
+        raise SystemExit(1)
+
+
+def _stack_commands(endpoints: dict[str, Any], running: Any) -> str:
+    import shlex
+
+    from alleycat_rider.iot.certs_cli import ride_command
+
+    kinesis = endpoints["kinesis"]
+    aws = ["--stream", kinesis["stream"], "--endpoint-url", kinesis["endpoint_url"]]
+    rides = [
+        ride_command(running.pki, client_id, endpoints["mqtt"]["port"], 101 + i)
+        + f" --qos 1 --topic {endpoints['topics']['rides']}/{client_id}"
+        for i, client_id in enumerate(endpoints["devices"])
+    ]
+    return "\n".join(
+        [
+            "",
+            "Alleycat is running. Ride a bike through it (a second one in another terminal):",
+            *(f"  {line}" for line in rides),
+            "Drive a fleet straight into its stream, and read the stream back:",
+            f"  {shlex.join(['alleycat', 'simulate', '--riders', '100', *aws])}",
+            f"  {shlex.join(['alleycat', 'verify', *aws])}",
+            f"Standings go out on {endpoints['topics']['results']}; refused records go to "
+            f"{endpoints['error_action_file']}. Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+def _watch(running: Any, until: float | None, interval: float) -> None:
+    """Show the live status until the stack is stopped or ``until``."""
+    stop = running.stop_event
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        with Live(Text(""), console=Console(stderr=True), refresh_per_second=2) as live:
+            while not stop.wait(0.5):
+                live.update(Text(_stack_line(running.status())))
+                if until is not None and time.monotonic() >= until:
+                    break
+        return
+    status_loop(stop, interval, lambda: _stack_line(running.status()), until=until)
+
+
+def _stack_line(status: dict[str, Any]) -> str:
+    rule_counts = status["rule"]
+    report = status["standings"]
+    if not rule_counts or not report:
+        return "stack: stopped before it was running"
+    return (
+        f"stack: messages in {rule_counts['received']:,}, records written "
+        f"{rule_counts['written']:,}, retried {rule_counts['retried']:,}, error action "
+        f"{rule_counts['error_action']:,}, pending {rule_counts['pending']:,} | standings: "
+        f"{report['messages']:,} read, {report['duplicates']:,} duplicates, "
+        f"{report['rejected']:,} rejected, {report['published']:,} published, "
+        f"{report['races']} races, lag {report['lag_ms']:,} ms"
+    )

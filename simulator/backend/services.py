@@ -75,6 +75,7 @@ class BackendLink:
         self.refused: str | None = None
         """Why the broker will not have this client, once it said so."""
         self.connects = 0
+        self._stopping = False
         self._link = MqttLink(settings, self._on_event)
 
     def start(self, timeout: float = CONNECT_TIMEOUT) -> None:
@@ -97,6 +98,7 @@ class BackendLink:
         return self._connected.is_set()
 
     def stop(self) -> None:
+        self._stopping = True
         self._link.stop()
 
     def _on_event(self, event: LinkEvent) -> None:
@@ -124,7 +126,8 @@ class BackendLink:
                     self._last_failure = message
             case Disconnected(code=code):
                 self._connected.clear()
-                self._say(f"{self._name}: disconnected ({code}); reconnecting")
+                if not self._stopping:
+                    self._say(f"{self._name}: disconnected ({code}); reconnecting")
 
 
 def rule_link(

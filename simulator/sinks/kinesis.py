@@ -35,6 +35,8 @@ from simulator.sinks.options import SinkOptions
 
 #: Region assumed for a local endpoint when none is configured (local servers ignore it).
 LOCAL_DEFAULT_REGION = "us-east-1"
+#: Credentials signed with when a local endpoint is used and none are configured.
+LOCAL_CREDENTIALS = ("alleycat-local", "local")
 #: Seconds to wait for a stream to become ACTIVE (AWS usually takes well under a minute).
 DEFAULT_ACTIVE_TIMEOUT = 300.0
 #: Attempts at the calls that open a stream, when they fail in a way that can pass.
@@ -65,11 +67,30 @@ def make_client(
         session = boto3.session.Session(profile_name=profile, region_name=region)
         if session.region_name is None and endpoint_url is not None:
             region = LOCAL_DEFAULT_REGION
+        if _is_local(endpoint_url) and session.get_credentials() is None:
+            # A server on this machine checks no signature: no AWS account needed for it.
+            session = boto3.session.Session(
+                aws_access_key_id=LOCAL_CREDENTIALS[0],
+                aws_secret_access_key=LOCAL_CREDENTIALS[1],
+                region_name=region,
+            )
         return session.client(
             "kinesis", region_name=region, endpoint_url=endpoint_url, config=config
         )
     except BotoCoreError as exc:
         raise translate_error(exc, stream="", endpoint=endpoint_url) from exc
+
+
+def _is_local(endpoint_url: str | None) -> bool:
+    """Whether ``endpoint_url`` is a server on this machine."""
+    if endpoint_url is None:
+        return False
+    from urllib.parse import urlsplit
+
+    from alleycat_rider.config import is_loopback
+
+    host = urlsplit(endpoint_url).hostname
+    return host is not None and is_loopback(host)
 
 
 def call_kinesis(

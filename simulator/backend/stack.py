@@ -1,0 +1,369 @@
+"""``alleycat stack``: a whole Alleycat on this machine, started and stopped as one.
+
+::
+
+    bikes / simulate --via mqtt        alleycat-publish[/<client id>]
+         │  MQTT 5, mutual TLS                  │
+         ▼                                      ▼
+    mosquitto (127.0.0.1:8883) ──QoS 1──▶ rule ──PutRecords──▶ Kinesis (moto or kinesalite,
+         ▲                                                      127.0.0.1:4567), stream alleycat
+         │ alleycat-subscribe (QoS 0)                                 │
+         └────────────────────────── standings ◀──GetRecords──────────┘
+
+Started in that order and stopped in the reverse one: mosquitto (mutual TLS, certificates made in
+``certs/dev`` when missing), the Kinesis server, the stream, the rule and the standings backend
+(both on threads of this process). Every device may publish on the rule's topic and on
+``<topic>/<its certificate's name>``, and read the results topic; only the rule may read the
+rides and only the standings backend may publish results (a mosquitto ACL, as an IoT policy
+would).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from alleycat_rider.iot.broker import LOCALHOST, MosquittoBroker, find_mosquitto, port_in_use
+from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, DevPki, device_paths, make_dev_pki
+from alleycat_rider.mqtt import MqttSettings
+from simulator.backend.rule import DEFAULT_RULE_TOPIC, ErrorAction, IotRule
+from simulator.backend.standings import DEFAULT_RESULTS_TOPIC, Standings, StandingsStore
+from simulator.backend.template import KeyTemplate
+from simulator.errors import SimulatorError
+
+#: The services' client ids, and the devices ``stack`` makes certificates for.
+RULE_CLIENT_ID = "alleycat-rule"
+STANDINGS_CLIENT_ID = "alleycat-standings"
+STACK_DEVICES = ("bike-1", "bike-2")
+DEFAULT_MQTT_PORT = 8883
+DEFAULT_KINESIS_PORT = 4567
+KINESIS_SERVERS = ("moto", "kinesalite")
+LOCAL_REGION = "us-east-1"
+
+#: mosquitto beyond ``alleycat broker``'s configuration: room for a fleet, and the ACL.
+BROKER_LIMITS = (
+    "max_queued_messages 1000000",
+    "max_inflight_messages 1000",
+    "max_connections -1",
+)
+
+
+class StackError(SimulatorError):
+    """Part of the stack cannot start; the message says what to do."""
+
+
+def acl(rule_topic: str, results_topic: str) -> str:
+    """The broker's access control list: who may publish and read what."""
+    return "\n".join(
+        [
+            f"user {RULE_CLIENT_ID}",
+            f"topic read {rule_topic}",
+            f"topic read {rule_topic}/#",
+            f"user {STANDINGS_CLIENT_ID}",
+            f"topic write {results_topic}",
+            "# every device: its rides, on the shared topic or its own, and the results",
+            f"pattern write {rule_topic}",
+            f"pattern write {rule_topic}/%u",
+            f"pattern read {results_topic}",
+            "",
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StackOptions:
+    """What ``alleycat stack`` starts, and where."""
+
+    certs: Path = DEFAULT_DEV_DIR
+    workdir: Path = Path(".alleycat-stack")
+    """Logs, the error-action file and the standings state."""
+    mqtt_port: int = DEFAULT_MQTT_PORT
+    kinesis_port: int = DEFAULT_KINESIS_PORT
+    kinesis: str = "moto"
+    stream: str = "alleycat"
+    shards: int = 1
+    partition_key: str = "${timestamp()}"
+    stamp_client_id: bool = False
+    client_map: dict[str, int] | None = None
+    rule_topic: str = DEFAULT_RULE_TOPIC
+    results_topic: str = DEFAULT_RESULTS_TOPIC
+
+
+@dataclass(slots=True)
+class KinesisServer:
+    """moto's server or kinesalite, as a subprocess on 127.0.0.1."""
+
+    kind: str
+    port: int
+    log: IO[bytes]
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        """The command line, or :class:`StackError` saying what to install."""
+        if self.kind == "moto":
+            try:
+                import moto.server  # noqa: F401
+            except ImportError:
+                raise StackError(
+                    "moto's server is not installed: pip install 'alleycat[stack]' "
+                    "(or --kinesis kinesalite)"
+                ) from None
+            return [sys.executable, "-m", "moto.server", "-H", LOCALHOST, "-p", str(self.port)]
+        node = shutil.which("node")
+        if node is None:
+            raise StackError("--kinesis kinesalite needs Node.js: install nodejs, or use moto")
+        module = _kinesalite_module()
+        script = (
+            f"const k = require({str(module)!r})({{createStreamMs: 50, deleteStreamMs: 50,"
+            f" updateStreamMs: 50, shardLimit: 100}});"
+            f" k.listen({self.port}, '{LOCALHOST}');"
+            " process.on('SIGTERM', () => k.close(() => process.exit(0)));"
+        )
+        return [node, "-e", script]
+
+    def start(self, timeout: float = 30.0) -> None:
+        from simulator.backend.net import wait_for_port
+
+        self.process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
+        if not wait_for_port(LOCALHOST, self.port, timeout, alive=self.process):
+            self.stop()
+            raise StackError(f"{self.kind} did not start listening on {self.port}: see its log")
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _device(certs: Path, client_id: str) -> dict[str, str]:
+    cert, key = device_paths(certs, client_id)
+    return {"cert": str(cert), "key": str(key)}
+
+
+def _kinesalite_module() -> Path:
+    """Where npm installed kinesalite: next to us, or globally."""
+    candidates = []
+    npm = shutil.which("npm")
+    if npm is not None:
+        try:
+            root = subprocess.run(
+                [npm, "root", "-g"], capture_output=True, text=True, timeout=30, check=True
+            ).stdout.strip()
+            candidates.append(Path(root) / "kinesalite")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    candidates.append(Path.cwd() / "node_modules" / "kinesalite")
+    for candidate in candidates:
+        if (candidate / "package.json").is_file():
+            return candidate
+    raise StackError("kinesalite is not installed: npm install -g kinesalite (or use moto)")
+
+
+@dataclass(slots=True)
+class Stack:
+    """Everything ``alleycat stack`` runs; :meth:`start`, then :meth:`stop` (always)."""
+
+    options: StackOptions
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+    broker: MosquittoBroker | None = None
+    kinesis: KinesisServer | None = None
+    rule: IotRule | None = None
+    standings: Standings | None = None
+    pki: DevPki | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+    _scratch: tempfile.TemporaryDirectory[str] | None = None
+
+    def start(self) -> None:
+        """Start every part, in order; on failure, stop what started and raise StackError."""
+        o = self.options
+        for port, what in ((o.mqtt_port, "--mqtt-port"), (o.kinesis_port, "--kinesis-port")):
+            if port_in_use(LOCALHOST, port):
+                raise StackError(f"port {port} on {LOCALHOST} is in use: choose another {what}")
+        find_mosquitto()  # a missing mosquitto is one line before anything starts
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        o = self.options
+        o.workdir.mkdir(parents=True, exist_ok=True)
+        self.pki = make_dev_pki(o.certs, [*STACK_DEVICES, RULE_CLIENT_ID, STANDINGS_CLIENT_ID])
+        self._scratch = tempfile.TemporaryDirectory(prefix="alleycat-stack-")
+        acl_file = Path(self._scratch.name) / "acl"
+        acl_file.write_text(acl(o.rule_topic, o.results_topic))
+        acl_file.chmod(0o644)
+        os.chmod(self._scratch.name, 0o755)  # mosquitto may read it as its own user
+        broker_log = (o.workdir / "mosquitto.log").open("ab")
+        self._closers.append(broker_log.close)
+        self.broker = MosquittoBroker(
+            self.pki,
+            port=o.mqtt_port,
+            log=broker_log,
+            extra_config=[*BROKER_LIMITS, f"acl_file {acl_file}"],
+        )
+        self.broker.start()
+        self.say(f"stack: mosquitto on {LOCALHOST}:{o.mqtt_port} (mutual TLS, {o.certs})")
+        kinesis_log = (o.workdir / f"{o.kinesis}.log").open("ab")
+        self._closers.append(kinesis_log.close)
+        self.kinesis = KinesisServer(o.kinesis, o.kinesis_port, kinesis_log)
+        self.kinesis.start()
+        self.say(f"stack: {o.kinesis} on {self.kinesis.url}")
+        self._start_rule()
+        self._start_standings()
+
+    def _mqtt(self, client_id: str) -> MqttSettings:
+        assert self.pki is not None
+        cert, key = device_paths(self.pki.directory, client_id)
+        return MqttSettings(
+            endpoint=LOCALHOST,
+            port=self.options.mqtt_port,
+            client_id=client_id,
+            cert=cert,
+            key=key,
+            ca=self.pki.ca_cert,
+        )
+
+    def _start_rule(self) -> None:
+        from simulator.backend.cli import open_stream
+        from simulator.backend.services import rule_link, run_rule
+
+        o = self.options
+        assert self.kinesis is not None
+        sink = open_stream(
+            stream=o.stream,
+            region=LOCAL_REGION,
+            profile=None,
+            endpoint_url=self.kinesis.url,
+            create_stream=True,
+            shards=o.shards,
+        )
+        self._closers.append(sink.close)
+        error_action = ErrorAction(
+            o.workdir / "rule-errors.jsonl", rule_name="alleycatIngest", stream=o.stream
+        )
+        self.rule = rule = IotRule(
+            sink,
+            stream=o.stream,
+            key=KeyTemplate.parse(o.partition_key),
+            error_action=error_action,
+            rule_topic=o.rule_topic,
+            stamp_client_id=o.stamp_client_id,
+        )
+        self._closers.append(rule.close)
+        link = rule_link(
+            self._mqtt(RULE_CLIENT_ID), rule, [o.rule_topic, f"{o.rule_topic}/+"], say=self.say
+        )
+        link.start()
+        self._thread("rule", lambda: run_rule(rule, link, self.stop_event))
+        self.say(f"stack: rule {o.rule_topic} -> stream {o.stream} ({o.shards} shard(s))")
+
+    def _start_standings(self) -> None:
+        from simulator.backend.services import run_standings, standings_link
+        from simulator.backend.tail import StreamTail
+        from simulator.sinks.kinesis import make_client
+
+        o = self.options
+        assert self.kinesis is not None
+        client = make_client(region=LOCAL_REGION, endpoint_url=self.kinesis.url)
+        self._closers.append(client.close)
+        link = standings_link(self._mqtt(STANDINGS_CLIENT_ID), say=self.say)
+        self.standings = standings = Standings(
+            lambda payload: link.publish(o.results_topic, payload),
+            store=StandingsStore(o.workdir / "standings.db"),
+            client_map=o.client_map,
+        )
+        tail = StreamTail(
+            client,
+            o.stream,
+            start="TRIM_HORIZON",
+            positions=standings.positions,
+            done=standings.done_shards,
+            warn=self.say,
+        )
+        link.start()
+        self._thread("standings", lambda: run_standings(standings, tail, link, self.stop_event))
+        self.say(f"stack: standings {o.stream} -> {o.results_topic}")
+
+    def _thread(self, name: str, target: Callable[[], None]) -> None:
+        def run() -> None:
+            try:
+                target()
+            except Exception as exc:  # reported once, and the stack stops
+                self.errors.append(f"{name}: {exc}")
+                self.stop_event.set()
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def endpoints(self) -> dict[str, Any]:
+        """Where everything is, for ``--json`` and the printed commands."""
+        o = self.options
+        assert self.pki is not None
+        return {
+            "mqtt": {"host": LOCALHOST, "port": o.mqtt_port, "ca": str(self.pki.ca_cert)},
+            "kinesis": {
+                "endpoint_url": f"http://{LOCALHOST}:{o.kinesis_port}",
+                "server": o.kinesis,
+                "stream": o.stream,
+                "region": LOCAL_REGION,
+            },
+            "devices": {client_id: _device(o.certs, client_id) for client_id in STACK_DEVICES},
+            "topics": {"rides": o.rule_topic, "results": o.results_topic},
+            "error_action_file": str(o.workdir / "rule-errors.jsonl"),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """What has gone through, for the live status."""
+        rule = self.rule.counts.to_dict() if self.rule is not None else {}
+        standings = self.standings.report() if self.standings is not None else {}
+        return {"rule": rule, "standings": standings}
+
+    def stop(self) -> None:
+        """Stop everything that started, in reverse order. Safe to call twice."""
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(10)
+        self.threads.clear()
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception as exc:  # one part failing to close must not keep others running
+                self.say(f"stack: while stopping: {exc}")
+        if self.kinesis is not None:
+            self.kinesis.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
