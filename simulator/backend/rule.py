@@ -119,14 +119,14 @@ class ErrorAction:
         self._rule_name = rule_name
         self._stream = stream
         self._file: IO[str] | None = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8")
 
     def write(self, messages: Sequence[Pending]) -> None:
         """Record ``messages`` durably (or nowhere, without a file: IoT Core loses them then)."""
-        if self._file is None or not messages:
+        if self.path is None or not messages:
             return
+        if self._file is None:  # opened at the first refusal: no file while all goes well
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
         for message in messages:
             line = {
                 "ruleName": self._rule_name,
@@ -149,6 +149,7 @@ class ErrorAction:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
 
 
 def client_id_from_topic(rule_topic: str) -> Callable[[str], str]:
