@@ -99,13 +99,17 @@ def mqtt_settings(
     *, endpoint: str, port: int, cert: Path, key: Path, ca: Path, plain: bool, client_id: str
 ) -> MqttSettings:
     """The settings the options give; plain TCP only to this machine."""
+    from alleycat_rider.mqtt import check_credentials
+
     if plain:
         if not is_loopback(endpoint):
             raise click.UsageError(f"--plain sends in the clear: only to 127.0.0.1, not {endpoint}")
         return MqttSettings(endpoint=endpoint, port=port, client_id=client_id)
-    return MqttSettings(
+    settings = MqttSettings(
         endpoint=endpoint, port=port, client_id=client_id, cert=cert, key=key, ca=ca
     )
+    check_credentials(settings)  # before anything starts: a missing file is the first thing said
+    return settings
 
 
 @contextlib.contextmanager
@@ -400,6 +404,12 @@ def run_standings_command(**o: Any) -> dict[str, Any]:
     from simulator.backend.standings import Standings, StandingsStore, load_client_map
     from simulator.backend.tail import StreamTail
 
+    client_map = None
+    if o["client_map"] is not None:
+        try:
+            client_map = load_client_map(o["client_map"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--client-map") from None
     settings = mqtt_settings(
         endpoint=o["mqtt_endpoint"],
         port=o["mqtt_port"],
@@ -409,12 +419,6 @@ def run_standings_command(**o: Any) -> dict[str, Any]:
         plain=o["plain"],
         client_id=o["client_id"],
     )
-    client_map = None
-    if o["client_map"] is not None:
-        try:
-            client_map = load_client_map(o["client_map"])
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--client-map") from None
     sink = open_stream(
         stream=o["stream"],
         region=o["region"],

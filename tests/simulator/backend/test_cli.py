@@ -1,0 +1,106 @@
+"""What a user who gets something wrong reads: one line, exit 1 or 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from alleycat.cli import cli
+from alleycat_rider.iot.broker import MosquittoNotFound
+from tests.servers.ports import free_port
+
+
+def alleycat(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, str, str]:
+    completed = subprocess.run(
+        [sys.executable, "-m", "alleycat", *args],
+        capture_output=True, text=True, timeout=60, env=env, cwd=cwd,
+    )  # fmt: skip
+    return completed.returncode, completed.stdout, completed.stderr
+
+
+def test_stack_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, stdout, stderr = alleycat(
+            "stack", "--mqtt-port", str(port), "--kinesis-port", str(free_port()), cwd=tmp_path
+        )
+    assert code == 1 and stdout == ""
+    assert stderr.strip() == (
+        f"Error: port {port} on 127.0.0.1 is in use: choose another --mqtt-port"
+    )
+    assert not (tmp_path / "certs").exists()  # nothing started, nothing made
+
+
+def test_stack_without_mosquitto_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing() -> str:
+        raise MosquittoNotFound("mosquitto is not installed: install mosquitto: sudo apt-get ...")
+
+    monkeypatch.setattr("simulator.backend.stack.find_mosquitto", missing)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        cli, ["stack", "--mqtt-port", str(free_port()), "--kinesis-port", str(free_port())]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: mosquitto is not installed: install mosquitto: sudo apt-get ..."
+    ]
+
+
+def test_stack_with_kinesalite_but_no_node_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}  # no node, no npm
+    code, _, stderr = alleycat(
+        "stack", "--kinesis", "kinesalite", "--mqtt-port", str(free_port()),
+        "--kinesis-port", str(free_port()), "--certs", str(tmp_path / "certs"),
+        "--workdir", str(tmp_path / "work"), env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 1
+    assert stderr.strip().splitlines()[-1] == (
+        "Error: --kinesis kinesalite needs Node.js: install nodejs, or use moto"
+    )
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["rule", "--partition-key", "${now()}"], "cannot evaluate ${now()}"),
+        (["rule", "--plain", "--mqtt-endpoint", "broker.example.com"], "only to 127.0.0.1"),
+        (["standings", "--client-map", "bikes.json"], "the client map bikes.json must be"),
+    ],
+)
+def test_rule_and_standings_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "bikes.json").write_text(json.dumps([1, 2]))
+    code, _, stderr = alleycat(*args, "--endpoint-url", "http://127.0.0.1:9", cwd=tmp_path)
+    assert code == 2, stderr
+    assert message in stderr and "Traceback" not in stderr
+
+
+def test_rule_without_its_certificate_says_which_file(tmp_path: Path) -> None:
+    code, _, stderr = alleycat(
+        "rule", "--endpoint-url", f"http://127.0.0.1:{free_port()}", cwd=tmp_path
+    )
+    assert code == 1
+    assert stderr.strip() == (
+        "Error: the device certificate certs/dev/devices/alleycat-rule.crt does not exist: "
+        "check --cert"
+    )
+
+
+@pytest.mark.parametrize("command", ["rule", "standings", "stack"])
+def test_help_teaches_with_examples(command: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.output and f"alleycat {command}" in result.output
