@@ -21,10 +21,11 @@ from typing import Any
 import boto3
 from awscrt import mqtt5
 
+from alleycat_rider.iot.broker import port_in_use
 from simulator.sinks.kinesis import list_shards
 from simulator.verify.cli import ShardReader
 from tests.alleycat_rider.test_agent_broker import AgentProcess, agent
-from tests.servers.kinesis import create_stream
+from tests.servers.kinesis import KINESALITE_DIR, create_stream
 from tests.servers.ports import free_port, wait_for_port
 from tests.servers.throttle import throttling_proxy
 
@@ -125,6 +126,33 @@ def test_two_riders_through_a_stack_reach_the_stream_once_and_see_each_other(
     assert report["duplicates"] == len(records) - len(produced)
     assert stack.stop() == 0
     assert "messages in" in stack.stderr
+    assert not port_in_use("127.0.0.1", mqtt_port) and not port_in_use("127.0.0.1", kinesis_port)
+
+
+def test_a_stack_on_kinesalite_makes_its_stream_and_stops_what_it_started(
+    tmp_path: Path, services: Any, aws_test_env: None
+) -> None:
+    (tmp_path / "node_modules").symlink_to(KINESALITE_DIR / "node_modules")
+    mqtt_port, kinesis_port = free_port(), free_port()
+    stack = services(
+        ["stack", "--kinesis", "kinesalite", "--shards", "2", "--stream", "rides",
+         "--mqtt-port", str(mqtt_port), "--kinesis-port", str(kinesis_port), "--json",
+         "--certs", str(tmp_path / "certs"), "--workdir", str(tmp_path / "stack")],
+        "stack",
+    )  # fmt: skip
+    wait_until(lambda: stack.stdout_path.read_text().strip() != "", 60, "the stack")
+    endpoints = json.loads(stack.stdout_path.read_text())
+    assert endpoints["kinesis"] == {
+        "endpoint_url": f"http://127.0.0.1:{kinesis_port}", "server": "kinesalite",
+        "stream": "rides", "region": "us-east-1",
+    }  # fmt: skip
+    client = boto3.client("kinesis", endpoint_url=endpoints["kinesis"]["endpoint_url"])
+    try:
+        assert len(list_shards(client, "rides")) == 2
+    finally:
+        client.close()
+    assert stack.stop(signal.SIGINT) == 0
+    assert not port_in_use("127.0.0.1", mqtt_port) and not port_in_use("127.0.0.1", kinesis_port)
 
 
 def test_nothing_is_lost_when_the_rule_stops_and_standings_die(
