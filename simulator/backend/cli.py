@@ -143,30 +143,6 @@ def _template(ctx: click.Context, param: click.Parameter, value: str) -> KeyTemp
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
-def open_stream(
-    *,
-    stream: str,
-    region: str | None,
-    profile: str | None,
-    endpoint_url: str | None,
-    create_stream: bool,
-    shards: int,
-) -> Any:
-    """A :class:`~simulator.sinks.kinesis.KinesisSink` on the stream, created if asked."""
-    from simulator.sinks.kinesis import KinesisSink
-    from simulator.sinks.options import SinkOptions
-
-    options = SinkOptions(
-        stream=stream,
-        shards=shards,
-        region=region,
-        profile=profile,
-        endpoint_url=endpoint_url,
-        create_stream=create_stream,
-    )
-    return KinesisSink.open(options, progress=sys.stderr)
-
-
 def status_loop(
     stop: threading.Event, interval: float, line: Callable[[], str], *, until: float | None
 ) -> None:
@@ -270,7 +246,7 @@ def rule(**options: Any) -> None:
 
 def run_rule_command(**o: Any) -> dict[str, Any]:
     """``alleycat rule`` without the printing; returns the final counts."""
-    from simulator.backend.services import rule_link, run_rule
+    from simulator.backend.services import open_stream, rule_link, run_rule
 
     settings = mqtt_settings(
         endpoint=o["mqtt_endpoint"],
@@ -400,7 +376,7 @@ def standings(**options: Any) -> None:
 
 def run_standings_command(**o: Any) -> dict[str, Any]:
     """``alleycat standings`` without the printing; returns the final report."""
-    from simulator.backend.services import run_standings, standings_link
+    from simulator.backend.services import open_stream, run_standings, standings_link
     from simulator.backend.standings import Standings, StandingsStore, load_client_map
     from simulator.backend.tail import StreamTail
 

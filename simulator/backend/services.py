@@ -9,6 +9,7 @@ one-line log messages. :func:`run_rule` and :func:`run_standings` run until a
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -206,6 +207,30 @@ def run_standings(
 def standings_link(settings: MqttSettings, *, say: Say) -> BackendLink:
     """The standings backend's connection: it only publishes (QoS 0)."""
     return BackendLink(settings, say=say, name="standings")
+
+
+def open_stream(
+    *,
+    stream: str,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+    create_stream: bool,
+    shards: int,
+) -> Any:
+    """A :class:`~simulator.sinks.kinesis.KinesisSink` on the stream, created if asked."""
+    from simulator.sinks.kinesis import KinesisSink
+    from simulator.sinks.options import SinkOptions
+
+    options = SinkOptions(
+        stream=stream,
+        shards=shards,
+        region=region,
+        profile=profile,
+        endpoint_url=endpoint_url,
+        create_stream=create_stream,
+    )
+    return KinesisSink.open(options, progress=sys.stderr)
 
 
 def describe(counts: dict[str, Any]) -> str:

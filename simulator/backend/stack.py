@@ -253,8 +253,7 @@ class Stack:
         )
 
     def _start_rule(self) -> None:
-        from simulator.backend.cli import open_stream
-        from simulator.backend.services import rule_link, run_rule
+        from simulator.backend.services import open_stream, rule_link, run_rule
 
         o = self.options
         assert self.kinesis is not None

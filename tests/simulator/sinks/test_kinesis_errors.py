@@ -130,14 +130,26 @@ def test_an_unreachable_endpoint_is_named(aws_test_env):
     assert "check --endpoint-url" in result.stderr
 
 
-def test_missing_credentials_say_how_to_provide_them(kinesis_server, monkeypatch):
+def test_missing_credentials_say_how_to_provide_them(aws_test_env, monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
 
-    result = run("--stream", "rides", "--endpoint-url", kinesis_server)
+    # Not this machine: the request is signed (and refused for want of credentials) before any
+    # connection is made, so nothing leaves 127.0.0.1.
+    result = run("--stream", "rides", "--endpoint-url", "https://kinesis.example.invalid")
 
     assert result.exit_code == 1
     assert "no AWS credentials found: set AWS_PROFILE or run `aws configure`" in result.stderr
+
+
+def test_a_server_on_this_machine_needs_no_credentials(kinesis_server, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+
+    result = run("--stream", "no-such-stream", "--endpoint-url", kinesis_server)
+
+    assert result.exit_code == 1  # it got as far as asking the server about the stream
+    assert "stream 'no-such-stream' not found" in result.stderr
 
 
 def test_an_unknown_profile_is_named(kinesis_server, monkeypatch):
