@@ -17,7 +17,6 @@ Choices that matter on a bike:
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -61,14 +60,6 @@ class MqttSettings:
     ping_timeout_ms: int = PING_TIMEOUT_MS
     min_reconnect_delay_ms: int = MIN_RECONNECT_DELAY_MS
     max_reconnect_delay_ms: int = MAX_RECONNECT_DELAY_MS
-    session_expiry_sec: int = 0
-    """0: a clean session at every connect (the agent: its spool resends). Above 0: the broker
-    keeps the session (subscriptions, undelivered QoS 1 messages) this long after a disconnect,
-    and the client rejoins it."""
-    receive_maximum: int | None = None
-    """QoS 1 messages the broker may have in flight to this client at once; None: no limit."""
-    manual_ack: bool = False
-    """QoS 1 messages received are acknowledged only when their :attr:`Received.ack` is called."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +117,6 @@ class Received:
 
     topic: str
     payload: bytes
-    ack: Callable[[], None] | None = None
-    """With :attr:`MqttSettings.manual_ack`, for a QoS 1 message: sends its PUBACK. Until then
-    the broker counts the message as in flight, and delivers it again to a rejoined session."""
 
 
 LinkEvent = Connected | ConnectionFailed | Disconnected | PublishDone | Subscribed | Received
@@ -239,15 +227,8 @@ class MqttLink:
             "max_reconnect_delay_ms": settings.max_reconnect_delay_ms,
             "retry_jitter_mode": mqtt5.ExponentialBackoffJitterMode.DECORRELATED,
             "offline_queue_behavior": mqtt5.ClientOperationQueueBehaviorType.FAIL_ALL_ON_DISCONNECT,
-            "session_behavior": mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS
-            if settings.session_expiry_sec
-            else mqtt5.ClientSessionBehaviorType.CLEAN,
+            "session_behavior": mqtt5.ClientSessionBehaviorType.CLEAN,
         }
-        connect: dict[str, Any] = {}
-        if settings.session_expiry_sec:
-            connect["session_expiry_interval_sec"] = settings.session_expiry_sec
-        if settings.receive_maximum is not None:
-            connect["receive_maximum"] = settings.receive_maximum
         callbacks: dict[str, Any] = {
             "on_publish_received": self._on_publish_received,
             "on_lifecycle_connection_success": self._on_connection_success,
@@ -256,7 +237,7 @@ class MqttLink:
             "on_lifecycle_stopped": lambda _data: self._stopped.set(),
         }
         try:
-            self._client = self._build(options, connect, callbacks)
+            self._client = self._build(options, callbacks)
         except RuntimeError as exc:
             raise CertificateError(
                 f"cannot use the device certificate {settings.cert} with the key {settings.key}"
@@ -264,9 +245,7 @@ class MqttLink:
                 f"({exc})"
             ) from exc
 
-    def _build(
-        self, options: dict[str, Any], connect: dict[str, Any], callbacks: dict[str, Any]
-    ) -> Any:
+    def _build(self, options: dict[str, Any], callbacks: dict[str, Any]) -> Any:
         settings = self.settings
         mqtt5 = self._mqtt5
         if settings.cert is not None:
@@ -281,19 +260,17 @@ class MqttLink:
                 client_id=settings.client_id,
                 enable_metrics_collection=False,
                 **options,
-                **connect,
                 **callbacks,
             )
-        packet = mqtt5.ConnectPacket(
+        connect = mqtt5.ConnectPacket(
             client_id=settings.client_id,
             keep_alive_interval_sec=options.pop("keep_alive_interval_sec"),
-            **connect,
         )
         return mqtt5.Client(
             mqtt5.ClientOptions(
                 host_name=settings.endpoint,
                 port=settings.port,
-                connect_options=packet,
+                connect_options=connect,
                 disable_metrics=True,
                 on_publish_callback_fn=callbacks["on_publish_received"],
                 on_lifecycle_event_connection_success_fn=callbacks[
@@ -324,14 +301,14 @@ class MqttLink:
             raise PublishError(f"cannot publish to {topic}: {exc}") from exc
         future.add_done_callback(lambda done: self._on_publish_done(token, qos, done))
 
-    def subscribe(self, topic: str, qos: int = 0) -> None:
-        """Subscribe to ``topic``: QoS 0 by default (standings are only worth having fresh).
+    def subscribe(self, topic: str) -> None:
+        """Subscribe to ``topic`` at QoS 0 (standings are only worth having fresh).
 
         A :class:`Subscribed` event follows.
         """
         mqtt5 = self._mqtt5
         packet = mqtt5.SubscribePacket(
-            subscriptions=[mqtt5.Subscription(topic_filter=topic, qos=self._qos_levels[qos])]
+            subscriptions=[mqtt5.Subscription(topic_filter=topic, qos=mqtt5.QoS.AT_MOST_ONCE)]
         )
         try:
             future = self._client.subscribe(packet)
@@ -373,18 +350,7 @@ class MqttLink:
 
     def _on_publish_received(self, data: Any) -> None:
         packet = data.publish_packet
-        ack = None
-        take_control = getattr(data, "acquire_publish_acknowledgement_control", None)
-        if self.settings.manual_ack and take_control is not None:
-            handle = take_control()
-            ack = lambda: self._acknowledge(handle)  # noqa: E731
-        self._sink(Received(str(packet.topic), bytes(packet.payload or b""), ack))
-
-    def _acknowledge(self, handle: Any) -> None:
-        # A PUBACK for a message of a connection since lost cannot be sent: the broker
-        # delivers the message again to the rejoined session, and it is handled again.
-        with contextlib.suppress(Exception):
-            self._client.invoke_publish_acknowledgement(handle)
+        self._sink(Received(str(packet.topic), bytes(packet.payload or b"")))
 
     def _on_connection_success(self, _data: Any) -> None:
         # The client's lifecycle events and publish completions come from one event-loop thread.

@@ -31,6 +31,7 @@ from simulator.engine.keys import STRATEGY_TRADE_OFFS, PartitionKeyStrategy
 from simulator.engine.producer import ProducerConfig
 from simulator.engine.runner import RunResult, Simulation, SimulationConfig
 from simulator.errors import SimulatorError
+from simulator.mqtt.options import mqtt_fleet_options
 from simulator.report.live import run_with_progress
 from simulator.sinks import DEFAULT_MAX_IN_FLIGHT, SinkOptions, make_dispatcher, open_sink
 
@@ -190,6 +191,7 @@ def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> B
 @click.option(
     "--no-dashboard", is_flag=True, help="No live dashboard: a progress line every few seconds."
 )
+@mqtt_fleet_options
 def simulate(
     riders: int,
     duration: int,
@@ -217,6 +219,7 @@ def simulate(
     as_json: bool,
     batching: BatchingMode,
     no_dashboard: bool,
+    **mqtt: Any,
 ) -> None:
     """Drive virtual riders into Kinesis with PutRecords batches.
 
@@ -259,6 +262,17 @@ def simulate(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if mqtt["via"] == "mqtt":
+        from simulator.mqtt.cli import run_mqtt_fleet
+
+        run_mqtt_fleet(
+            fleet_config=config.fleet,
+            duration=duration,
+            seed=seed,
+            as_json=as_json,
+            o={**mqtt, "fast": fast, "speed": speed, "start_time": start_time},
+        )
+        return
     sink_options = SinkOptions(
         stream=stream,
         shards=shards,

@@ -576,7 +576,26 @@ def _stack_commands(endpoints: dict[str, Any], running: Any) -> str:
             "",
             "Alleycat is running. Ride a bike through it (a second one in another terminal):",
             *(f"  {line}" for line in rides),
-            "Drive a fleet straight into its stream, and read the stream back:",
+            "Ride a fleet over MQTT through the rule, or straight into the stream; read it back:",
+            "  "
+            + shlex.join(
+                [
+                    "alleycat",
+                    "simulate",
+                    "--via",
+                    "mqtt",
+                    "--riders",
+                    "100",
+                    "--mqtt-port",
+                    str(endpoints["mqtt"]["port"]),
+                    "--ca",
+                    endpoints["mqtt"]["ca"],
+                    "--cert",
+                    endpoints["fleet"]["cert"],
+                    "--key",
+                    endpoints["fleet"]["key"],
+                ]
+            ),  # fmt: skip
             f"  {shlex.join(['alleycat', 'simulate', '--riders', '100', *aws])}",
             f"  {shlex.join(['alleycat', 'verify', *aws])}",
             f"Standings go out on {endpoints['topics']['results']}; refused records go to "

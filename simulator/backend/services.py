@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alleycat_rider.mqtt import (
     Connected,
@@ -29,6 +29,9 @@ from simulator.backend.rule import IotRule
 from simulator.backend.standings import Standings
 from simulator.backend.tail import StreamTail
 from simulator.errors import SimulatorError
+
+if TYPE_CHECKING:
+    from simulator.backend.paho_link import PahoRuleLink
 
 #: How long a backend client's session outlives a disconnect on the broker.
 SESSION_EXPIRY_SEC = 24 * 3600
@@ -51,7 +54,7 @@ class BackendLink:
 
     Args:
         settings: Where and how to connect.
-        subscriptions: ``(topic filter, qos)`` to subscribe to at every connect.
+        subscriptions: Topic filters to subscribe to (QoS 0) at every connect.
         on_message: Called from the SDK's thread for every message; must not block.
         say: Where lifecycle news goes, one line each.
         name: How lines name this service.
@@ -61,7 +64,7 @@ class BackendLink:
         self,
         settings: MqttSettings,
         *,
-        subscriptions: Sequence[tuple[str, int]] = (),
+        subscriptions: Sequence[str] = (),
         on_message: Callable[[Received], None] | None = None,
         say: Say,
         name: str,
@@ -109,8 +112,8 @@ class BackendLink:
                     self._on_message(event)
             case Connected():
                 self.connects += 1
-                for topic, qos in self._subscriptions:
-                    self._link.subscribe(topic, qos)
+                for topic in self._subscriptions:
+                    self._link.subscribe(topic)
                 if self._ever_connected:
                     self._say(f"{self._name}: connected again")
                 self._ever_connected = True
@@ -133,26 +136,22 @@ class BackendLink:
 
 def rule_link(
     settings: MqttSettings, rule: IotRule, topics: Sequence[str], *, say: Say
-) -> BackendLink:
-    """The rule's connection: a persistent session, QoS 1, each message acknowledged by the rule."""
-    from dataclasses import replace
+) -> PahoRuleLink:
+    """The rule's connection: a persistent session, QoS 1, each message acknowledged by the rule
+    (paho-mqtt: see :mod:`simulator.backend.paho_link`)."""
+    from simulator.backend.paho_link import PahoRuleLink
 
-    settings = replace(
-        settings,
-        session_expiry_sec=SESSION_EXPIRY_SEC,
-        receive_maximum=RULE_RECEIVE_MAXIMUM,
-        manual_ack=True,
-    )
-    return BackendLink(
+    return PahoRuleLink(
         settings,
         subscriptions=[(topic, 1) for topic in topics],
         on_message=lambda m: rule.offer(m.topic, m.payload, m.ack),
+        session_expiry_sec=SESSION_EXPIRY_SEC,
+        receive_maximum=RULE_RECEIVE_MAXIMUM,
         say=say,
-        name="rule",
     )
 
 
-def run_rule(rule: IotRule, link: BackendLink, stop: threading.Event) -> None:
+def run_rule(rule: IotRule, link: PahoRuleLink, stop: threading.Event) -> None:
     """Write what the rule receives until ``stop``; then what can be written within a second.
 
     Messages still pending at the end are not acknowledged: the broker delivers them again when

@@ -43,6 +43,8 @@ from simulator.errors import SimulatorError
 RULE_CLIENT_ID = "alleycat-rule"
 STANDINGS_CLIENT_ID = "alleycat-standings"
 STACK_DEVICES = ("bike-1", "bike-2")
+#: The certificate ``simulate --via mqtt`` connects its riders with.
+FLEET_CLIENT_ID = "alleycat-fleet"
 DEFAULT_MQTT_PORT = 8883
 DEFAULT_KINESIS_PORT = 4567
 KINESIS_SERVERS = ("moto", "kinesalite")
@@ -216,7 +218,9 @@ class Stack:
     def _start(self) -> None:
         o = self.options
         o.workdir.mkdir(parents=True, exist_ok=True)
-        self.pki = make_dev_pki(o.certs, [*STACK_DEVICES, RULE_CLIENT_ID, STANDINGS_CLIENT_ID])
+        self.pki = make_dev_pki(
+            o.certs, [*STACK_DEVICES, FLEET_CLIENT_ID, RULE_CLIENT_ID, STANDINGS_CLIENT_ID]
+        )
         self._scratch = tempfile.TemporaryDirectory(prefix="alleycat-stack-")
         acl_file = Path(self._scratch.name) / "acl"
         acl_file.write_text(acl(o.rule_topic, o.results_topic))
@@ -337,6 +341,7 @@ class Stack:
                 "region": LOCAL_REGION,
             },
             "devices": {client_id: _device(o.certs, client_id) for client_id in STACK_DEVICES},
+            "fleet": _device(o.certs, FLEET_CLIENT_ID),
             "topics": {"rides": o.rule_topic, "results": o.results_topic},
             "error_action_file": str(o.workdir / "rule-errors.jsonl"),
         }

@@ -16,7 +16,17 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from simulator.backend.template import KeyTemplate, TemplateError
 from simulator.compare.costs import DEFAULT_PRICES, Prices
+from simulator.compare.ingest import (
+    DEFAULT_IOT_PRICES,
+    INGEST_PATHS,
+    IngestFigures,
+    IotPrices,
+    recommend_ingest,
+    run_iot_rule,
+    run_sdk,
+)
 from simulator.compare.replay import Workload
 from simulator.compare.runs import (
     Comparison,
@@ -62,6 +72,16 @@ def _modes(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
         raise click.BadParameter(str(exc)) from None
 
 
+def _ingest_paths(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str]:
+    if value is None:
+        return []
+    paths = list(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+    unknown = [p for p in paths if p not in INGEST_PATHS]
+    if unknown or not paths:
+        raise click.BadParameter(f"{value!r}: give a comma list of {', '.join(INGEST_PATHS)}")
+    return paths
+
+
 def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
     return click.option(
         f"--price-{name}",
@@ -103,6 +123,23 @@ def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
 @_price("put-units", DEFAULT_PRICES.put_units_million, "Provisioned: per million PUT units.")
 @_price("on-demand-gb", DEFAULT_PRICES.on_demand_gb, "On-demand: per GB written.")
 @_price("stream-hour", DEFAULT_PRICES.on_demand_stream_hour, "On-demand: per stream-hour.")
+@click.option("--ingest", "ingest", default=None, metavar="PATHS", callback=_ingest_paths,
+              help="Compare ingestion paths instead: sdk (PutRecords batches), iot-rule (IoT "
+              "Core's rule, one PutRecord per message); e.g. sdk,iot-rule.")  # fmt: skip
+@click.option("--rule-key", default="${timestamp()}", show_default=True,
+              help="--ingest iot-rule: the rule's partition-key template.")  # fmt: skip
+@click.option("--rule-delay-ms", type=click.IntRange(0, 60_000), default=20, show_default=True,
+              help="--ingest iot-rule: publish to the rule's put, in ms.")  # fmt: skip
+@click.option("--error-action/--no-error-action", default=False, show_default=True,
+              help="--ingest iot-rule: whether throttled records go to an error action "
+              "(else they are lost).")  # fmt: skip
+@_price("iot-connection-minutes", DEFAULT_IOT_PRICES.connection_minutes_million,
+        "IoT Core: per million connection-minutes.")  # fmt: skip
+@_price("iot-messages", DEFAULT_IOT_PRICES.messages_million,
+        "IoT Core: per million messages (first billion a month; 5 KB steps).")  # fmt: skip
+@_price("iot-rules", DEFAULT_IOT_PRICES.rules_million, "IoT Core: per million rules triggered.")
+@_price("iot-actions", DEFAULT_IOT_PRICES.actions_million,
+        "IoT Core: per million actions executed.")  # fmt: skip
 def compare(
     riders: int,
     shards: int,
@@ -119,6 +156,14 @@ def compare(
     price_put_units: float,
     price_on_demand_gb: float,
     price_stream_hour: float,
+    ingest: list[str] | None,
+    rule_key: str,
+    rule_delay_ms: int,
+    error_action: bool,
+    price_iot_connection_minutes: float,
+    price_iot_messages: float,
+    price_iot_rules: float,
+    price_iot_actions: float,
 ) -> None:
     """Run one seeded workload through each partition-key strategy and compare the shards.
 
@@ -143,6 +188,33 @@ def compare(
     )
     jobs = jobs or usable_cpus()
     started = time.monotonic()
+    if ingest:
+        iot_prices = IotPrices(
+            connection_minutes_million=price_iot_connection_minutes,
+            messages_million=price_iot_messages,
+            rules_million=price_iot_rules,
+            actions_million=price_iot_actions,
+        )
+        try:
+            KeyTemplate.parse(rule_key)
+        except TemplateError as exc:
+            raise click.BadParameter(str(exc), param_hint="--rule-key") from None
+        runs = compare_ingest(
+            workload, ingest, strategy=PartitionKeyStrategy(strategy), template=rule_key,
+            delay_ms=rule_delay_ms, error_action=error_action, prices=prices,
+            iot_prices=iot_prices,
+        )  # fmt: skip
+        wall = time.monotonic() - started
+        recommendation = recommend_ingest(runs)
+        if output == "json":
+            click.echo(
+                json.dumps(ingest_json(workload, runs, prices, iot_prices, recommendation, wall))
+            )
+        elif output == "csv":
+            click.echo(comparison_csv([f.run for f in runs]), nl=False)
+        else:
+            Console().print(render_ingest(workload, runs, prices, iot_prices, recommendation, wall))
+        return
     try:
         if modes:
             key = PartitionKeyStrategy(strategy)
@@ -159,6 +231,123 @@ def compare(
     else:
         console = Console()
         console.print(render_comparison(comparison, prices, batching=bool(modes), wall=wall))
+
+
+def compare_ingest(
+    workload: Workload,
+    paths: Sequence[str],
+    *,
+    strategy: PartitionKeyStrategy,
+    template: str,
+    delay_ms: int,
+    error_action: bool,
+    prices: Prices,
+    iot_prices: IotPrices,
+) -> list[IngestFigures]:
+    """Record the workload once and run it through each path."""
+    from simulator.compare.replay import record_workload
+
+    recorded = record_workload(workload)
+    runs = []
+    for path in paths:
+        if path == "sdk":
+            runs.append(run_sdk(recorded, strategy, prices))
+        else:
+            runs.append(
+                run_iot_rule(
+                    recorded,
+                    template=template,
+                    delay_ms=delay_ms,
+                    error_action=error_action,
+                    prices=prices,
+                    iot_prices=iot_prices,
+                )  # fmt: skip
+            )
+    return runs
+
+
+def ingest_json(
+    workload: Workload,
+    runs: Sequence[IngestFigures],
+    prices: Prices,
+    iot_prices: IotPrices,
+    recommendation: str,
+    wall: float,
+) -> dict[str, Any]:
+    """The ingestion comparison as one JSON object: one entry in ``runs`` per path."""
+    rows = []
+    for f in runs:
+        row = {"path": f.path, "key": f.key, **run_row(f.run)}
+        row["lost"] = f.lost
+        row["to_error_action"] = f.to_error_action
+        row["iot_cost"] = {k: round(v, 2) for k, v in asdict(f.iot).items()}
+        row["iot_cost"]["total"] = round(f.iot.total, 2)
+        row["monthly_total_usd"] = round(f.monthly_total, 2)
+        rows.append(row)
+    return {
+        "workload": asdict(workload),
+        "prices_usd": asdict(prices),
+        "iot_prices_usd": asdict(iot_prices),
+        "wall_seconds": round(wall, 3),
+        "runs": rows,
+        "recommendation": recommendation,
+    }
+
+
+def render_ingest(
+    workload: Workload,
+    runs: Sequence[IngestFigures],
+    prices: Prices,
+    iot_prices: IotPrices,
+    recommendation: str,
+    wall: float,
+) -> RenderableType:
+    """One row per ingestion path, the prices, and the recommendation."""
+    table = _table("Ingestion paths")
+    table.add_column("path", no_wrap=True)
+    table.add_column("% per\nshard", no_wrap=True)
+    for name in ("peak/\nlimit", "throt-\ntled", "lost", "p50/p99\nms", "$/month"):
+        table.add_column(name, justify="right", no_wrap=True)
+    verdicts = Table.grid(padding=(0, 2))
+    verdicts.add_column(no_wrap=True)
+    verdicts.add_column()
+    for f in runs:
+        r = f.run
+        table.add_row(
+            f.path, _shares(r), f"{r.peak_load:.0%}", f"{r.throttled_share:.1%}", f"{f.lost:,}",
+            f"{r.latency_p50_ms:,.0f}/{r.latency_p99_ms:,.0f}", f"{f.monthly_total:,.2f}",
+        )  # fmt: skip
+        verdicts.add_row(f"{f.path} ({f.key})", Text(r.verdict, "italic"))
+        bill = f"stream ${r.cost.provisioned:,.2f}"
+        if f.iot.total:
+            bill += (
+                f" + IoT Core ${f.iot.total:,.2f} (connectivity ${f.iot.connectivity:,.2f}, "
+                f"messaging ${f.iot.messaging:,.2f}, rules ${f.iot.rules:,.2f}, actions "
+                f"${f.iot.actions:,.2f})"
+            )
+        verdicts.add_row("", Text(bill + " a month", "dim"))
+    note = Text(
+        f"Monthly cost if this load ran all month (730 h): the stream provisioned "
+        f"({workload.shards} shards × ${prices.shard_hour}/shard-hour + "
+        f"${prices.put_units_million}/M PUT units); IoT Core for iot-rule: "
+        f"${iot_prices.connection_minutes_million}/M connection-minutes (every rider connected), "
+        f"${iot_prices.messages_million}/M messages (first billion; "
+        f"${iot_prices.messages_million_next_4b} next 4 billion, "
+        f"${iot_prices.messages_million_over_5b} beyond; 5 KB steps), "
+        f"${iot_prices.rules_million}/M rules triggered, ${iot_prices.actions_million}/M actions "
+        "executed. Quoted us-east-1 prices, not fetched: check "
+        "https://aws.amazon.com/iot-core/pricing/ and override with --price-iot-*. Standings "
+        "published back to the bikes are not counted.",
+        "dim",
+    )
+    ran = (
+        f"Ran {len(runs)} paths × {workload.riders:,} riders × {workload.duration:,} s on "
+        f"{workload.shards} shards, seed {workload.seed}, in {wall:.1f} s."
+    )
+    return Group(
+        table, verdicts, Text(""), note,
+        Text.assemble(("Recommendation: ", "bold"), recommendation), Text(ran, "dim"),
+    )  # fmt: skip
 
 
 def run_row(f: RunFigures) -> dict[str, Any]:

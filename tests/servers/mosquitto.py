@@ -173,7 +173,10 @@ class RunningBroker:
         self.port = free_port()
         self.log_path = log_path
         self._log = log_path.open("ab")
-        self._broker = MosquittoBroker(self.pki, port=self.port, log=self._log)
+        # Room for a fleet: mosquitto drops a slow subscriber's messages beyond 1,000 by default.
+        self._broker = MosquittoBroker(
+            self.pki, port=self.port, log=self._log, extra_config=["max_queued_messages 1000000"]
+        )
 
     @property
     def running(self) -> bool:

@@ -1,0 +1,139 @@
+"""``alleycat simulate --via mqtt``: the options and the run, with its progress and summary."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import click
+
+from alleycat_rider.config import is_loopback
+from alleycat_rider.mqtt import MqttSettings, check_credentials
+from simulator.engine.fleet import Fleet, FleetConfig
+from simulator.mqtt.fleet import (
+    MAX_PUBLISHES_PER_SECOND,
+    MqttFleet,
+    MqttFleetOptions,
+)
+
+#: Seconds between progress lines.
+PROGRESS_EVERY = 5.0
+
+
+def run_mqtt_fleet(
+    *, fleet_config: FleetConfig, duration: int, seed: int | None, as_json: bool, o: dict[str, Any]
+) -> None:
+    """Ride the fleet over MQTT in real time and print the summary."""
+    if o["fast"] or o["speed"] is not None:
+        raise click.UsageError("--via mqtt rides in real time: drop --fast and --speed")
+    if o["plain"]:
+        if not is_loopback(o["mqtt_endpoint"]):
+            raise click.UsageError("--plain sends in the clear: only to 127.0.0.1")
+        settings = MqttSettings(endpoint=o["mqtt_endpoint"], port=o["mqtt_port"], client_id="x")
+    else:
+        settings = MqttSettings(
+            endpoint=o["mqtt_endpoint"], port=o["mqtt_port"], client_id="x",
+            cert=o["cert"], key=o["key"], ca=o["ca"],
+        )  # fmt: skip
+        try:
+            check_credentials(settings)
+        except Exception as exc:
+            raise click.ClickException(str(exc)) from None
+    rng = random.Random(seed)
+    start = time.time() if o["start_time"] is None else o["start_time"]
+    fleet = Fleet(
+        fleet_config,
+        start=max(start, time.time()),
+        duration=duration,
+        keyer=lambda riders, _stamps: [("", None)] * len(riders),
+        rng=rng,
+    )
+    run = MqttFleet(
+        fleet,
+        MqttFleetOptions(
+            settings=settings,
+            topic=o["topic"],
+            qos=o["qos"],
+            client_id_prefix=o["client_id_prefix"],
+            connect_rate=o["connect_rate"],
+        ),
+    )
+    previous = {}
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        print("stopping: waiting for what is in flight", file=sys.stderr)
+        run.stopped.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, stop)
+    started = time.monotonic()
+    worker = threading.Thread(target=run.run, name="mqtt-fleet", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(PROGRESS_EVERY)
+            if worker.is_alive():
+                print(_progress(run, time.monotonic() - started), file=sys.stderr, flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = run.summary()
+    summary["elapsed_s"] = round(time.monotonic() - started, 3)
+    summary["per_connection_limit"] = MAX_PUBLISHES_PER_SECOND
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(summary)
+    if summary["generated"] and not summary["connects"]:
+        reason = summary["connect_failure_reasons"][:1] or ["no connection"]
+        raise click.ClickException(f"no rider could connect: {reason[0]}")
+
+
+def _progress(run: MqttFleet, elapsed: float) -> str:
+    c = run.counts
+    return (
+        f"{elapsed:5.0f} s  connections {run.open_connections:,}/{len(run.riders):,}  "
+        f"generated {c.generated:,}  acked {c.acked:,}  sent {c.sent_unacknowledged:,}  "
+        f"in flight {run.in_flight:,}  held {run.held:,}  dropped {c.dropped:,}  "
+        f"reconnects {c.reconnects:,}"
+    )
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"MQTT fleet: {s['riders']:,} riders, QoS {s['qos']}", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    rows = [
+        ("generated", s["generated"]),
+        ("acked (PUBACK)" if s["qos"] == 1 else "sent (QoS 0, no ack)",
+         s["acked"] if s["qos"] == 1 else s["sent_unacknowledged"]),
+        ("dropped", s["dropped"]),
+        ("in flight at the end", s["in_flight"]),
+        ("held for offline riders at the end", s["held"]),
+        ("publishes (after being held)", f"{s['published']:,} ({s['resent']:,})"),
+        ("failed publishes", s["failed"]),
+        ("connections", f"{s['connects']:,} ({s['connect_failures']:,} failed attempts)"),
+        ("reconnects / disconnects", f"{s['reconnects']:,} / {s['disconnects']:,}"),
+        ("connect time p50 / p99",
+         f"{s['connect_ms']['p50']:.0f} / {s['connect_ms']['p99']:.0f} ms"),
+    ]  # fmt: skip
+    if s["qos"] == 1:
+        lat = s["puback_latency_ms"]
+        rows.append(
+            ("publish to PUBACK p50 / p95 / p99",
+             f"{lat['p50']:.0f} / {lat['p95']:.0f} / {lat['p99']:.0f} ms")
+        )  # fmt: skip
+    for name, value in rows:
+        table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
+    Console().print(table)
+    for reason in s["connect_failure_reasons"]:
+        print(f"connection failure: {reason}", file=sys.stderr)
