@@ -169,7 +169,7 @@ class MqttFleet:
         """One pass: open connections, take events, publish what is due."""
         now = self._monotonic()
         self._open_connections(now)
-        self._take_events(now)
+        self._take_events()
         due: list[Record] = []
         self.fleet.emit_until(self._wall(), due, 100_000)
         self.counts.generated += len(due)
@@ -192,20 +192,22 @@ class MqttFleet:
             client_id = f"{self.options.client_id_prefix}{FIRST_RACER_ID + rider.index}"
             settings = replace(self.options.settings, client_id=client_id)
             rider.link = self._make_link(settings, self._sink_for(rider.index))
-            rider.connect_started = now
             rider.link.start()
+            # Read the clock anew: a step that opens many connections takes a while.
+            rider.connect_started = self._monotonic()
 
     def _sink_for(self, index: int) -> Callable[[LinkEvent], None]:
         """Rider ``index``'s events, onto the one queue (called from SDK threads)."""
         events = self._events
         return lambda event: events.put((index, event))
 
-    def _take_events(self, now: float) -> None:
+    def _take_events(self) -> None:
         while True:
             try:
                 index, event = self._events.get_nowait()
             except queue.Empty:
                 return
+            now = self._monotonic()  # latencies end when the event is taken, not at the step
             rider = self.riders[index]
             match event:
                 case PublishDone(token=token, delivered=delivered, rejected=rejected, code=code):
@@ -276,7 +278,7 @@ class MqttFleet:
         assert rider.link is not None
         self._tokens += 1
         token = self._tokens
-        self._in_flight[token] = (rider.index, record, now)
+        self._in_flight[token] = (rider.index, record, self._monotonic())
         rider.sent_at.append(now)
         self.counts.published += 1
         try:
@@ -293,12 +295,12 @@ class MqttFleet:
         deadline = self._monotonic() + DRAIN_SECONDS
         while (self._in_flight or self.held) and self._monotonic() < deadline:
             now = self._monotonic()
-            self._take_events(now)
+            self._take_events()
             for rider in self.riders:
                 if rider.held and rider.connected:
                     self._send_held(rider, now)
             time.sleep(0.01)
-        self._take_events(self._monotonic())
+        self._take_events()
 
     def close(self) -> None:
         """Disconnect every rider."""
