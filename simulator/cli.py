@@ -270,7 +270,13 @@ def simulate(
             duration=duration,
             seed=seed,
             as_json=as_json,
-            o={**mqtt, "fast": fast, "speed": speed, "start_time": start_time},
+            o={
+                **mqtt,
+                "fast": fast,
+                "speed": speed,
+                "start_time": start_time,
+                "no_dashboard": no_dashboard,
+            },
         )
         return
     sink_options = SinkOptions(

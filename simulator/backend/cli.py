@@ -136,6 +136,35 @@ def stopped_by_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def run_options(what: str) -> Callable[[F], F]:
+    """``--duration``, ``--status-interval`` and ``--json`` (printing ``what``)."""
+
+    def decorate(command: F) -> F:
+        options = [
+            click.option(
+                "--duration",
+                type=click.FloatRange(min=0, min_open=True),
+                default=None,
+                help="Stop after this many seconds [run until Ctrl-C].",
+            ),
+            click.option(
+                "--status-interval",
+                type=click.FloatRange(min=0),
+                default=10.0,
+                show_default=True,
+                help="Seconds between status lines on stderr (0: none).",
+            ),
+            click.option(
+                "--json", "as_json", is_flag=True, help=f"Print {what} as JSON on stdout."
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def _template(ctx: click.Context, param: click.Parameter, value: str) -> KeyTemplate:
     try:
         return KeyTemplate.parse(value)
@@ -214,20 +243,7 @@ Examples:
     "(0: none, as IoT Core).",
 )
 @click.option("--rule-name", default=DEFAULT_RULE_NAME, show_default=True)
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Stop after this many seconds [run until Ctrl-C].",
-)
-@click.option(
-    "--status-interval",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Seconds between status lines on stderr (0: none).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the final counts as JSON on stdout.")
+@run_options("the final counts")
 def rule(**options: Any) -> None:
     """Stand in for the IoT rule: every message on the broker becomes a Kinesis record.
 
@@ -345,20 +361,7 @@ Examples:
     help='JSON object of client id to racer id ({"bike-1": 101}): reject a message whose '
     "racer is not its sender's (needs `alleycat rule --stamp-client-id`).",
 )
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Stop after this many seconds [run until Ctrl-C].",
-)
-@click.option(
-    "--status-interval",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Seconds between status lines on stderr (0: none).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON on stdout.")
+@run_options("the final report")
 def standings(**options: Any) -> None:
     """Stand in for the standings backend: best output per rider, race and class, published back.
 

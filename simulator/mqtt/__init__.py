@@ -1,5 +1,6 @@
 """The fleet over MQTT, the path real bikes use: a connection per virtual rider, each
 publishing its ride message once a second to a broker (IoT Core, or ``alleycat stack``).
 
-Nothing is here yet; ``simulate`` writes to Kinesis through :mod:`simulator.sinks` only.
+``fleet`` runs the riders over their connections and counts everything; ``options`` and ``cli``
+are ``alleycat simulate --via mqtt``.
 """

@@ -133,6 +133,8 @@ class MqttFleet:
         """Publish to PUBACK, milliseconds."""
         self.connect_latency = LatencyHistogram()
         """Start of a connection to its CONNACK, milliseconds."""
+        self._holding: set[int] = set()
+        """Riders holding messages for when they are connected."""
         self._events: queue.SimpleQueue[tuple[int, LinkEvent]] = queue.SimpleQueue()
         self._in_flight: dict[int, tuple[int, Record, float]] = {}
         self._tokens = 0
@@ -153,7 +155,7 @@ class MqttFleet:
 
     @property
     def held(self) -> int:
-        return sum(len(r.held) for r in self.riders)
+        return sum(len(self.riders[i].held) for i in self._holding)
 
     def run(self) -> None:
         """Ride until the fleet is done or :attr:`stopped` is set, then drain and disconnect."""
@@ -175,8 +177,13 @@ class MqttFleet:
         self.counts.generated += len(due)
         for record in due:
             self._offer(self.riders[record.rider], record, now)
-        for rider in self.riders:
-            if rider.held and rider.connected:
+        self._send_all_held(now)
+
+    def _send_all_held(self, now: float) -> None:
+        """Send what riders hold, for those connected again (only riders holding any are seen)."""
+        for index in list(self._holding):
+            rider = self.riders[index]
+            if rider.connected:
                 self._send_held(rider, now)
 
     def _open_connections(self, now: float) -> None:
@@ -264,11 +271,14 @@ class MqttFleet:
             rider.held.popleft()
             self.counts.dropped += 1
         rider.held.append(record)
+        self._holding.add(rider.index)
 
     def _send_held(self, rider: _Rider, now: float) -> None:
         while rider.held and self._may_publish(rider, now):
             self.counts.resent += 1
             self._publish(rider, rider.held.popleft(), now)
+        if not rider.held:
+            self._holding.discard(rider.index)
 
     def _may_publish(self, rider: _Rider, now: float) -> bool:
         recent = rider.sent_at
@@ -296,9 +306,7 @@ class MqttFleet:
         while (self._in_flight or self.held) and self._monotonic() < deadline:
             now = self._monotonic()
             self._take_events()
-            for rider in self.riders:
-                if rider.held and rider.connected:
-                    self._send_held(rider, now)
+            self._send_all_held(now)
             time.sleep(0.01)
         self._take_events()
 

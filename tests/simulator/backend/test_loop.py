@@ -26,6 +26,7 @@ from simulator.sinks.kinesis import list_shards
 from simulator.verify.cli import ShardReader
 from tests.alleycat_rider.test_agent_broker import AgentProcess, agent
 from tests.servers.kinesis import KINESALITE_DIR, create_stream
+from tests.servers.mosquitto import mqtt_client
 from tests.servers.ports import free_port, wait_for_port
 from tests.servers.throttle import throttling_proxy
 
@@ -60,6 +61,19 @@ def last_with_everyone(rider: AgentProcess, riders: int) -> dict[str, Any] | Non
     return full[-1] if full else None
 
 
+def start_stack(services: Any, tmp_path: Path, *extra: str) -> tuple[Any, dict[str, Any]]:
+    """``alleycat stack`` on free ports; its endpoints once it is ready."""
+    stack = services(
+        ["stack", "--mqtt-port", str(free_port()), "--kinesis-port", str(free_port()),
+         "--certs", str(tmp_path / "certs"), "--workdir", str(tmp_path / "stack"), "--json",
+         "--status-interval", "0", *extra],
+        "stack",
+    )  # fmt: skip
+    wait_until(lambda: stack.stdout_path.read_text().strip() != "", 60, "the stack")
+    endpoints: dict[str, Any] = json.loads(stack.stdout_path.read_text().splitlines()[0])
+    return stack, endpoints
+
+
 def sees_both(rider: AgentProcess) -> Callable[[], bool]:
     return lambda: last_with_everyone(rider, 2) is not None
 
@@ -77,15 +91,9 @@ def verify(endpoint: str, cwd: Path) -> dict[str, Any]:
 def test_two_riders_through_a_stack_reach_the_stream_once_and_see_each_other(
     tmp_path: Path, services: Any, aws_test_env: None
 ) -> None:
-    mqtt_port, kinesis_port = free_port(), free_port()
-    stack = services(
-        ["stack", "--mqtt-port", str(mqtt_port), "--kinesis-port", str(kinesis_port),
-         "--certs", str(tmp_path / "certs"), "--workdir", str(tmp_path / "stack"), "--json",
-         "--status-interval", "0"],
-        "stack",
-    )  # fmt: skip
-    wait_until(lambda: stack.stdout_path.read_text().strip() != "", 60, "the stack")
-    endpoints = json.loads(stack.stdout_path.read_text().splitlines()[0])
+    stack, endpoints = start_stack(services, tmp_path)
+    mqtt_port = endpoints["mqtt"]["port"]
+    kinesis_port = int(endpoints["kinesis"]["endpoint_url"].rsplit(":", 1)[1])
     endpoint = endpoints["kinesis"]["endpoint_url"]
     ca = endpoints["mqtt"]["ca"]
 
@@ -337,3 +345,37 @@ def test_a_bike_riding_as_another_is_refused_by_the_broker_or_rejected_by_standi
     assert results == {"101": round((60 + 35) * (50 + 65) / 100, 4)}
     assert rule.stop() == 0
     assert rule.result()["written"] == 2
+
+
+def test_200_mqtt_riders_through_a_stack_reach_the_stream_with_standings_for_every_class(
+    tmp_path: Path, services: Any, aws_test_env: None
+) -> None:
+    stack, endpoints = start_stack(services, tmp_path)
+    mqtt_port = endpoints["mqtt"]["port"]
+    endpoint = endpoints["kinesis"]["endpoint_url"]
+    ca, fleet, bike = endpoints["mqtt"]["ca"], endpoints["fleet"], endpoints["devices"]["bike-1"]
+    with mqtt_client(
+        host="127.0.0.1", port=mqtt_port, ca=Path(ca), cert=Path(bike["cert"]),
+        key=Path(bike["key"]), client_id="bike-1",
+    ) as watcher:  # fmt: skip
+        watcher.subscribe("alleycat-subscribe", qos=0)
+        completed = subprocess.run(
+            [sys.executable, "-m", "alleycat", "simulate", "--via", "mqtt", "--riders", "200",
+             "--duration", "30", "--mqtt-port", str(mqtt_port), "--ca", ca, "--cert",
+             fleet["cert"], "--key", fleet["key"], "--json", "--seed", "5"],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        summary = json.loads(completed.stdout)
+        assert summary["generated"] == summary["acked"] == 6000
+        wait_until(lambda: len(read_stream(endpoint)) >= 6000, 60, "the stream")
+        time.sleep(2)  # the last standings of the run
+        results = [json.loads(payload) for payload in watcher.messages]
+    records = read_stream(endpoint)
+    assert len({r["uuid"] for r in records}) == 6000
+    report = verify(endpoint, tmp_path)
+    assert report["gaps"] == 0 and report["malformed"] == 0 and report["unique"] == 6000
+    assert {int(r["classId"]) for r in results} == {1, 2, 3, 4, 5, 6}
+    riders = {racer for r in results for racer in json.loads(r["results"])}
+    assert riders == {str(100 + i) for i in range(200)}
+    assert stack.stop() == 0
