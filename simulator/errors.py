@@ -4,6 +4,7 @@
 
     SimulatorError
     ├── ConfigurationError   options that cannot work together
+    ├── BackendError         a local backend service cannot run (refused by the broker)
     └── SinkError            the stream cannot be written
         ├── RetryableSinkError   a whole request failed in a way that can pass (throttling of the
         │                        API, timeouts, connection errors, 5xx): the batch is retried
@@ -20,6 +21,10 @@ class SimulatorError(Exception):
 
 class ConfigurationError(SimulatorError):
     """Options that cannot work together."""
+
+
+class BackendError(SimulatorError):
+    """A backend service cannot run (the broker refused it, a subscription was denied)."""
 
 
 class SinkError(SimulatorError):

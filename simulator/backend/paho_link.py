@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alleycat_rider.mqtt import MqttSettings
+from simulator.errors import BackendError
 
 Say = Callable[[str], None]
 
@@ -96,8 +97,6 @@ class PahoRuleLink:
 
     def start(self, timeout: float = 15.0) -> None:
         """Connect; raise BackendError if refused or not connected within ``timeout``."""
-        from simulator.backend.services import BackendError
-
         try:
             self._client.connect(
                 self._settings.endpoint,

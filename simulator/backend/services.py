@@ -28,7 +28,7 @@ from alleycat_rider.mqtt import (
 from simulator.backend.rule import IotRule
 from simulator.backend.standings import Standings
 from simulator.backend.tail import StreamTail
-from simulator.errors import SimulatorError
+from simulator.errors import BackendError
 
 if TYPE_CHECKING:
     from simulator.backend.paho_link import PahoRuleLink
@@ -43,10 +43,6 @@ CONNECT_TIMEOUT = 15.0
 EXPIRE_EVERY = 30.0
 
 Say = Callable[[str], None]
-
-
-class BackendError(SimulatorError):
-    """A backend service cannot run (the broker refused it, a subscription was denied)."""
 
 
 class BackendLink:
