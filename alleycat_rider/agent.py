@@ -323,6 +323,11 @@ class Agent:
         except ResultsError as exc:
             self._reporter.event("warning", "malformed results message ignored", error=str(exc))
             return
+        except Exception as exc:  # whatever one message does, the ride goes on
+            self._reporter.event(
+                "error", "results message could not be read", error=f"{type(exc).__name__}: {exc}"
+            )
+            return
         if standings is None:
             return
         self._standings = standings

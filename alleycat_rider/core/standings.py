@@ -67,6 +67,8 @@ def parse_results(payload: bytes | str) -> tuple[str, int, int, dict[str, float]
         obj = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ResultsError(f"not JSON: {exc}") from exc
+    except RecursionError:
+        raise ResultsError("not a results message: JSON nested too deeply") from None
     if not isinstance(obj, dict) or obj.get("msg") != "results":
         raise ResultsError('not a results message (no "msg": "results")')
     race_id = obj.get("raceId")
@@ -80,15 +82,21 @@ def parse_results(payload: bytes | str) -> tuple[str, int, int, dict[str, float]
             results = json.loads(results)
         except ValueError as exc:
             raise ResultsError(f"results is not a JSON string: {exc}") from exc
+        except RecursionError:
+            raise ResultsError("results is nested too deeply") from None
     if not isinstance(results, dict):
         raise ResultsError("results must map racer ids to outputs")
     outputs: dict[str, float] = {}
     for racer, value in results.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ResultsError(f"the output of racer {racer} is not a number: {value!r}")
-        if not math.isfinite(value):
+            raise ResultsError(f"the output of racer {racer} is not a number: {value!r:.40}")
+        try:
+            output = float(value)  # an integer of 10**309 or more has no float
+        except OverflowError:
+            raise ResultsError(f"the output of racer {racer} is too large") from None
+        if not math.isfinite(output):
             raise ResultsError(f"the output of racer {racer} is not finite")
-        outputs[str(racer).strip()] = float(value)
+        outputs[str(racer).strip()] = output
     return race_id, class_id, timestamp_ms, outputs
 
 

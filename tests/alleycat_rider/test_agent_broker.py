@@ -286,3 +286,25 @@ def test_standings_are_parsed_from_a_published_results_message(
     assert standings["leader_output"] == 160.25
     assert standings["race"] == "race-5985743"
     assert len(rider.events("malformed results message ignored")) == 1
+
+
+def test_a_poisonous_retained_results_message_is_logged_and_the_ride_goes_on(
+    mqtt_broker: RunningBroker, tmp_path: Path
+) -> None:
+    from awscrt import mqtt5
+
+    deep = b'{"msg":"results","raceId":"race-1","classId":2,"ts":1,"results":' + b"[" * 50_000
+    deep += b"]" * 50_000 + b"}"
+    with mqtt_broker.client("bike-2") as backend:
+        backend._client.publish(
+            mqtt5.PublishPacket(
+                topic=RESULTS_TOPIC, payload=deep, qos=mqtt5.QoS.AT_LEAST_ONCE, retain=True
+            )
+        ).result(5)
+        with agent(agent_args(mqtt_broker, tmp_path / "spool.db")) as rider:
+            rider.wait_for("malformed results message ignored")
+            sent = len(rider.events("message"))
+            rider.wait_for("message", count=sent + 3)  # still riding
+            assert rider.stop() == 0
+    warning = rider.events("malformed results message ignored")[0]
+    assert "nested too deeply" in warning["error"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alleycat_rider.core.standings import ResultsError, standings_for
+from alleycat_rider.core.standings import ResultsError, Standings, standings_for
 
 
 def results(outputs: object, *, class_id: object = "1", encode: bool = True) -> bytes:
@@ -102,3 +102,67 @@ def test_the_place_is_one_more_than_the_riders_ahead(
     assert standings.place == 1 + sum(1 for value in outputs.values() if value > outputs[racer])
     assert standings.riders == len(outputs)
     assert standings.leader_output == max(outputs.values())
+
+
+def test_json_nested_too_deeply_is_a_results_error() -> None:
+    deep = (
+        b'{"msg": "results", "raceId": "race-1", "classId": 1, "ts": 1, "results": '
+        + (b"[" * 100_000)
+        + b"]" * 100_000
+        + b"}"
+    )
+    with pytest.raises(ResultsError, match="nested too deeply"):
+        standings_for(deep, racer_id=1, class_id=1)
+    inner = json.dumps("[" * 100_000 + "]" * 100_000)
+    nested_string = (
+        '{"msg": "results", "raceId": "race-1", "classId": 1, "ts": 1, "results": ' + inner + "}"
+    )
+    with pytest.raises(ResultsError, match="nested too deeply"):
+        standings_for(nested_string.encode(), racer_id=1, class_id=1)
+
+
+def test_an_output_too_large_for_a_float_is_a_results_error() -> None:
+    huge = (
+        '{"msg":"results","raceId":"race-1","classId":1,"ts":1,"results":{"1":1' + "0" * 309 + "}}"
+    )
+    with pytest.raises(ResultsError, match="too large"):
+        standings_for(huge.encode(), racer_id=1, class_id=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_give_standings_or_a_results_error(payload: bytes) -> None:
+    try:
+        got = standings_for(payload, racer_id=1, class_id=1)
+    except ResultsError:
+        return
+    assert got is None or isinstance(got, Standings)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "msg": st.just("results"),
+            "raceId": _json | st.just("race-7"),
+            "classId": _json | st.just("1"),
+            "ts": _json | st.just(5),
+            "results": _json | st.dictionaries(st.text(max_size=4), _json, max_size=4),
+        },
+    )  # fmt: skip
+)
+def test_any_json_gives_standings_or_a_results_error(message: dict[str, object]) -> None:
+    try:
+        got = standings_for(json.dumps(message), racer_id=1, class_id=1)
+    except ResultsError:
+        return
+    assert got is None or isinstance(got, Standings)
