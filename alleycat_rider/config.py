@@ -316,6 +316,22 @@ def load_config(
     return _validate(merged, env)
 
 
+def check_endpoint_url(value: str) -> str:
+    """``value`` if it is an http(s) URL with a host (an AWS endpoint override), else ValueError
+    saying how to write it."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        try:
+            parts.port  # noqa: B018 - a port that is not a number raises here
+        except ValueError:
+            raise ValueError(f"{value!r} has a port that is not a number") from None
+        return value
+    hint = value if "://" not in value else value.split("://", 1)[1]
+    raise ValueError(f"{value!r} is not a URL: write it with its scheme, e.g. http://{hint}")
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine (``localhost`` or a loopback address)."""
     if host.lower() in ("localhost", "localhost."):

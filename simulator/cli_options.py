@@ -30,6 +30,18 @@ def parse_moment(value: str) -> dt.datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
+def endpoint_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check ``--endpoint-url`` (or ``AWS_ENDPOINT_URL``) is a URL: one line if not."""
+    from alleycat_rider.config import check_endpoint_url
+
+    if value is None:
+        return None
+    try:
+        return check_endpoint_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
 def aws_options(command: F) -> F:
     """``--region``, ``--profile`` and ``--endpoint-url``, read from the standard AWS variables."""
     options = [
@@ -42,6 +54,7 @@ def aws_options(command: F) -> F:
             envvar="AWS_ENDPOINT_URL",
             default=None,
             metavar="URL",
+            callback=endpoint_url,
             help="A Kinesis-compatible endpoint, e.g. http://127.0.0.1:4567.",
         ),
     ]

@@ -21,6 +21,17 @@ from alleycat_rider.iot.provision import (
 )
 
 
+def _endpoint_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from alleycat_rider.config import check_endpoint_url
+
+    if value is None:
+        return None
+    try:
+        return check_endpoint_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
 def _thing_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     try:
         return validate_client_id(value)
@@ -46,6 +57,7 @@ def _topic(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option(
     "--endpoint-url",
     envvar="AWS_ENDPOINT_URL",
+    callback=_endpoint_url,
     help="Call the IoT and STS APIs here instead of AWS (a local test server).",
 )
 @click.option(
