@@ -95,13 +95,13 @@ def mqtt_options(client_id: str) -> Callable[[F], F]:
     return decorate
 
 
-def mqtt_settings(
-    *, endpoint: str, port: int, cert: Path, key: Path, ca: Path, plain: bool, client_id: str
-) -> MqttSettings:
-    """The settings the options give; plain TCP only to this machine."""
+def mqtt_settings(o: dict[str, Any]) -> MqttSettings:
+    """The settings :func:`mqtt_options` give; plain TCP only to this machine."""
     from alleycat_rider.mqtt import check_credentials
 
-    if plain:
+    endpoint, port, client_id = o["mqtt_endpoint"], o["mqtt_port"], o["client_id"]
+    cert, key, ca = o["cert"], o["key"], o["ca"]
+    if o["plain"]:
         if not is_loopback(endpoint):
             raise click.UsageError(f"--plain sends in the clear: only to 127.0.0.1, not {endpoint}")
         return MqttSettings(endpoint=endpoint, port=port, client_id=client_id)
@@ -163,6 +163,18 @@ def run_options(what: str) -> Callable[[F], F]:
         return command
 
     return decorate
+
+
+def _client_map(path: Path | None) -> dict[str, int] | None:
+    """``--client-map``'s mapping, or a usage error saying what is wrong with the file."""
+    from simulator.backend.standings import load_client_map
+
+    if path is None:
+        return None
+    try:
+        return load_client_map(path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--client-map") from None
 
 
 def _template(ctx: click.Context, param: click.Parameter, value: str) -> KeyTemplate:
@@ -264,23 +276,11 @@ def run_rule_command(**o: Any) -> dict[str, Any]:
     """``alleycat rule`` without the printing; returns the final counts."""
     from simulator.backend.services import open_stream, rule_link, run_rule
 
-    settings = mqtt_settings(
-        endpoint=o["mqtt_endpoint"],
-        port=o["mqtt_port"],
-        cert=o["cert"],
-        key=o["key"],
-        ca=o["ca"],
-        plain=o["plain"],
-        client_id=o["client_id"],
-    )
+    settings = mqtt_settings(o)
     sink = open_stream(
-        stream=o["stream"],
-        region=o["region"],
-        profile=o["profile"],
-        endpoint_url=o["endpoint_url"],
-        create_stream=o["create_stream"],
-        shards=o["shards"],
-    )
+        stream=o["stream"], region=o["region"], profile=o["profile"],
+        endpoint_url=o["endpoint_url"], create_stream=o["create_stream"], shards=o["shards"],
+    )  # fmt: skip
     error_action = ErrorAction(o["error_file"], rule_name=o["rule_name"], stream=o["stream"])
     iot_rule = IotRule(
         sink,
@@ -380,32 +380,15 @@ def standings(**options: Any) -> None:
 def run_standings_command(**o: Any) -> dict[str, Any]:
     """``alleycat standings`` without the printing; returns the final report."""
     from simulator.backend.services import open_stream, run_standings, standings_link
-    from simulator.backend.standings import Standings, StandingsStore, load_client_map
+    from simulator.backend.standings import Standings, StandingsStore
     from simulator.backend.tail import StreamTail
 
-    client_map = None
-    if o["client_map"] is not None:
-        try:
-            client_map = load_client_map(o["client_map"])
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--client-map") from None
-    settings = mqtt_settings(
-        endpoint=o["mqtt_endpoint"],
-        port=o["mqtt_port"],
-        cert=o["cert"],
-        key=o["key"],
-        ca=o["ca"],
-        plain=o["plain"],
-        client_id=o["client_id"],
-    )
+    client_map = _client_map(o["client_map"])
+    settings = mqtt_settings(o)
     sink = open_stream(
-        stream=o["stream"],
-        region=o["region"],
-        profile=o["profile"],
-        endpoint_url=o["endpoint_url"],
-        create_stream=False,
-        shards=1,
-    )
+        stream=o["stream"], region=o["region"], profile=o["profile"],
+        endpoint_url=o["endpoint_url"], create_stream=False, shards=1,
+    )  # fmt: skip
     client = sink._client
     link = standings_link(settings, say=say)
     backend = Standings(
@@ -520,14 +503,8 @@ def stack(**o: Any) -> None:
     commands that use them and what goes through, and stops everything on Ctrl-C or SIGTERM.
     """
     from simulator.backend.stack import Stack, StackOptions
-    from simulator.backend.standings import load_client_map
 
-    client_map = None
-    if o["client_map"] is not None:
-        try:
-            client_map = load_client_map(o["client_map"])
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--client-map") from None
+    client_map = _client_map(o["client_map"])
     options = StackOptions(
         certs=o["certs"],
         workdir=o["workdir"],
