@@ -39,9 +39,16 @@ def _thing_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
 
 
+#: MQTT's topic wildcards, and the IoT policy language's: any of them in the policy's topic would
+#: let the bike publish or read far more than its own topic (``*`` matches every topic).
+_WILDCARDS = ("+", "#", "*", "?")
+
+
 def _topic(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if not value or "+" in value or "#" in value:
-        raise click.BadParameter("must be one topic, without the wildcards + and #")
+    if not value or any(wildcard in value for wildcard in _WILDCARDS):
+        raise click.BadParameter(
+            "must be one topic, without the wildcards + and # (MQTT) or * and ? (IoT policies)"
+        )
     return value
 
 

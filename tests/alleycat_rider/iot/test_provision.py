@@ -245,6 +245,20 @@ def test_missing_region_is_one_clear_line(
     assert result.output == "Error: no AWS region: pass --region or set AWS_REGION\n"
 
 
+@pytest.mark.parametrize("option", ["--topic", "--results-topic"])
+@pytest.mark.parametrize("topic", ["*", "rides/?", "rides/#", "+/rides"])
+def test_a_wildcard_topic_would_open_the_policy_and_is_refused(
+    tmp_path: Path, option: str, topic: str
+) -> None:
+    # Refused before any AWS call: the endpoint is never contacted.
+    result = _provision("http://127.0.0.1:9", tmp_path, "--thing-name", "bike-7", option, topic)
+    assert result.exit_code == 2
+    assert (
+        f"Invalid value for '{option}': must be one topic, without the wildcards" in result.output
+    )
+    assert not (tmp_path / "certs").exists()
+
+
 def test_bad_thing_name_is_a_usage_error(moto_endpoint: str, tmp_path: Path) -> None:
     result = _provision(moto_endpoint, tmp_path, "--thing-name", "bike 7")
     assert result.exit_code == 2
