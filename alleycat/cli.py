@@ -14,8 +14,11 @@ import click
 #: Subcommand name -> (``module:attribute``, one-line summary for ``--help``).
 COMMANDS: dict[str, tuple[str, str]] = {
     "ride": ("alleycat_rider.cli:ride", "Run the rider agent: read the bike, publish over MQTT."),
-    "simulate": ("simulator.cli:simulate", "Drive a fleet of virtual riders into Kinesis."),
-    "compare": ("simulator.compare.cli:compare", "Compare partition keys and batching modes."),
+    "simulate": ("simulator.cli:simulate", "Drive virtual riders into Kinesis, or over MQTT."),
+    "compare": (
+        "simulator.compare.cli:compare",
+        "Compare partition keys, batching modes or ingestion paths.",
+    ),
     "verify": ("simulator.verify.cli:verify", "Read a stream back and check every message."),
     "certs": ("alleycat_rider.iot.certs_cli:certs", "Make development certificates."),
     "broker": ("alleycat_rider.iot.certs_cli:broker", "Run a local mutual-TLS MQTT broker."),
@@ -62,10 +65,10 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="alleycat")
 def cli() -> None:
-    """Alleycat: an exercise-bike rider agent and a Kinesis fleet simulator.
+    """Alleycat: an exercise-bike rider agent, a fleet simulator and a local stand-in for AWS.
 
-    Start with `alleycat simulate --riders 1000 --fast` (no AWS account needed), or
-    `alleycat COMMAND --help` for any command below.
+    Start with `alleycat simulate --riders 1000 --fast` (no AWS account needed), run the whole
+    system here with `alleycat stack`, or see `alleycat COMMAND --help` for any command below.
     """
 
 

@@ -177,6 +177,11 @@ def compare(
     on the client, and KPL aggregation, with their Kinesis records, PUT payload units, added
     latency and an estimated monthly cost (quoted us-east-1 prices; check them, and override
     them with the --price options).
+
+    With --ingest sdk,iot-rule, compare the two ways rides reach the stream: the SDK's
+    PutRecords batches, and IoT Core's rule putting one record per message keyed by --rule-key,
+    never retrying (throttled records are lost, or go to an error action); with the monthly cost
+    of the stream and of IoT Core (--price-iot-* override its prices).
     """
     workload = Workload(riders=riders, shards=shards, duration=duration, classes=classes,
                         phase_spread_ms=phase_spread, seed=seed)  # fmt: skip
