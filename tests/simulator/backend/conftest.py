@@ -100,8 +100,13 @@ class Service:
         return self.process.wait(timeout)
 
     def kill(self) -> None:
+        """Stop it however it is: SIGTERM first, so a stack stops what it started, then SIGKILL."""
         if self.process.poll() is None:
-            self.process.kill()
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
         self.process.wait(10)
 
     @property

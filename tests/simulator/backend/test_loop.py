@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from awscrt import mqtt5
 
 from alleycat_rider.iot.broker import port_in_use
@@ -29,6 +30,9 @@ from tests.servers.kinesis import KINESALITE_DIR, create_stream
 from tests.servers.mosquitto import mqtt_client
 from tests.servers.ports import free_port, wait_for_port
 from tests.servers.throttle import throttling_proxy
+
+#: Real servers and several processes, over tens of seconds: run once, not on both builds.
+pytestmark = pytest.mark.e2e
 
 STREAM = "alleycat"
 

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from alleycat_rider.core.message import RideMessage
 from alleycat_rider.iot.broker import MosquittoBroker
 from alleycat_rider.mqtt import MqttSettings
@@ -22,6 +24,9 @@ from simulator.engine.fleet import Fleet, FleetConfig
 from simulator.mqtt.fleet import MAX_PUBLISHES_PER_SECOND, MqttFleet, MqttFleetOptions
 from tests.servers.mosquitto import RunningBroker, TestPki
 from tests.servers.ports import free_port
+
+#: Real servers and several processes, over tens of seconds: run once, not on both builds.
+pytestmark = pytest.mark.e2e
 
 TOPIC = "alleycat-publish"
 
