@@ -332,6 +332,18 @@ def check_endpoint_url(value: str) -> str:
     raise ValueError(f"{value!r} is not a URL: write it with its scheme, e.g. http://{hint}")
 
 
+def endpoint_url_param(ctx: Any, param: Any, value: str | None) -> str | None:
+    """:func:`check_endpoint_url` as a click callback for ``--endpoint-url``: a usage error."""
+    import click
+
+    if value is None:
+        return None
+    try:
+        return check_endpoint_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine (``localhost`` or a loopback address)."""
     if host.lower() in ("localhost", "localhost."):

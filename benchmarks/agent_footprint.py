@@ -24,7 +24,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -34,7 +33,7 @@ from typing import Any
 
 from alleycat_rider.iot.broker import MosquittoBroker
 from alleycat_rider.iot.devcerts import make_dev_pki
-from benchmarks.command import alleycat_command
+from benchmarks.command import alleycat_command, free_port
 
 WARM_UP = 5.0
 
@@ -56,13 +55,6 @@ def cpu_seconds(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue  # a thread that just ended
     return total / 1e9
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class TimedSubscriber:

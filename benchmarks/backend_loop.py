@@ -28,7 +28,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,29 +44,13 @@ from alleycat_rider.core.message import MessageEncoder, RideEvent, RiderIdentity
 from alleycat_rider.iot.broker import MosquittoBroker
 from alleycat_rider.iot.devcerts import DevPki, device_paths, make_dev_pki
 from alleycat_rider.mqtt import MqttLink, MqttSettings, PublishDone, Received
-from benchmarks.command import alleycat_command
+from benchmarks.command import alleycat_command, free_port
+from simulator.backend.net import wait_for_port
 from simulator.backend.stack import BROKER_LIMITS, RULE_CLIENT_ID, STANDINGS_CLIENT_ID, acl
 
 KINESALITE = Path(__file__).resolve().parent.parent / "tests" / "servers" / "kinesalite"
 RIDERS_PER_CONNECTION = 100
 WARM_UP = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {port}")
 
 
 def kinesis_server(kind: str, port: int) -> subprocess.Popen[bytes]:
@@ -78,7 +61,8 @@ def kinesis_server(kind: str, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=KINESALITE
     )
-    wait_for_port(port)
+    if not wait_for_port("127.0.0.1", port, 30.0, alive=process):
+        raise RuntimeError(f"{kind} did not start on {port}")
     return process
 
 

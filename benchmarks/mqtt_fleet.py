@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,13 +25,7 @@ import psutil
 
 from alleycat_rider.iot.broker import MosquittoBroker
 from alleycat_rider.iot.devcerts import DevPki, device_paths, make_dev_pki
-from benchmarks.command import alleycat_command
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from benchmarks.command import alleycat_command, free_port
 
 
 def run(riders: int, duration: float, connect_rate: float, pki: DevPki, port: int) -> None:

@@ -1,9 +1,14 @@
-"""Options and parameter types that several simulator commands share."""
+"""Options, parameter types and signal handling that several simulator commands share."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Callable
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import TypeVar
 
 import click
@@ -30,16 +35,10 @@ def parse_moment(value: str) -> dt.datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
-def endpoint_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Check ``--endpoint-url`` (or ``AWS_ENDPOINT_URL``) is a URL: one line if not."""
-    from alleycat_rider.config import check_endpoint_url
+def _endpoint_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from alleycat_rider.config import endpoint_url_param  # when a command runs, not at --help
 
-    if value is None:
-        return None
-    try:
-        return check_endpoint_url(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return endpoint_url_param(ctx, param, value)
 
 
 def aws_options(command: F) -> F:
@@ -54,10 +53,27 @@ def aws_options(command: F) -> F:
             envvar="AWS_ENDPOINT_URL",
             default=None,
             metavar="URL",
-            callback=endpoint_url,
+            callback=_endpoint_url,
             help="A Kinesis-compatible endpoint, e.g. http://127.0.0.1:4567.",
         ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+@contextlib.contextmanager
+def stopped_by_signals(stop: threading.Event, *, say: str | None = None) -> Iterator[None]:
+    """Set ``stop`` on Ctrl-C or SIGTERM (saying ``say`` on stderr), while the block runs."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        if say is not None:
+            print(say, file=sys.stderr)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from alleycat_rider.config import endpoint_url_param
 from alleycat_rider.errors import ConfigError
 from alleycat_rider.iot.certs_cli import one_line_errors
 from alleycat_rider.iot.devcerts import validate_client_id
@@ -19,17 +20,6 @@ from alleycat_rider.iot.provision import (
 from alleycat_rider.iot.provision import (
     provision as provision_thing,
 )
-
-
-def _endpoint_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from alleycat_rider.config import check_endpoint_url
-
-    if value is None:
-        return None
-    try:
-        return check_endpoint_url(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 def _thing_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -64,7 +54,7 @@ def _topic(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option(
     "--endpoint-url",
     envvar="AWS_ENDPOINT_URL",
-    callback=_endpoint_url,
+    callback=endpoint_url_param,
     help="Call the IoT and STS APIs here instead of AWS (a local test server).",
 )
 @click.option(

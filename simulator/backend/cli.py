@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import click
 
-from alleycat_rider.config import is_loopback
 from alleycat_rider.errors import AlleycatError
-from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, device_paths
-from alleycat_rider.mqtt import MqttSettings
+from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR
 from simulator.backend.rule import (
     DEFAULT_RETRY_FOR,
     DEFAULT_RULE_NAME,
@@ -28,8 +24,9 @@ from simulator.backend.rule import (
 )
 from simulator.backend.standings import DEFAULT_RESULTS_TOPIC
 from simulator.backend.template import DEFAULT_KEY_TEMPLATE, KeyTemplate, TemplateError
-from simulator.cli_options import aws_options
+from simulator.cli_options import aws_options, stopped_by_signals
 from simulator.errors import SimulatorError
+from simulator.mqtt.options import broker_options, broker_settings
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -45,73 +42,6 @@ def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def mqtt_options(client_id: str) -> Callable[[F], F]:
-    """The broker options of a backend service, defaulting to ``certs dev``'s files."""
-
-    def decorate(command: F) -> F:
-        cert, key = device_paths(DEFAULT_DEV_DIR, client_id)
-        options = [
-            click.option(
-                "--mqtt-endpoint",
-                default="127.0.0.1",
-                show_default=True,
-                help="The MQTT broker (an AWS IoT endpoint, or `alleycat stack`'s).",
-            ),
-            click.option(
-                "--mqtt-port", type=click.IntRange(1, 65535), default=8883, show_default=True
-            ),
-            click.option(
-                "--cert",
-                type=click.Path(dir_okay=False, path_type=Path),
-                default=cert,
-                show_default=True,
-                help=f"Certificate (PEM); make one with `alleycat certs dev --client-id "
-                f"{client_id}`.",
-            ),
-            click.option(
-                "--key",
-                type=click.Path(dir_okay=False, path_type=Path),
-                default=key,
-                show_default=True,
-            ),
-            click.option(
-                "--ca",
-                type=click.Path(dir_okay=False, path_type=Path),
-                default=DEFAULT_DEV_DIR / "ca.crt",
-                show_default=True,
-                help="Trust this CA for the broker.",
-            ),
-            click.option(
-                "--plain",
-                is_flag=True,
-                help="Plain TCP, no TLS (a broker on this machine only).",
-            ),
-            click.option("--client-id", default=client_id, show_default=True),
-        ]
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
-
-
-def mqtt_settings(o: dict[str, Any]) -> MqttSettings:
-    """The settings :func:`mqtt_options` give; plain TCP only to this machine."""
-    from alleycat_rider.mqtt import check_credentials
-
-    endpoint, port, client_id = o["mqtt_endpoint"], o["mqtt_port"], o["client_id"]
-    cert, key, ca = o["cert"], o["key"], o["ca"]
-    if o["plain"]:
-        if not is_loopback(endpoint):
-            raise click.UsageError(f"--plain sends in the clear: only to 127.0.0.1, not {endpoint}")
-        return MqttSettings(endpoint=endpoint, port=port, client_id=client_id)
-    settings = MqttSettings(
-        endpoint=endpoint, port=port, client_id=client_id, cert=cert, key=key, ca=ca
-    )
-    check_credentials(settings)  # before anything starts: a missing file is the first thing said
-    return settings
-
-
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
     """Our errors as one line and exit 1, never a traceback."""
@@ -119,21 +49,6 @@ def one_line_errors() -> Iterator[None]:
         yield
     except (SimulatorError, AlleycatError) as exc:
         raise click.ClickException(str(exc)) from None
-
-
-@contextlib.contextmanager
-def stopped_by_signals(stop: threading.Event) -> Iterator[None]:
-    """Set ``stop`` on Ctrl-C or SIGTERM, for as long as the block runs."""
-
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def run_options(what: str) -> Callable[[F], F]:
@@ -211,7 +126,7 @@ Examples:
 
 
 @click.command(epilog=EXAMPLES_RULE)
-@mqtt_options(RULE_CLIENT_ID)
+@broker_options(RULE_CLIENT_ID)
 @click.option(
     "--topic",
     default=DEFAULT_RULE_TOPIC,
@@ -276,7 +191,7 @@ def run_rule_command(**o: Any) -> dict[str, Any]:
     """``alleycat rule`` without the printing; returns the final counts."""
     from simulator.backend.services import open_stream, rule_link, run_rule
 
-    settings = mqtt_settings(o)
+    settings = broker_settings(o)
     sink = open_stream(
         stream=o["stream"], region=o["region"], profile=o["profile"],
         endpoint_url=o["endpoint_url"], create_stream=o["create_stream"], shards=o["shards"],
@@ -334,7 +249,7 @@ Examples:
 
 
 @click.command(epilog=EXAMPLES_STANDINGS)
-@mqtt_options(STANDINGS_CLIENT_ID)
+@broker_options(STANDINGS_CLIENT_ID)
 @click.option("--stream", default=DEFAULT_STREAM, show_default=True, help="Kinesis stream.")
 @aws_options
 @click.option(
@@ -384,7 +299,7 @@ def run_standings_command(**o: Any) -> dict[str, Any]:
     from simulator.backend.tail import StreamTail
 
     client_map = _client_map(o["client_map"])
-    settings = mqtt_settings(o)
+    settings = broker_settings(o)
     sink = open_stream(
         stream=o["stream"], region=o["region"], profile=o["profile"],
         endpoint_url=o["endpoint_url"], create_stream=False, shards=1,

@@ -68,7 +68,6 @@ class PahoRuleLink:
         self._stopping = False
         self._last_failure: str | None = None
         self.refused: str | None = None
-        self.connects = 0
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
@@ -139,7 +138,6 @@ class PahoRuleLink:
                 self._say(f"{self._name}: {message}; retrying")
                 self._last_failure = message
             return
-        self.connects += 1
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos=qos)
         if self._ever_connected:

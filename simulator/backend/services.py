@@ -74,7 +74,6 @@ class BackendLink:
         self._last_failure: str | None = None
         self.refused: str | None = None
         """Why the broker will not have this client, once it said so."""
-        self.connects = 0
         self._stopping = False
         self._link = MqttLink(settings, self._on_event)
 
@@ -107,7 +106,6 @@ class BackendLink:
                 if self._on_message is not None:
                     self._on_message(event)
             case Connected():
-                self.connects += 1
                 for topic in self._subscriptions:
                     self._link.subscribe(topic)
                 if self._ever_connected:

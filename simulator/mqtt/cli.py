@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import sys
 import threading
 import time
-from types import FrameType
 from typing import Any
 
 import click
 
-from alleycat_rider.config import is_loopback
-from alleycat_rider.mqtt import MqttSettings, check_credentials
+from alleycat_rider.errors import AlleycatError
+from simulator.cli_options import stopped_by_signals
 from simulator.engine.fleet import Fleet, FleetConfig
 from simulator.mqtt.fleet import (
     MAX_PUBLISHES_PER_SECOND,
     MqttFleet,
     MqttFleetOptions,
 )
+from simulator.mqtt.options import broker_settings
 
 #: Seconds between progress lines.
 PROGRESS_EVERY = 5.0
@@ -32,19 +31,10 @@ def run_mqtt_fleet(
     """Ride the fleet over MQTT in real time and print the summary."""
     if o["fast"] or o["speed"] is not None:
         raise click.UsageError("--via mqtt rides in real time: drop --fast and --speed")
-    if o["plain"]:
-        if not is_loopback(o["mqtt_endpoint"]):
-            raise click.UsageError("--plain sends in the clear: only to 127.0.0.1")
-        settings = MqttSettings(endpoint=o["mqtt_endpoint"], port=o["mqtt_port"], client_id="x")
-    else:
-        settings = MqttSettings(
-            endpoint=o["mqtt_endpoint"], port=o["mqtt_port"], client_id="x",
-            cert=o["cert"], key=o["key"], ca=o["ca"],
-        )  # fmt: skip
-        try:
-            check_credentials(settings)
-        except Exception as exc:
-            raise click.ClickException(str(exc)) from None
+    try:
+        settings = broker_settings(o, client_id="fleet")  # each rider gets its own id
+    except AlleycatError as exc:
+        raise click.ClickException(str(exc)) from None
     rng = random.Random(seed)
     start = time.time() if o["start_time"] is None else o["start_time"]
     fleet = Fleet(
@@ -64,27 +54,16 @@ def run_mqtt_fleet(
             connect_rate=o["connect_rate"],
         ),
     )
-    previous = {}
-
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        print("stopping: waiting for what is in flight", file=sys.stderr)
-        run.stopped.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, stop)
     started = time.monotonic()
     worker = threading.Thread(target=run.run, name="mqtt-fleet", daemon=True)
-    worker.start()
-    try:
+    with stopped_by_signals(run.stopped, say="stopping: waiting for what is in flight"):
+        worker.start()
         if sys.stderr.isatty() and not o["no_dashboard"]:
             _watch_live(run, worker, started)
         while worker.is_alive():
             worker.join(PROGRESS_EVERY)
             if worker.is_alive():
                 print(_progress(run, time.monotonic() - started), file=sys.stderr, flush=True)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     summary = run.summary()
     summary["elapsed_s"] = round(time.monotonic() - started, 3)
     summary["per_connection_limit"] = MAX_PUBLISHES_PER_SECOND

@@ -1,14 +1,20 @@
-"""The options of ``alleycat simulate --via mqtt``, apart from its run: ``simulate`` stays light."""
+"""The broker options that MQTT clients of the simulator share (``simulate --via mqtt``, the
+local rule and standings backend), and the ones only ``--via mqtt`` takes.
+
+Kept apart from the fleet's run, so ``simulate`` stays light to import.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
+from alleycat_rider.config import is_loopback
 from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, device_paths
+from alleycat_rider.mqtt import MqttSettings, check_credentials
 from simulator.mqtt.fleet import DEFAULT_CONNECT_RATE
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -17,23 +23,17 @@ F = TypeVar("F", bound=Callable[..., object])
 FLEET_CERT_NAME = "alleycat-fleet"
 
 
-def mqtt_fleet_options(command: F) -> F:
-    """The options only ``--via mqtt`` uses."""
-    cert, key = device_paths(DEFAULT_DEV_DIR, FLEET_CERT_NAME)
+def broker_options(cert_name: str, *, prefix: str = "", client_id: bool = True) -> Callable[[F], F]:
+    """``--mqtt-endpoint``, ``--mqtt-port``, ``--cert``, ``--key``, ``--ca``, ``--plain`` (and
+    ``--client-id``), defaulting to ``certs dev``'s files for ``cert_name``; ``prefix`` starts
+    each help text."""
+    cert, key = device_paths(DEFAULT_DEV_DIR, cert_name)
     options = [
-        click.option(
-            "--via",
-            type=click.Choice(["sdk", "mqtt"]),
-            default="sdk",
-            show_default=True,
-            help="sdk: PutRecords straight into Kinesis. mqtt: each rider on its own MQTT "
-            "connection to a broker (IoT Core, or `alleycat stack`), as real bikes.",
-        ),
         click.option(
             "--mqtt-endpoint",
             default="127.0.0.1",
             show_default=True,
-            help="--via mqtt: the broker (an AWS IoT data endpoint, or 127.0.0.1).",
+            help=f"{prefix}The MQTT broker (an AWS IoT data endpoint, or `alleycat stack`'s).",
         ),
         click.option("--mqtt-port", type=click.IntRange(1, 65535), default=8883, show_default=True),
         click.option(
@@ -41,7 +41,8 @@ def mqtt_fleet_options(command: F) -> F:
             type=click.Path(dir_okay=False, path_type=Path),
             default=cert,
             show_default=True,
-            help="--via mqtt: the fleet's certificate (PEM).",
+            help=f"{prefix}Certificate (PEM); make one with `alleycat certs dev --client-id "
+            f"{cert_name}`.",
         ),
         click.option(
             "--key", type=click.Path(dir_okay=False, path_type=Path), default=key, show_default=True
@@ -51,9 +52,55 @@ def mqtt_fleet_options(command: F) -> F:
             type=click.Path(dir_okay=False, path_type=Path),
             default=DEFAULT_DEV_DIR / "ca.crt",
             show_default=True,
-            help="--via mqtt: trust this CA for the broker.",
+            help=f"{prefix}Trust this CA for the broker.",
         ),
-        click.option("--plain", is_flag=True, help="--via mqtt: plain TCP, to 127.0.0.1 only."),
+        click.option(
+            "--plain", is_flag=True, help=f"{prefix}Plain TCP, no TLS (to 127.0.0.1 only)."
+        ),
+    ]
+    if client_id:
+        options.append(click.option("--client-id", default=cert_name, show_default=True))
+
+    def decorate(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def broker_settings(o: dict[str, Any], *, client_id: str | None = None) -> MqttSettings:
+    """The settings :func:`broker_options` give (``client_id`` in place of ``--client-id``).
+
+    Raises:
+        click.UsageError: ``--plain`` to a broker not on this machine.
+        CertificateError: a certificate, key or CA file is missing or not PEM.
+    """
+    endpoint, port = o["mqtt_endpoint"], o["mqtt_port"]
+    client = o["client_id"] if client_id is None else client_id
+    if o["plain"]:
+        if not is_loopback(endpoint):
+            raise click.UsageError(f"--plain sends in the clear: only to 127.0.0.1, not {endpoint}")
+        return MqttSettings(endpoint=endpoint, port=port, client_id=client)
+    settings = MqttSettings(
+        endpoint=endpoint, port=port, client_id=client, cert=o["cert"], key=o["key"], ca=o["ca"]
+    )
+    check_credentials(settings)  # before anything starts: a missing file is the first thing said
+    return settings
+
+
+def mqtt_fleet_options(command: F) -> F:
+    """The options of ``simulate --via mqtt``."""
+    options = [
+        click.option(
+            "--via",
+            type=click.Choice(["sdk", "mqtt"]),
+            default="sdk",
+            show_default=True,
+            help="sdk: PutRecords straight into Kinesis. mqtt: each rider on its own MQTT "
+            "connection to a broker (IoT Core, or `alleycat stack`), as real bikes.",
+        ),
+        broker_options(FLEET_CERT_NAME, prefix="--via mqtt: ", client_id=False),
         click.option(
             "--qos", type=click.IntRange(0, 1), default=1, show_default=True, help="--via mqtt."
         ),
