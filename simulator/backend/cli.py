@@ -184,7 +184,10 @@ def rule(**options: Any) -> None:
     if options["as_json"]:
         print(json.dumps(counts))
     else:
-        say("rule: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()))
+        from simulator.backend.services import describe
+
+        numbers = {k: v for k, v in counts.items() if k != "error_action_file"}
+        say(f"rule: {describe(numbers)} (error action: {counts['error_action_file']})")
 
 
 def run_rule_command(**o: Any) -> dict[str, Any]:

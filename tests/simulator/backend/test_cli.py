@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -104,3 +105,24 @@ def test_help_teaches_with_examples(command: str) -> None:
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0
     assert "Examples:" in result.output and f"alleycat {command}" in result.output
+
+
+def test_the_rule_ends_with_one_line_of_counts_without_json(
+    tmp_path: Path, mqtt_broker: Any, kinesis_server: str, kinesis_client: Any, stream_name: str
+) -> None:
+    from tests.servers.kinesis import create_stream
+
+    create_stream(kinesis_client, stream_name, 1)
+    cert, key = mqtt_broker.pki.client("bike-3")
+    code, stdout, stderr = alleycat(
+        "rule", "--mqtt-port", str(mqtt_broker.port), "--cert", str(cert), "--key", str(key),
+        "--ca", str(mqtt_broker.pki.ca_cert), "--client-id", "bike-3", "--stream", stream_name,
+        "--endpoint-url", kinesis_server, "--duration", "1", "--status-interval", "0",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert stdout == ""
+    assert stderr.strip().splitlines()[-1] == (
+        "rule: received 0, written 0, retried 0, error action 0, pending 0, requests 0, "
+        "failed requests 0 (error action: alleycat-rule-errors.jsonl)"
+    )
