@@ -207,26 +207,43 @@ class StreamOpener:
     def create(self, shard_count: int) -> bool:
         """Create the stream with ``shard_count`` shards; False if it already exists.
 
+        A failure that can pass (a 5xx, a throttle, a reset connection) is retried with backoff,
+        as every other call is. If an attempt whose answer was lost did create the stream, the
+        next one finds it in use: that counts as created, since this run asked for it.
+
         Raises:
             FatalSinkError: The stream cannot be created.
         """
-        try:
-            self._client.create_stream(StreamName=self._stream, ShardCount=shard_count)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            if error.get("Code") == "ResourceInUseException":
-                return False
-            if error.get("Code") == "LimitExceededException":
-                raise FatalSinkError(
-                    f"cannot create stream {self._stream!r} with {shard_count} shards: "
-                    f"{error.get('Message', 'shard limit reached')} (ask for fewer --shards "
-                    "or a higher shard quota)"
-                ) from exc
-            raise self._fatal(exc) from exc
-        except BotoCoreError as exc:
-            raise self._fatal(exc) from exc
-        self.say(f"creating stream {self._stream!r} with {shard_count} shards")
-        return True
+        lost_answer = False
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                self._client.create_stream(StreamName=self._stream, ShardCount=shard_count)
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                code, message = error.get("Code"), str(error.get("Message", ""))
+                if code == "ResourceInUseException":
+                    return lost_answer
+                if code == "LimitExceededException" and "rate exceeded" not in message.lower():
+                    raise FatalSinkError(
+                        f"cannot create stream {self._stream!r} with {shard_count} shards: "
+                        f"{message or 'shard limit reached'} (ask for fewer --shards "
+                        "or a higher shard quota)"
+                    ) from exc
+                self._retry_or_raise(exc, attempt)
+            except BotoCoreError as exc:
+                lost_answer = True  # the request may have reached the server
+                self._retry_or_raise(exc, attempt)
+            else:
+                self.say(f"creating stream {self._stream!r} with {shard_count} shards")
+                return True
+        raise AssertionError("unreachable")
+
+    def _retry_or_raise(self, exc: Exception, attempt: int) -> None:
+        error = translate_error(exc, stream=self._stream, endpoint=self._endpoint)
+        if isinstance(error, FatalSinkError) or attempt == OPEN_ATTEMPTS - 1:
+            raise FatalSinkError(str(error)) from exc
+        self.say(f"{error}; trying again")
+        self._sleep(min(2.0, 0.2 * 2**attempt) * (0.5 + random.random() / 2))
 
     def wait_until_active(self) -> None:
         """Return once the stream takes writes (ACTIVE or UPDATING).
@@ -267,11 +284,6 @@ class StreamOpener:
     def shards(self, *, open_only: bool = True) -> list[Shard]:
         """The stream's shards (see :func:`list_shards`)."""
         return list_shards(self._client, self._stream, open_only=open_only, sleep=self._sleep)
-
-    def _fatal(self, exc: Exception) -> FatalSinkError:
-        return FatalSinkError(
-            str(translate_error(exc, stream=self._stream, endpoint=self._endpoint))
-        )
 
     def say(self, line: str) -> None:
         """Report progress on one line (stderr by default)."""

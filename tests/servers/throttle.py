@@ -4,6 +4,10 @@ Forwards every request unchanged, except PutRecords and PutRecord: entries beyon
 ``records_per_second`` in the current second are answered with
 ``ProvisionedThroughputExceededException``, as a shard over its budget answers, and only the
 rest are forwarded. Bytes in, bytes out: the client sees a Kinesis answer from an HTTP server.
+
+``faults`` makes the first calls of an operation fail: ``{"CreateStream": ["500", "reset"]}``
+answers the first CreateStream with an HTTP 500 ``InternalFailure`` (not forwarded) and forwards
+the second, then closes the connection without an answer (done, but the client never hears it).
 """
 
 from __future__ import annotations
@@ -41,9 +45,18 @@ class _Budget:
 
 
 @contextmanager
-def throttling_proxy(upstream: str, records_per_second: int) -> Iterator[Any]:
+def throttling_proxy(
+    upstream: str, records_per_second: int, faults: dict[str, list[str]] | None = None
+) -> Iterator[Any]:
     """Serve on 127.0.0.1 (a free port); yield an object with ``url`` and ``throttled``."""
     budget = _Budget(records_per_second)
+    pending_faults = {target: list(kinds) for target, kinds in (faults or {}).items()}
+    faults_lock = threading.Lock()
+
+    def next_fault(operation: str) -> str | None:
+        with faults_lock:
+            kinds = pending_faults.get(operation)
+            return kinds.pop(0) if kinds else None
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
@@ -52,7 +65,15 @@ def throttling_proxy(upstream: str, records_per_second: int) -> Iterator[Any]:
         def do_POST(self) -> None:  # noqa: N802 (the http.server name)
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             target = self.headers.get("X-Amz-Target", "")
-            if target.endswith(".PutRecords"):
+            fault = next_fault(target.rsplit(".", 1)[-1])
+            if fault == "500":
+                answer = json.dumps({"__type": "InternalFailure", "message": "injected"})
+                self._reply(500, answer.encode(), "application/x-amz-json-1.1")
+            elif fault == "reset":
+                self._forward(body)
+                self.close_connection = True
+                self.connection.shutdown(2)  # socket.SHUT_RDWR: no answer reaches the client
+            elif target.endswith(".PutRecords"):
                 self._put_records(body)
             else:
                 self._reply(*self._forward(body))

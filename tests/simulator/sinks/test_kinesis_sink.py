@@ -16,6 +16,7 @@ from simulator.errors import FatalSinkError
 from simulator.sinks import SinkOptions
 from simulator.sinks.kinesis import KinesisSink, list_shards, make_client
 from tests.servers.kinesis import create_stream
+from tests.servers.throttle import throttling_proxy
 
 
 def records(count: int, seed: int = 1) -> list[Record]:
@@ -57,6 +58,25 @@ def test_create_stream_makes_the_stream_and_waits_until_it_is_active(
     assert summary["StreamDescriptionSummary"]["OpenShardCount"] == 3
     assert f"creating stream '{stream_name}' with 3 shards" in progress.getvalue()
     assert len(sink.describe().shards) == 3
+
+
+def test_create_stream_is_retried_after_a_500_and_after_a_lost_answer(
+    kinesis_server, kinesis_client, stream_name
+):
+    progress = io.StringIO()
+    faults = {"CreateStream": ["500", "reset"]}  # the second attempt creates it, unheard
+
+    with throttling_proxy(kinesis_server, 10_000, faults) as proxy:
+        sink = KinesisSink.open(
+            options(proxy.url, stream_name, create_stream=True, shards=2), progress=progress
+        )
+        sink.close()
+
+    summary = kinesis_client.describe_stream_summary(StreamName=stream_name)
+    assert summary["StreamDescriptionSummary"]["OpenShardCount"] == 2
+    lines = progress.getvalue().splitlines()
+    assert sum("trying again" in line for line in lines) == 2
+    assert len(sink.describe().shards) == 2
 
 
 def test_create_stream_keeps_an_existing_stream_and_its_shard_count(
