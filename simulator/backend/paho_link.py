@@ -64,6 +64,8 @@ class PahoRuleLink:
         self._say = say
         self._name = name
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._unanswered: set[int] = set()
         self._ever_connected = False
         self._stopping = False
         self._last_failure: str | None = None
@@ -95,7 +97,11 @@ class PahoRuleLink:
         self._client = client
 
     def start(self, timeout: float = 15.0) -> None:
-        """Connect; raise BackendError if refused or not connected within ``timeout``."""
+        """Connect and subscribe; raise BackendError if refused or not done within ``timeout``.
+
+        Returns once the broker has granted every subscription: a message published after that
+        reaches the rule (before it, on a first start, the broker has no one to keep it for).
+        """
         try:
             self._client.connect(
                 self._settings.endpoint,
@@ -111,7 +117,7 @@ class PahoRuleLink:
             ) from None
         self._client.loop_start()
         deadline = time.monotonic() + timeout
-        while not self._connected.wait(0.05):
+        while not (self._connected.wait(0.05) and self._subscribed.is_set()):
             if self.refused is not None or time.monotonic() > deadline:
                 self.stop()
                 raise BackendError(
@@ -139,7 +145,8 @@ class PahoRuleLink:
                 self._last_failure = message
             return
         for topic, qos in self._subscriptions:
-            client.subscribe(topic, qos=qos)
+            _result, mid = client.subscribe(topic, qos=qos)
+            self._unanswered.add(mid)
         if self._ever_connected:
             self._say(f"{self._name}: connected again")
         self._ever_connected = True
@@ -147,12 +154,16 @@ class PahoRuleLink:
         self._connected.set()
 
     def _on_subscribe(
-        self, _client: Any, _userdata: Any, _mid: int, reasons: Any, _properties: Any
+        self, _client: Any, _userdata: Any, mid: int, reasons: Any, _properties: Any
     ) -> None:
         for reason in reasons:
             if reason.is_failure:
                 self.refused = f"the broker refused a subscription ({reason})"
                 self._say(f"{self._name}: {self.refused}")
+                return
+        self._unanswered.discard(mid)
+        if not self._unanswered:
+            self._subscribed.set()
 
     def _on_disconnect(
         self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _properties: Any

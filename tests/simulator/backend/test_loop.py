@@ -195,6 +195,8 @@ def test_nothing_is_lost_when_the_rule_stops_and_standings_die(
 
     rule = start_rule()
     standings = start_standings()
+    # Until the rule's first session exists, the broker keeps nothing for it.
+    wait_until(lambda: "rule: alleycat-publish" in rule.stderr, 30, "the rule")
     args = backend_broker.ride_args("bike-1", 101, tmp_path / "spool.db")
     with agent(args) as rider:
         rider.wait_until(lambda: len(standings_of(rider)) >= 2, timeout=40)
