@@ -11,8 +11,10 @@ Layout of the directory::
     server.crt  server.key         the broker's certificate, signed by the CA
     devices/ID.crt  devices/ID.key one device certificate per client id, signed by the CA
 
-Private keys are written with mode 0600. Existing files are kept, so a second run only adds the
-missing devices; ``force=True`` makes everything anew.
+Modes are set explicitly, whatever the umask: private keys 0600, certificates 0644, and the
+folders this module creates 0755, so no other local user can read a key or swap the CA. Existing
+files are kept, so a second run only adds the missing devices; ``force=True`` makes everything
+anew.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ VALIDITY = datetime.timedelta(days=825)
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_:-]{1,128}$")
 
 _KEY_MODE = 0o600
+#: Mode of certificates and other files anyone may read but only their owner write.
+PUBLIC_MODE = 0o644
+#: Mode of the folders created for certificates and keys.
+DIRECTORY_MODE = 0o755
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,7 +130,7 @@ def make_dev_pki(
         client_ids=tuple(dict.fromkeys(client_ids)),
     )
     try:
-        (directory / "devices").mkdir(parents=True, exist_ok=True)
+        make_directory(directory / "devices")
         fresh_ca = force or not (pki.ca_cert.exists() and pki.ca_key.exists())
         if fresh_ca:
             ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -304,12 +310,33 @@ def write_private(path: Path, data: bytes) -> None:
 
     The file is created with mode 0600, so the key is never readable by others, not even briefly.
     """
+    _write_file(path, data, _KEY_MODE)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0644 whatever the umask, replacing any file."""
+    _write_file(path, data, PUBLIC_MODE)
+
+
+def make_directory(path: Path) -> None:
+    """Create ``path`` and its missing parents with mode 0755 whatever the umask.
+
+    Folders that already exist keep their mode: they are the user's, not ours.
+    """
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
+        os.chmod(folder, DIRECTORY_MODE)  # mkdir's mode goes through the umask
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with a new file of ``mode`` holding ``data``."""
     path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _KEY_MODE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as file:
+        os.fchmod(file.fileno(), mode)  # the umask narrows (or, at 000, keeps) the mode asked for
         file.write(data)
-    os.chmod(path, _KEY_MODE)  # in case a umask or an odd filesystem widened it
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_public(path, cert.public_bytes(serialization.Encoding.PEM))

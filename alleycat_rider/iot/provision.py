@@ -4,7 +4,8 @@ The policy lets the device connect only with its thing name as client id (and on
 certificate attached to that thing), publish only to the ride topic, and subscribe to and receive
 only the results topic, in one account and region.
 
-Files written in ``certs/NAME/`` (the key with mode 0600)::
+Files written in ``certs/NAME/`` (the key with mode 0600, the others 0644, the folders it
+creates 0755, whatever the umask)::
 
     certificate.pem.crt  private.pem.key  rider.toml
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alleycat_rider.errors import AlleycatError
-from alleycat_rider.iot.devcerts import write_private
+from alleycat_rider.iot.devcerts import make_directory, write_private, write_public
 
 #: Where ``alleycat provision`` writes ``NAME/``, relative to the working directory.
 DEFAULT_CERTS_DIR = Path("certs")
@@ -298,7 +299,7 @@ def provision_with(
         iot.attach_thing_principal(thingName=name, principal=certificate.arn)
     config_path = request.directory / CONFIG_FILE
     try:
-        config_path.write_text(rider_config_text(request, endpoint))
+        write_public(config_path, rider_config_text(request, endpoint).encode())
     except OSError as exc:
         raise ProvisionError(f"cannot write {config_path}: {exc.strerror}") from exc
     return ProvisionResult(
@@ -383,9 +384,9 @@ def _create_certificate(iot: Any, directory: Path) -> _Certificate:
         made["certificateId"], made["certificateArn"], made["certificatePem"]
     )
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_directory(directory)
         write_private(directory / KEY_FILE, made["keyPair"]["PrivateKey"].encode())
-        (directory / CERT_FILE).write_text(certificate.pem)
+        write_public(directory / CERT_FILE, certificate.pem.encode())
     except OSError as exc:
         with aws_errors(f"delete the certificate {certificate.id}"):
             iot.update_certificate(certificateId=certificate.id, newStatus="INACTIVE")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import stat
 from pathlib import Path
 
@@ -114,3 +115,34 @@ def test_certs_dev_command_rejects_a_bad_client_id_as_a_usage_error(tmp_path: Pa
     assert result.exit_code == 2
     assert "Invalid value for '--client-id'" in result.output
     assert not (tmp_path / "ca.crt").exists()
+
+
+def test_under_umask_000_nothing_written_is_writable_by_others(tmp_path: Path) -> None:
+    directory = tmp_path / "new" / "dev"
+    previous = os.umask(0)
+    try:
+        result = CliRunner().invoke(
+            cli, ["certs", "dev", "--dir", str(directory), "--client-id", "bike-1"]
+        )
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    modes = {path.relative_to(tmp_path).as_posix(): _mode(path) for path in tmp_path.rglob("*")}
+    assert modes == {
+        "new": 0o755,
+        "new/dev": 0o755,
+        "new/dev/devices": 0o755,
+        "new/dev/ca.crt": 0o644,
+        "new/dev/ca.key": 0o600,
+        "new/dev/server.crt": 0o644,
+        "new/dev/server.key": 0o600,
+        "new/dev/devices/bike-1.crt": 0o644,
+        "new/dev/devices/bike-1.key": 0o600,
+    }
+
+
+def test_a_folder_that_already_exists_keeps_its_mode(tmp_path: Path) -> None:
+    tmp_path.chmod(0o700)
+    make_dev_pki(tmp_path, ["bike-1"])
+    assert _mode(tmp_path) == 0o700
+    assert _mode(tmp_path / "devices") == 0o755

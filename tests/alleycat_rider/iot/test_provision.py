@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -66,6 +67,28 @@ def test_provision_creates_an_attached_thing_certificate_and_policy(
     assert (files / "certificate.pem.crt").read_text() == certificate["certificatePem"]
     assert "PRIVATE KEY" in (files / "private.pem.key").read_text()
     assert stat.S_IMODE((files / "private.pem.key").stat().st_mode) == 0o600
+
+
+def test_under_umask_000_the_files_are_not_writable_by_others(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    previous = os.umask(0)
+    try:
+        result = _provision(moto_endpoint, tmp_path, "--thing-name", "bike-7")
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    modes = {
+        path.relative_to(tmp_path).as_posix(): stat.S_IMODE(path.stat().st_mode)
+        for path in tmp_path.rglob("*")
+    }
+    assert modes == {
+        "certs": 0o755,
+        "certs/bike-7": 0o755,
+        "certs/bike-7/certificate.pem.crt": 0o644,
+        "certs/bike-7/private.pem.key": 0o600,
+        "certs/bike-7/rider.toml": 0o644,
+    }
 
 
 def test_policy_allows_exactly_connect_as_the_thing_publish_rides_and_read_results(
