@@ -241,7 +241,8 @@ def verify(
                                   return the ExplicitHashKey, so MD5 cannot tell)
       (not given)                 off_shard only when neither rule fits
 
-    Exits 1 when there are gaps or malformed records.
+    Exits 1 when there are gaps or malformed records, or when most records are off their
+    shard: the stream was then likely written with another --partition-key.
     """
     from simulator.sinks.kinesis import make_client
 
@@ -262,7 +263,4 @@ def verify(
 
         Console().print(render_report(report))
     if not report.ok:
-        raise click.ClickException(
-            f"{report.gaps:,} missing seconds and {report.malformed:,} malformed records "
-            f"in stream {stream!r}"
-        )
+        raise click.ClickException("; ".join(report.problems()))

@@ -397,19 +397,70 @@ def test_verify_checks_balanced_records_by_the_deal_the_partition_key_option_nam
         for key, explicit in balanced_keys(racers, THREE)
     )
 
-    def off_shard(*strategy: str):
+    def off_shard(*strategy: str, exit_code: int = 0):
         result = CliRunner().invoke(
             verify,
             ["--stream", stream_name, "--endpoint-url", kinesis_server, "--json", *strategy],
         )
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == exit_code, result.output
         report = json.loads(result.stdout)
         return report["off_shard"], report["shard_rule"]
 
     assert off_shard("--partition-key", "balanced") == (0, "balanced")
     assert off_shard() == (0, "md5-or-balanced")
-    assert off_shard("--partition-key", "racer") == (by_md5, "md5")
-    assert by_md5 > 0
+    # Most of them are off an MD5 shard: the wrong key rule, not success.
+    assert off_shard("--partition-key", "racer", exit_code=1) == (by_md5, "md5")
+    assert by_md5 * 2 > len(racers)
+
+
+def test_most_records_off_their_shard_blame_the_key_rule_and_fail():
+    records = [dealt(racer, message(racer, 1)) for racer in range(100, 110)]
+    off_by_md5 = check(records, ShardRule.MD5).off_shard
+    assert off_by_md5 * 2 > len(records)
+
+    report = check(records, ShardRule.MD5)
+
+    assert not report.ok
+    assert report.key_rule_mismatch
+    assert report.problems() == [
+        f"{off_by_md5:,} of 10 records are off their shard (md5): the likely cause is the key "
+        "rule; pass the --partition-key the stream was written with"
+    ]
+    assert report.to_dict()["ok"] is False
+    assert check(records, ShardRule.BALANCED).ok
+
+
+def test_a_few_records_off_their_shard_are_counted_but_do_not_fail():
+    records = [on_its_shard(message(1, s), f"k{s}", s) for s in range(1, 5)]
+    other = next(s.shard_id for s in SHARDS if s.shard_id != records[0].shard_id)
+    moved = StreamRecord(
+        shard_id=other, sequence_number="9", partition_key="k1", data=message(1, 5)
+    )
+
+    report = verified([*records, moved])
+
+    assert (report.off_shard, report.ok, report.problems()) == (1, True, [])
+
+
+def test_verify_of_a_stream_written_with_another_key_rule_exits_1_saying_so(
+    kinesis_server, kinesis_client, stream_name
+):
+    create_stream(kinesis_client, stream_name, 3)
+    racers = list(range(100, 130))
+    entries = [
+        {"PartitionKey": key, "ExplicitHashKey": explicit, "Data": message(racer, 1)}
+        for racer, (key, explicit) in zip(racers, balanced_keys(racers, THREE), strict=True)
+    ]
+    kinesis_client.put_records(StreamName=stream_name, Records=entries)
+
+    result = CliRunner().invoke(
+        verify,
+        ["--stream", stream_name, "--endpoint-url", kinesis_server, "--partition-key", "racer"],
+    )
+
+    assert result.exit_code == 1
+    assert "records are off their shard (md5): the likely cause is the key rule" in result.stderr
+    assert result.stderr.count("\n") == 1 + 3  # one error line after the three shard lines
 
 
 def test_verify_exits_1_naming_the_gaps_and_malformed_records(
