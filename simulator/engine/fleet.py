@@ -45,8 +45,13 @@ class FleetConfig:
     phase_spread_ms: int = 1000
     """Each rider sends at a random offset in ``[0, phase_spread_ms)`` of every second."""
     bounds: RideBounds = DEFAULT_BOUNDS
+    first_rider: int = 0
+    """The fleet's first rider in a larger fleet split over processes: rider ``i`` here is
+    racer ``FIRST_RACER_ID + first_rider + i``, named and classed as that rider."""
 
     def __post_init__(self) -> None:
+        if self.first_rider < 0:
+            raise ValueError("the first rider's number cannot be negative")
         if self.riders < 1:
             raise ValueError("a fleet needs at least one rider")
         if not 1 <= self.classes <= 6:
@@ -114,9 +119,12 @@ class Fleet:
         self._start_ms = int(round(start * 1000))
         spread = config.phase_spread_ms
         riders = []
+        first = config.first_rider
         for i in range(config.riders):
             identity = RiderIdentity(
-                racer_id=FIRST_RACER_ID + i, name=rider_name(i), class_id=i % config.classes + 1
+                racer_id=FIRST_RACER_ID + first + i,
+                name=rider_name(first + i),
+                class_id=(first + i) % config.classes + 1,
             )
             model = RiderModel(RiderProfile.draw(rng), config.bounds)
             phase = int(rng.random() * spread)
