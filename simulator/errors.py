@@ -32,7 +32,15 @@ class SinkError(SimulatorError):
 
 
 class RetryableSinkError(SinkError):
-    """A whole PutRecords request failed, but the same request may pass later."""
+    """A whole PutRecords request failed, but the same request may pass later.
+
+    ``outcome_unknown`` is set when the request reached the server and no answer came back (a
+    read timeout, a connection closed mid-request): its records may be in the stream.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
 
 
 class FatalSinkError(SinkError):

@@ -57,6 +57,8 @@ class Record:
         "rider",
         "attempts",
         "messages",
+        "maybe_written",
+        "given_up",
     )
 
     def __init__(
@@ -84,6 +86,10 @@ class Record:
         self.attempts = 0
         #: Ride messages inside (more than one when aggregated).
         self.messages = messages
+        #: A request that carried it got no answer: it may be in the stream already.
+        self.maybe_written = False
+        #: Counted as dropped while a request carrying it was still in flight.
+        self.given_up = False
 
     def __repr__(self) -> str:
         return f"Record(key={self.partition_key!r}, size={self.size}, attempts={self.attempts})"

@@ -3,6 +3,11 @@
 Sans-IO: it is told the time and handed results; it never sleeps or calls a stream. Each record
 ends in exactly one of two counts, delivered or dropped, and a record is dropped only when it was
 not accepted within the TTL (or the run was stopped before it could be).
+
+The TTL holds for records in flight too: a record whose TTL ends while a request carries it is
+counted as dropped then, whatever the answer brings later. A dropped record is *unknown* when
+it may be in the stream (a request that carried it got no answer, or was still in flight), and
+*expired* when it cannot be (every request that carried it was refused).
 """
 
 from __future__ import annotations
@@ -114,6 +119,18 @@ class ShardPacer:
         )
 
 
+class _Flight:
+    """A request in flight: its records, the oldest among those not yet given up on, and how
+    many were given up on."""
+
+    __slots__ = ("batch", "oldest", "given_up")
+
+    def __init__(self, batch: list[Record]) -> None:
+        self.batch = batch
+        self.oldest = min([record.enqueued_at for record in batch])
+        self.given_up = 0
+
+
 class Producer:
     """Turns a stream of records into PutRecords batches and settles their results.
 
@@ -154,7 +171,8 @@ class Producer:
         self._failures: dict[int, int] = {}
         self._pacer = ShardPacer()
         self.in_flight = 0
-        """Records sent and not yet settled."""
+        """Records sent and not yet settled (nor given up on at their TTL)."""
+        self._flights: list[_Flight] = []
 
     @property
     def pending(self) -> int:
@@ -198,6 +216,8 @@ class Producer:
         ]
         if self._fresh:
             times.append(self._fresh[0].enqueued_at + self.config.flush_interval)
+        if self._flights:
+            times.append(min([f.oldest for f in self._flights]) + self.config.record_ttl)
         return min(times) if times else None
 
     def take_batch(self, now: float, *, drain: bool = False) -> list[Record] | None:
@@ -275,12 +295,40 @@ class Producer:
         for record in batch:
             record.attempts += 1
         self.in_flight += len(batch)
+        self._flights.append(_Flight(batch))
         self.stats.batches += 1
         self.stats.batch_records += len(batch)
         return batch
 
     def settle(self, batch: list[Record], outcome: PutRecordsOutcome, now: float) -> None:
-        """Apply a PutRecords response: count accepted entries, hold failed ones back."""
+        """Apply a PutRecords response: count accepted entries, hold failed ones back.
+
+        Entries whose TTL ended before the answer came are already counted as dropped; those
+        the stream accepted are counted in ``accepted_after_drop`` (they are in the stream).
+        """
+        if self._land(batch, now):
+            kept: list[Record] = []
+            kept_ids: list[str | None] = []
+            kept_sequences: list[str | None] = []
+            kept_errors: list[str | None] = []
+            for record, shard_id, sequence, error in zip(
+                batch, outcome.shard_ids, outcome.sequence_numbers, outcome.error_codes, strict=True
+            ):
+                if not record.given_up:
+                    kept.append(record)
+                    kept_ids.append(shard_id)
+                    kept_sequences.append(sequence)
+                    kept_errors.append(error)
+                elif error is None:
+                    self.stats.accepted_after_drop += 1
+            failed_count = sum([1 for error in kept_errors if error is not None])
+            outcome = PutRecordsOutcome(
+                failed_record_count=failed_count,
+                shard_ids=kept_ids,
+                sequence_numbers=kept_sequences,
+                error_codes=kept_errors,
+            )
+            batch = kept
         self.in_flight -= len(batch)
         stats = self.stats
         if not outcome.failed_record_count:
@@ -308,16 +356,44 @@ class Producer:
         self._recovered(shard_ids)
         self._hold_back(failed, now)
 
-    def fail_request(self, batch: list[Record], now: float) -> None:
-        """The whole request failed in a way that may pass: every entry is retried."""
+    def fail_request(
+        self, batch: list[Record], now: float, *, outcome_unknown: bool = False
+    ) -> None:
+        """The whole request failed in a way that may pass: every entry is retried.
+
+        ``outcome_unknown``: no answer came (a timeout, a closed connection), so the entries
+        may be in the stream; if they are given up on later, they count as unknown.
+        """
+        if self._land(batch, now):
+            batch = [record for record in batch if not record.given_up]
         self.in_flight -= len(batch)
         self.stats.failed_requests += 1
+        if outcome_unknown:
+            for record in batch:
+                record.maybe_written = True
         self._hold_back(batch, now)
+
+    def drop_request(self, batch: list[Record], now: float) -> None:
+        """The whole request was refused for good (the run stops): its entries are dropped."""
+        if self._land(batch, now):
+            batch = [record for record in batch if not record.given_up]
+        self.in_flight -= len(batch)
+        for record in batch:
+            self._count_drop(record, unknown=False)
+
+    def expire(self, now: float) -> None:
+        """Give up on records whose TTL has ended, waiting or in flight."""
+        self._expire(now)
 
     def abandon(self) -> int:
         """Give up on everything not yet sent (the run was stopped); returns how many."""
         count = self.buffered
         self.stats.dropped_interrupted += count
+        for queue in self._backlogs.values():
+            for record in queue:
+                if record.maybe_written:  # sent before, no answer: may be in the stream
+                    self.stats.dropped_interrupted -= 1
+                    self.stats.dropped_unknown += 1
         self._fresh.clear()
         self._fresh_bytes = 0
         self._backlogs.clear()
@@ -325,10 +401,47 @@ class Producer:
         return count
 
     def abandon_in_flight(self) -> int:
-        """Count records whose requests will never be settled as dropped; returns how many."""
+        """Count records whose requests will never be settled as dropped (unknown: they may
+        be in the stream); returns how many."""
         count, self.in_flight = self.in_flight, 0
-        self.stats.dropped_interrupted += count
+        self.stats.dropped_unknown += count
+        self._flights.clear()
         return count
+
+    def _land(self, batch: list[Record], now: float) -> bool:
+        """Forget ``batch``'s flight, giving up on its records past their TTL; True if any
+        of its records was given up on (the caller leaves those out)."""
+        flights = self._flights
+        for i, flight in enumerate(flights):
+            if flight.batch is batch:
+                del flights[i]
+                break
+        else:
+            return False
+        if now - flight.oldest > self.config.record_ttl:
+            self._give_up_in_flight(flight, now)
+        return flight.given_up > 0
+
+    def _give_up_in_flight(self, flight: _Flight, now: float) -> None:
+        ttl = self.config.record_ttl
+        oldest = float("inf")
+        for record in flight.batch:
+            if record.given_up:
+                continue
+            if now - record.enqueued_at > ttl:
+                record.given_up = True
+                flight.given_up += 1
+                self.in_flight -= 1
+                self.stats.dropped_unknown += 1
+            else:
+                oldest = min(oldest, record.enqueued_at)
+        flight.oldest = oldest
+
+    def _count_drop(self, record: Record, *, unknown: bool) -> None:
+        if unknown or record.maybe_written:
+            self.stats.dropped_unknown += 1
+        else:
+            self.stats.dropped_interrupted += 1
 
     def _route(self, record: Record) -> int:
         if self._router is None:
@@ -371,15 +484,21 @@ class Producer:
 
     def _expire(self, now: float) -> None:
         ttl = self.config.record_ttl
+        stats = self.stats
         fresh = self._fresh
         while fresh and now - fresh[0].enqueued_at > ttl:
             self._fresh_bytes -= fresh.popleft().size
-            self.stats.dropped_expired += 1
+            stats.dropped_expired += 1
         for queue in self._backlogs.values():
             while queue and now - queue[0].enqueued_at > ttl:
-                queue.popleft()
+                if queue.popleft().maybe_written:
+                    stats.dropped_unknown += 1
+                else:
+                    stats.dropped_expired += 1
                 self._backlog_size -= 1
-                self.stats.dropped_expired += 1
+        for flight in self._flights:
+            if now - flight.oldest > ttl:
+                self._give_up_in_flight(flight, now)
 
 
 def _age(record: Record) -> float:

@@ -24,7 +24,7 @@ from simulator.engine.producer import Producer, ProducerConfig
 from simulator.engine.shards import ShardRouter
 from simulator.engine.sink import StreamDescription, StreamSink
 from simulator.engine.source import RecordSource
-from simulator.errors import FatalSinkError, SimulatorError
+from simulator.errors import FatalSinkError, RetryableSinkError, SimulatorError
 from simulator.report.stats import RunStats, StatsSnapshot
 
 #: The finest step the loop takes for a deadline (a flush, a backoff, a held record's hold).
@@ -171,11 +171,11 @@ class Simulation:
             if done.outcome is not None:
                 self.producer.settle(done.batch, done.outcome, done.finished_at)
             elif isinstance(done.error, FatalSinkError):
-                self.producer.in_flight -= len(done.batch)
-                self.stats.dropped_interrupted += len(done.batch)
+                self.producer.drop_request(done.batch, done.finished_at)
                 fatal = fatal or done.error
             else:
-                self.producer.fail_request(done.batch, done.finished_at)
+                unknown = isinstance(done.error, RetryableSinkError) and done.error.outcome_unknown
+                self.producer.fail_request(done.batch, done.finished_at, outcome_unknown=unknown)
         return fatal
 
     def _pass(self, drain_until: float | None) -> bool:
@@ -227,6 +227,7 @@ class Simulation:
 
     def _send(self, now: float, draining: bool) -> None:
         """Submit the batches that are due, as far as the dispatcher has room."""
+        self.producer.expire(now)
         while self.dispatcher.has_capacity:
             batch = self.producer.take_batch(now, drain=draining)
             if batch is None:

@@ -190,8 +190,14 @@ class RunStats:
         self.retries = 0
         """Entries sent again after a failure."""
         self.dropped_expired = 0
+        """Given up on at the TTL; no request carrying it can have written it."""
+        self.dropped_unknown = 0
+        """Given up on with the outcome unknown (a request carrying it got no answer, or was
+        still in flight at the TTL or at the end): it may be in the stream."""
         self.dropped_interrupted = 0
         self.dropped_oversized = 0
+        self.accepted_after_drop = 0
+        """Of ``dropped_unknown``, records the stream said it accepted after the TTL."""
         self.failed_requests = 0
         self.batches = 0
         self.batch_records = 0
@@ -204,7 +210,12 @@ class RunStats:
     @property
     def dropped(self) -> int:
         """Records that will never be delivered, for whatever reason."""
-        return self.dropped_expired + self.dropped_interrupted + self.dropped_oversized
+        return (
+            self.dropped_expired
+            + self.dropped_unknown
+            + self.dropped_interrupted
+            + self.dropped_oversized
+        )
 
     def record_generated(self, now: float, count: int = 1) -> None:
         """Count records the fleet produced."""
@@ -305,8 +316,10 @@ class RunStats:
             "retries": self.retries,
             "dropped": self.dropped,
             "dropped_expired": self.dropped_expired,
+            "dropped_unknown": self.dropped_unknown,
             "dropped_interrupted": self.dropped_interrupted,
             "dropped_oversized": self.dropped_oversized,
+            "accepted_after_drop": self.accepted_after_drop,
             "failed_requests": self.failed_requests,
             "batches": self.batches,
             "mean_batch_records": round(self.batch_records / self.batches, 1)

@@ -12,7 +12,9 @@ from __future__ import annotations
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     CredentialRetrievalError,
+    EndpointConnectionError,
     HTTPClientError,
     NoCredentialsError,
     NoRegionError,
@@ -88,9 +90,12 @@ def translate_error(exc: Exception, *, stream: str, endpoint: str | None = None)
     if isinstance(exc, CredentialRetrievalError):
         return FatalSinkError(f"{exc}: refresh the credentials (e.g. `aws sso login`)")
     if isinstance(exc, BotoConnectionError | HTTPClientError):
+        # A request that never left (no connection) wrote nothing; one that lost its answer
+        # (read timeout, connection closed mid-request) may have been written.
         return RetryableSinkError(
             f"cannot reach Kinesis at {where} ({type(exc).__name__}): check --endpoint-url "
-            "(or AWS_ENDPOINT_URL), --region and the network"
+            "(or AWS_ENDPOINT_URL), --region and the network",
+            outcome_unknown=not isinstance(exc, EndpointConnectionError | ConnectTimeoutError),
         )
     if not isinstance(exc, ClientError):
         return FatalSinkError(f"Kinesis call about stream {stream!r} failed: {exc}")

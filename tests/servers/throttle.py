@@ -7,7 +7,8 @@ rest are forwarded. Bytes in, bytes out: the client sees a Kinesis answer from a
 
 ``faults`` makes the first calls of an operation fail: ``{"CreateStream": ["500", "reset"]}``
 answers the first CreateStream with an HTTP 500 ``InternalFailure`` (not forwarded) and forwards
-the second, then closes the connection without an answer (done, but the client never hears it).
+the second, then closes the connection without an answer (done, but the client never hears it);
+``"delay:3"`` forwards the call at once and answers 3 s later.
 """
 
 from __future__ import annotations
@@ -67,8 +68,12 @@ def throttling_proxy(
             target = self.headers.get("X-Amz-Target", "")
             fault = next_fault(target.rsplit(".", 1)[-1])
             if fault == "500":
-                answer = json.dumps({"__type": "InternalFailure", "message": "injected"})
-                self._reply(500, answer.encode(), "application/x-amz-json-1.1")
+                failure = {"__type": "InternalFailure", "message": "injected"}
+                self._reply(500, json.dumps(failure).encode(), "application/x-amz-json-1.1")
+            elif fault is not None and fault.startswith("delay:"):
+                status, answer, content_type = self._forward(body)  # written now, told later
+                time.sleep(float(fault.removeprefix("delay:")))
+                self._reply(status, answer, content_type)
             elif fault == "reset":
                 self._forward(body)
                 self.close_connection = True

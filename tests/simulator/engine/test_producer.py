@@ -181,3 +181,73 @@ def test_an_overloaded_shard_drains_its_backlog_oldest_first():
         now += 0.01
     assert sent == first + later
     assert producer.stats.retries == 3 and producer.stats.delivered == 4
+
+
+def _accept_all(batch):
+    n = len(batch)
+    return PutRecordsOutcome(
+        failed_record_count=0,
+        shard_ids=["shardId-000000000000"] * n,
+        sequence_numbers=[str(i) for i in range(n)],
+        error_codes=[None] * n,
+    )
+
+
+def _adds_up(stats):
+    return stats.generated == stats.delivered + stats.dropped
+
+
+def test_a_record_in_flight_at_its_ttl_is_dropped_then_as_unknown_and_never_delivered_late():
+    producer = _producer(flush_interval=0.0, record_ttl=3.0)
+    old = [Record(b"x", "old", None, 0.0) for _ in range(2)]
+    producer.add_many(old, now=0.0)
+    producer.settle(producer.take_batch(0.0), _throttle_all(old), now=0.0)
+    young = [Record(b"y", "young", None, 2.0, enqueued_at=2.0) for _ in range(3)]
+    producer.add_many(young, now=2.0)
+    batch = producer.take_batch(2.5)  # the two retries and the three fresh ones
+    assert batch is not None and len(batch) == 5
+    assert producer.next_deadline() == 3.0  # when the oldest in flight runs out of time
+
+    producer.expire(3.1)  # still no answer: the old two are given up on, in flight
+    stats = producer.stats
+    assert stats.dropped_unknown == 2 and stats.dropped_expired == 0
+    assert producer.in_flight == 3 and _adds_up_pending(producer)
+
+    producer.settle(batch, _accept_all(batch), now=4.0)  # the answer comes late
+    assert stats.delivered == 3  # only the young ones, within their TTL
+    assert stats.accepted_after_drop == 2  # in the stream, although counted as dropped
+    assert stats.latency.max_ms <= 3000
+    assert producer.pending == 0 and _adds_up(stats)
+
+
+def _adds_up_pending(producer):
+    stats = producer.stats
+    return stats.generated == stats.delivered + stats.dropped + producer.pending
+
+
+def test_records_whose_request_got_no_answer_are_dropped_as_unknown_refused_ones_as_expired():
+    producer = _producer(flush_interval=0.0, record_ttl=1.0)
+    lost = [Record(b"x", "lost", None, 0.0) for _ in range(2)]
+    refused = [Record(b"y", "refused", None, 0.0) for _ in range(3)]
+    producer.add_many(lost, now=0.0)
+    producer.fail_request(producer.take_batch(0.0), now=0.5, outcome_unknown=True)
+    producer.add_many(refused, now=0.0)
+    now = 0.5
+    while producer.pending:
+        batch = producer.take_batch(now)
+        if batch:
+            producer.settle(batch, _throttle_all(batch), now)
+        now += 0.05
+        assert now < 5
+    stats = producer.stats
+    assert stats.dropped_unknown == 2 and stats.dropped_expired == 3
+    assert _adds_up(stats)
+
+
+def test_records_still_in_flight_when_the_run_gives_up_may_be_in_the_stream():
+    producer = _producer(flush_interval=0.0)
+    producer.add_many([Record(b"x", "k", None, 0.0) for _ in range(4)], now=0.0)
+    producer.take_batch(0.0)
+    assert producer.abandon_in_flight() == 4
+    assert producer.stats.dropped_unknown == 4 and producer.stats.dropped_interrupted == 0
+    assert _adds_up(producer.stats)

@@ -70,6 +70,23 @@ def test_timeouts_connection_errors_and_5xx_are_retried(exc):
 
 
 @pytest.mark.parametrize(
+    ("exc", "unknown"),
+    [
+        (EndpointConnectionError(endpoint_url=URL), False),  # never left this machine
+        (ConnectTimeoutError(endpoint_url=URL), False),
+        (ReadTimeoutError(endpoint_url=URL), True),  # sent, no answer: may be written
+        (ConnectionClosedError(endpoint_url=URL), True),
+        (client_error("InternalFailure", status=500), False),  # answered: not written
+    ],
+    ids=type,
+)
+def test_a_request_that_lost_its_answer_is_told_from_one_that_never_left(exc, unknown):
+    error = translate_error(exc, stream="rides", endpoint=URL)
+
+    assert isinstance(error, RetryableSinkError) and error.outcome_unknown is unknown
+
+
+@pytest.mark.parametrize(
     ("exc", "says"),
     [
         (client_error("ResourceNotFoundException"), "stream 'rides' no longer exists at " + URL),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 import threading
 
 from botocore.stub import Stubber
+from click.testing import CliRunner
 
+from simulator.cli import simulate
 from simulator.engine.batching import Record
 from simulator.engine.clock import ScaledClock
 from simulator.engine.dispatch import ThreadedDispatcher
@@ -15,6 +18,7 @@ from simulator.engine.shards import ShardRouter, split_hash_space
 from simulator.errors import FatalSinkError
 from simulator.sinks import SinkOptions
 from simulator.sinks.kinesis import KinesisSink, list_shards, make_client
+from simulator.verify.cli import ShardReader
 from tests.servers.kinesis import create_stream
 from tests.servers.throttle import throttling_proxy
 
@@ -232,3 +236,26 @@ def test_a_bug_in_a_sink_stops_the_run_instead_of_leaving_it_waiting():
     assert isinstance(done.error, FatalSinkError)
     assert "KeyError('ShardId')" in str(done.error)
     assert dispatcher.in_flight == 0
+
+
+def test_records_whose_answer_comes_after_their_ttl_count_as_dropped_unknown_never_late(
+    kinesis_server, kinesis_client, stream_name
+):
+    create_stream(kinesis_client, stream_name, 1)
+    faults = {"PutRecords": ["delay:3"]}  # the first request is written, its answer is late
+    with throttling_proxy(kinesis_server, 100_000, faults) as proxy:
+        result = CliRunner().invoke(
+            simulate,
+            ["--riders", "20", "--duration", "4", "--stream", stream_name, "--endpoint-url",
+             proxy.url, "--record-ttl", "2", "--flush-interval", "0.2", "--json"],
+        )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["dropped_unknown"] > 0  # given up on at 2 s, although written
+    assert summary["accepted_after_drop"] == summary["dropped_unknown"]
+    assert summary["latency_ms"]["max"] <= 2000  # nothing counts as delivered past its TTL
+    assert summary["generated"] == summary["delivered"] + summary["dropped"]
+    reader = ShardReader(kinesis_client, stream_name)
+    in_stream = [r for s in list_shards(kinesis_client, stream_name) for r in reader.records(s)]
+    assert len(in_stream) == summary["delivered"] + summary["accepted_after_drop"]
