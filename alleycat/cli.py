@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rule": ("simulator.backend.cli:rule", "Stand in for the IoT rule: MQTT into Kinesis."),
     "standings": ("simulator.backend.cli:standings", "Stand in for the standings backend."),
     "stack": ("simulator.backend.cli:stack", "Run a whole Alleycat locally: broker to standings."),
+    "locust": ("simulator.distributed.cli:locust", "Run the fleet on Locust's runners."),
 }
 
 
