@@ -4,6 +4,7 @@ import pickle
 import subprocess
 import sys
 
+import boto3
 import pytest
 from aws_kinesis_agg.deaggregator import deaggregate_records
 from hypothesis import given, settings
@@ -25,7 +26,9 @@ from simulator.engine.keys import PartitionKeyStrategy
 from simulator.engine.producer import ProducerConfig
 from simulator.engine.runner import Simulation, SimulationConfig
 from simulator.engine.shards import LocalStream, ShardRouter
+from simulator.sinks.kinesis import list_shards
 from simulator.verify.check import StreamRecord, StreamVerifier
+from simulator.verify.cli import ShardReader
 from tests.streams import RecordingStream
 
 START = 1_764_187_200.0
@@ -188,6 +191,21 @@ def test_packed_records_written_to_a_kinesis_server_read_back_whole(
     assert report["records"] == summary["delivered"]
     assert report["messages"] == report["unique"] == 2000
     assert (report["duplicates"], report["gaps"], report["malformed"]) == (0, 0, 0)
+
+    # At --speed 10 the loop takes a quarter second of messages at a time; a record still
+    # holds no more than the mode's hold time of them.
+    hold_ms = parse_batching(mode).hold_seconds * 1000
+    client = boto3.client("kinesis", endpoint_url=kinesis_server, region_name="us-east-1")
+    reader = ShardReader(client, stream_name)
+    spans = []
+    for shard in list_shards(client, stream_name):
+        for record in reader.records(shard):
+            times = [json.loads(m)["deviceTimestamp"] for m in unpack(record.data)]
+            spans.append(max(times) - min(times))
+    client.close()
+    assert len(spans) == summary["delivered"]
+    assert max(spans) <= hold_ms
+    assert max(spans) > hold_ms / 2  # records do fill up to the hold time
 
 
 class ListSource:
