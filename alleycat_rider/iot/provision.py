@@ -72,7 +72,9 @@ class ProvisionRequest:
         topic: The only topic the device may publish to.
         results_topic: The only topic the device may subscribe to and receive from.
         rotate: Make a new certificate even if the thing has an active one (which stays active).
-        racer_id: Written to ``rider.toml`` when given.
+        racer_id: Written to ``rider.toml`` and recorded on the thing as its ``racerId``
+            attribute, which the standings backend reads (``--client-map-from-iot``) to reject
+            rides whose racer is not their sender's.
     """
 
     thing_name: str
@@ -273,7 +275,7 @@ def provision_with(
         account = sts.get_caller_identity()["Account"]
     with aws_errors("look up the account's IoT data endpoint"):
         endpoint = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
-    thing_arn = _ensure_thing(iot, name)
+    thing_arn = _ensure_thing(iot, name, request.racer_id)
     document = device_policy(
         thing_name=name,
         region=region,
@@ -315,16 +317,46 @@ def provision_with(
     )
 
 
-def _ensure_thing(iot: Any, name: str) -> str:
+#: The thing attribute that names the racer a bike rides as.
+RACER_ATTRIBUTE = "racerId"
+
+
+def _ensure_thing(iot: Any, name: str, racer_id: int | None) -> str:
+    """The thing's ARN, creating it if needed; ``racer_id`` (when given) becomes its
+    ``racerId`` attribute, replacing an earlier one."""
     from botocore.exceptions import ClientError
 
+    attributes = {} if racer_id is None else {RACER_ATTRIBUTE: str(racer_id)}
     with aws_errors(f"create the thing {name}"):
         try:
-            return str(iot.describe_thing(thingName=name)["thingArn"])
+            thing = iot.describe_thing(thingName=name)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
                 raise
-        return str(iot.create_thing(thingName=name)["thingArn"])
+            payload = {"attributes": attributes}
+            return str(iot.create_thing(thingName=name, attributePayload=payload)["thingArn"])
+        if attributes and thing.get("attributes", {}).get(RACER_ATTRIBUTE) != str(racer_id):
+            payload = {"attributes": attributes, "merge": True}
+            iot.update_thing(thingName=name, attributePayload=payload)
+        return str(thing["thingArn"])
+
+
+def racers_of_things(iot: Any) -> dict[str, int]:
+    """Thing name (the bike's client id) -> racer id, for every thing with a ``racerId``.
+
+    Raises:
+        ProvisionError: The things cannot be listed (credentials, permission, network).
+    """
+    racers: dict[str, int] = {}
+    with aws_errors("list the things and their racer ids"):
+        # Every thing, filtered here: ListThings filters by an attribute's name and value.
+        pages = iot.get_paginator("list_things").paginate()
+        for page in pages:
+            for thing in page.get("things", []):
+                value = str(thing.get("attributes", {}).get(RACER_ATTRIBUTE, ""))
+                if value.isdigit():
+                    racers[str(thing["thingName"])] = int(value)
+    return racers
 
 
 def _ensure_policy(iot: Any, policy_name: str, document: dict[str, Any]) -> None:

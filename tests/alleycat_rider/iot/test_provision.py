@@ -24,6 +24,7 @@ from alleycat_rider.iot.provision import (
     ProvisionRequest,
     aws_errors,
     provision_with,
+    racers_of_things,
 )
 from alleycat_rider.mqtt import check_credentials
 from tests.servers.moto import MOTO_REGION
@@ -140,6 +141,23 @@ def test_rider_config_connects_alleycat_ride_to_the_data_endpoint_as_the_thing(
     assert config.key == tmp_path / "certs" / "bike-7" / "private.pem.key"
     assert (config.topic, config.results_topic) == ("alleycat-publish", "alleycat-subscribe")
     assert f"alleycat ride --config {config_path}\n" in result.output
+
+
+def test_the_racer_id_is_recorded_on_the_thing_and_read_back_as_a_client_map(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    for thing, racer in (("bike-7", "42"), ("bike-8", "43")):
+        result = _provision(moto_endpoint, tmp_path, "--thing-name", thing, "--racer-id", racer)
+        assert result.exit_code == 0, result.output
+    assert _provision(moto_endpoint, tmp_path, "--thing-name", "bike-9").exit_code == 0
+    iot = _iot(moto_endpoint)
+    assert iot.describe_thing(thingName="bike-7")["attributes"] == {"racerId": "42"}
+
+    # The bike changes hands: provisioning it again for another racer replaces the attribute.
+    again = _provision(moto_endpoint, tmp_path, "--thing-name", "bike-8", "--racer-id", "44")
+    assert again.exit_code == 0, again.output
+
+    assert racers_of_things(iot) == {"bike-7": 42, "bike-8": 44}  # bike-9 rides as no one
 
 
 def test_rider_config_finds_its_files_from_any_directory_and_after_being_moved(
