@@ -9,10 +9,18 @@ QoS 1: every message goes to the spool first and is sent from there, oldest firs
 A PUBACK removes it from the spool. A lost connection puts everything in flight back in line:
 after reconnecting, the spool is sent again from its oldest message (downstream deduplicates by
 uuid). QoS 0: a message is sent if connected, and counted as dropped otherwise.
+
+A QoS 1 publish that fails on a live connection (the client refused it, or it timed out) is
+sent again, but never at once: a failure pauses all QoS 1 sends for a backoff that doubles with
+each pause, from :data:`RETRY_BACKOFF_MIN` to :data:`RETRY_BACKOFF_MAX` seconds (failures within
+one pause share it), and a PUBACK resets it. A failure no retry cures costs a few attempts per
+backoff, never a busy loop.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +29,10 @@ from alleycat_rider.spool import Spool
 
 #: How many messages may wait for their PUBACK at once.
 DEFAULT_WINDOW = 10
+#: Seconds QoS 1 sends pause after the first failed publish; the pause doubles with each failure.
+RETRY_BACKOFF_MIN = 1.0
+#: The longest pause after failed publishes.
+RETRY_BACKOFF_MAX = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +65,8 @@ class PublishCounters:
     """Messages the broker acknowledged (QoS 1) or that were written (QoS 0)."""
     retried: int = 0
     """Resends of QoS 1 messages after a failure or a lost connection."""
+    failed: int = 0
+    """QoS 1 publishes that failed on a live connection (each is retried after a backoff)."""
     dropped: int = 0
     """QoS 0 messages made while offline or failed; QoS 1 messages pushed out of a full spool."""
     rejected: int = 0
@@ -68,6 +82,7 @@ class Publisher:
         qos: 0 or 1.
         spool: The spool; required for QoS 1, unused for QoS 0.
         window: The most publishes in flight at once.
+        monotonic: The clock that times the backoff after failed publishes.
     """
 
     def __init__(
@@ -78,6 +93,7 @@ class Publisher:
         qos: int,
         spool: Spool | None,
         window: int = DEFAULT_WINDOW,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if qos == 1 and spool is None:
             raise ValueError("QoS 1 needs a spool")
@@ -88,6 +104,10 @@ class Publisher:
         self._qos = qos
         self._spool = spool
         self._window = window
+        self._monotonic = monotonic
+        self._backoff = 0.0
+        """The pause the next failure starts (0 until a publish fails)."""
+        self._paused_until = float("-inf")
         self._in_flight: set[int] = set()
         self._retry: set[int] = set()
         self._cursor = 0
@@ -102,6 +122,11 @@ class Publisher:
     def in_flight(self) -> int:
         """Publishes waiting for completion."""
         return len(self._in_flight)
+
+    @property
+    def resume_in(self) -> float:
+        """Seconds until QoS 1 sends resume after failed publishes (0 when not paused)."""
+        return max(0.0, self._paused_until - self._monotonic())
 
     @property
     def spool_depth(self) -> int:
@@ -178,7 +203,7 @@ class Publisher:
                 self._send(self._next_qos0_token, held.payload, qos=0)
             else:
                 self.counters.dropped += 1
-        elif room and not self._retry and self._cursor >= held.after:
+        elif room and not self._retry and self._cursor >= held.after and not self.resume_in:
             # Everything older is sent already: send it from memory, no need to read it back.
             self._send(held.seq, held.payload, qos=1)
             self._cursor = held.seq
@@ -219,16 +244,27 @@ class Publisher:
                 else:
                     self.counters.rejected += 1
             self._retry.discard(token)
+            if done.delivered:
+                self._backoff = 0.0
         elif current and self.connected:
             self._retry.add(token)
+            self.counters.failed += 1
+            # Whatever the reason, never straight again: a refusal no retry cures would spin.
+            # Failures within one pause (the rest of the window) share it.
+            now = self._monotonic()
+            if now >= self._paused_until:
+                self._backoff = min(max(2 * self._backoff, RETRY_BACKOFF_MIN), RETRY_BACKOFF_MAX)
+                self._paused_until = now + self._backoff
         self.pump()
 
     def pump(self) -> None:
-        """Send spooled messages while connected and the window has room."""
+        """Send spooled messages while connected, not paused, and the window has room."""
         if self._spool is None or not self.connected:
             return
         if not self._retry and self._cursor >= self._spool.last_seq:
             return  # nothing unsent
+        if self.resume_in:
+            return
         room = self._window - len(self._in_flight)
         if room > 0 and self._retry:
             wanted = sorted(self._retry)[:room]

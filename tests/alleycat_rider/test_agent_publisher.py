@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from alleycat_rider.mqtt import PublishDone
-from alleycat_rider.publisher import Publisher
+from alleycat_rider.publisher import RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, Publisher
 from alleycat_rider.spool import Spool
 
 
@@ -136,14 +136,88 @@ def test_a_late_puback_from_a_lost_connection_still_removes_the_message(spool: S
     assert publisher.counters.acked == 1
 
 
-def test_a_failed_publish_on_a_live_connection_is_sent_again(spool: Spool) -> None:
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def refused(token: int) -> PublishDone:
+    """What awscrt says of a QoS 1 publish to a broker that allows QoS 0 only."""
+    return PublishDone(
+        token, delivered=False, rejected=False, code="AWS_ERROR_MQTT5_PUBLISH_OPTIONS_VALIDATION"
+    )
+
+
+def test_a_failed_publish_on_a_live_connection_is_sent_again_after_a_backoff(
+    spool: Spool,
+) -> None:
     link = RecordingLink()
-    publisher = Publisher(link, topic="t", qos=1, spool=spool)
+    clock = FakeClock()
+    publisher = Publisher(link, topic="t", qos=1, spool=spool, monotonic=clock)
     publisher.on_connected()
     submit(publisher, 0, 1)
     publisher.on_publish_done(fail(link.tokens()[0]))
-    assert link.payloads() == [b"m0", b"m1", b"m0"]
+    assert link.payloads() == [b"m0", b"m1"]  # not at once
+    assert publisher.resume_in == RETRY_BACKOFF_MIN
+    clock.now += RETRY_BACKOFF_MIN / 2
+    submit(publisher, 2)  # a new message waits in the spool behind the failed one
+    assert link.payloads() == [b"m0", b"m1"]
+    clock.now += RETRY_BACKOFF_MIN / 2
+    publisher.pump()
+    assert link.payloads() == [b"m0", b"m1", b"m0", b"m2"]
     assert publisher.counters.retried == 1
+    assert publisher.counters.failed == 1
+
+
+def test_a_publish_that_always_fails_is_retried_with_a_doubling_backoff_not_a_busy_loop(
+    spool: Spool,
+) -> None:
+    link = RecordingLink()
+    clock = FakeClock()
+    publisher = Publisher(link, topic="t", qos=1, spool=spool, monotonic=clock)
+    publisher.on_connected()
+    submit(publisher, 0)
+    attempts_at: list[float] = []
+    # Ten minutes of a broker refusing every publish, the agent pumping four times a second.
+    for _ in range(2400):
+        while len(link.published) > len(attempts_at):
+            attempts_at.append(clock.now)
+            publisher.on_publish_done(refused(link.tokens()[len(attempts_at) - 1]))
+        clock.now += 0.25  # exact in binary: the gaps come out exact
+        publisher.pump()
+    gaps = [b - a for a, b in zip(attempts_at, attempts_at[1:], strict=False)]
+    assert gaps[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, RETRY_BACKOFF_MAX]
+    assert set(gaps[5:]) == {RETRY_BACKOFF_MAX}
+    assert len(attempts_at) < 30  # not tens of thousands a second
+    assert publisher.counters.failed == len(attempts_at)
+    assert publisher.spool_depth == 1  # still spooled, never given up on
+
+
+def test_failures_of_a_whole_window_share_one_pause_and_a_puback_resets_the_backoff(
+    spool: Spool,
+) -> None:
+    link = RecordingLink()
+    clock = FakeClock()
+    publisher = Publisher(link, topic="t", qos=1, spool=spool, window=3, monotonic=clock)
+    publisher.on_connected()
+    submit(publisher, 0, 1, 2)
+    for token in link.tokens():
+        publisher.on_publish_done(fail(token))
+    assert publisher.resume_in == RETRY_BACKOFF_MIN  # one pause for three failures
+    clock.now += RETRY_BACKOFF_MIN
+    publisher.pump()
+    assert link.payloads()[3:] == [b"m0", b"m1", b"m2"]
+    for token in link.tokens()[3:]:
+        publisher.on_publish_done(ack(token))
+    assert publisher.counters.acked == 3
+    submit(publisher, 3)
+    publisher.on_publish_done(fail(link.tokens()[-1]))
+    assert publisher.resume_in == RETRY_BACKOFF_MIN  # started again from the shortest
 
 
 def test_a_rejected_message_leaves_the_spool_and_is_counted(spool: Spool) -> None:
