@@ -4,6 +4,11 @@ One thread does everything that matters: it sends at whole-second deadlines and,
 handles what the MQTT client reports (through a queue filled from SDK threads and from signal
 handlers, so no SDK callback ever waits for us). On SIGINT or SIGTERM it sends the race's
 ``final`` message, waits a bounded time for outstanding PUBACKs, stops the client and returns.
+
+A broker whose CONNACK allows less than ``--qos`` stops the agent with one line (the spool is
+kept): downgrading on the quiet would give up the durability QoS 1 was asked for. A TLS
+connection still not up after :data:`TLS_CHECK_AFTER` seconds is checked once with a quick
+handshake (:mod:`alleycat_rider.tlscheck`) that says which side refuses the other.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ from alleycat_rider.config import RiderConfig
 from alleycat_rider.core.message import MessageEncoder, RideEvent, output, race_position, uuid4
 from alleycat_rider.core.standings import ResultsError, Standings, standings_for
 from alleycat_rider.display import AgentStatus, Reporter
-from alleycat_rider.errors import CertificateError
+from alleycat_rider.errors import CertificateError, PublishError
 from alleycat_rider.mqtt import (
     Connected,
     ConnectionFailed,
     Disconnected,
     EventSink,
     LinkEvent,
+    MqttSettings,
     PublishDone,
     Received,
     Subscribed,
@@ -44,6 +50,13 @@ from alleycat_rider.spool import Spool
 PREPARE_LEAD = 0.05
 #: Repeat a connection failure in the log at most this often (seconds) while it persists.
 FAILURE_LOG_INTERVAL = 60.0
+#: Seconds without a first TLS connection before a quick handshake checks which side refuses:
+#: awscrt says so only after 10 to 30 s. Later than a healthy connection takes, so a healthy
+#: start never pays for the check (``ssl`` costs ~5 MB of memory).
+TLS_CHECK_AFTER = 2.0
+#: Seconds to wait for the MQTT client to stop: after a clean ride, and after an error.
+STOP_WAIT = 5.0
+STOP_WAIT_AFTER_ERROR = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +64,14 @@ class StopRequested:
     """A signal asked the agent to stop."""
 
     signum: int
+
+
+@dataclass(frozen=True, slots=True)
+class TlsChecked:
+    """The quick TLS check is done."""
+
+    refusal: ConnectionFailed | None
+    """Which side refused the other, or ``None`` if the handshake did not tell."""
 
 
 class AgentLink(Protocol):
@@ -111,7 +132,9 @@ class Agent:
         # Without a spool there is nothing slow to do ahead of the deadline.
         self._lead = lead if config.qos == 1 else 0.0
         self._encoder = MessageEncoder(config.identity)
-        self._events: queue.SimpleQueue[LinkEvent | StopRequested] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[LinkEvent | StopRequested | TlsChecked] = (
+            queue.SimpleQueue()
+        )
         # Completions are handled at the next wake-up unless a backlog waits for room in the
         # window: waking the loop costs more CPU than anything else it does in a second.
         self._deferred: deque[PublishDone] = deque()
@@ -127,6 +150,8 @@ class Agent:
         self._ever_connected = False
         self._connection = "connecting"
         self._last_failure: tuple[str, float] | None = None
+        self._last_publish_failure: tuple[str, float] | None = None
+        self._tls_check_at: float | None = None
         self._reading: Reading | None = None
         self._race: tuple[int, int] | None = None
         self._standings: Standings | None = None
@@ -151,20 +176,30 @@ class Agent:
             PublishError: the MQTT client cannot be used.
         """
         restore = self._install_signal_handlers()
+        failed = True
         try:
             self._sensor.start()
             self._link = self._link_factory(self._sink)
             self._publisher = Publisher(
-                self._link, topic=self.config.topic, qos=self.config.qos, spool=self._spool
+                self._link,
+                topic=self.config.topic,
+                qos=self.config.qos,
+                spool=self._spool,
+                monotonic=self._monotonic,
             )
             self._report_start()
             self._link.start()
+            if self.config.tls:
+                self._tls_check_at = self._monotonic() + TLS_CHECK_AFTER
             self.schedule = TickSchedule.starting_after(self._monotonic())
             self._ride(self.schedule)
             self._finish(self.schedule)
+            failed = False
         finally:
             if self._link is not None:
-                self._link.stop()
+                # After a refusal there is nothing left to send: the user's one line should not
+                # wait for a TLS handshake the SDK holds open for up to 30 s.
+                self._link.stop(timeout=STOP_WAIT_AFTER_ERROR if failed else STOP_WAIT)
             self._sensor.close()
             restore()
 
@@ -191,6 +226,8 @@ class Agent:
         while self._stop is None:
             self._handle_deferred()
             now = self._monotonic()
+            if self._tls_check_at is not None and now >= self._tls_check_at:
+                self._start_tls_check()
             if prepared is None:
                 # Only a durable append (see Publisher.durable_needed) is slow enough to be done
                 # ahead of the deadline. The PUBACK of the last message, expected any moment, is
@@ -218,6 +255,23 @@ class Agent:
         if prepared is not None:  # stopped between preparing and the deadline: send it now
             self._release(schedule.deadline)
             schedule.advance()
+
+    def _start_tls_check(self) -> None:
+        self._tls_check_at = None
+        if self._ever_connected:
+            return
+        from alleycat_rider.tlscheck import start_tls_check  # only now: ssl costs memory
+
+        config = self.config
+        settings = MqttSettings(
+            endpoint=config.endpoint,
+            port=config.port,
+            client_id=config.client_id,
+            cert=config.cert,
+            key=config.key,
+            ca=config.ca,
+        )
+        start_tls_check(settings, lambda refusal: self._events.put(TlsChecked(refusal)))
 
     def _prepare(self, tick: int, deadline: float) -> str:
         """Read the sensor and spool the message of ``tick``, ahead of its deadline."""
@@ -262,14 +316,18 @@ class Agent:
         self.publisher.prepare(uuid, payload)
         return uuid
 
-    def _handle(self, event: LinkEvent | StopRequested) -> None:
+    def _handle(self, event: LinkEvent | StopRequested | TlsChecked) -> None:
         publisher = self.publisher
         match event:
             case PublishDone():
+                failed_live = not (event.delivered or event.rejected) and publisher.connected
                 publisher.on_publish_done(event)
                 if event.rejected:
                     self._reporter.event("warning", "publish rejected", reason=event.code)
+                elif failed_live and self._stop is None:
+                    self._publish_failed(event.code, publisher.resume_in)
             case Connected():
+                self._check_maximum_qos(event.maximum_qos)
                 self._ever_connected = True
                 self._connection = "connected"
                 self._last_failure = None
@@ -298,10 +356,35 @@ class Agent:
                     )
             case Received():
                 self._results(event.payload)
+            case TlsChecked(refusal=refusal):
+                if refusal is None:
+                    self._reporter.event("debug", "tls check told nothing")
+                elif not self._ever_connected:
+                    self._connection_failed(refusal)
             case StopRequested():
                 if self._stop is not None:
                     self._abort_drain = True
                 self._stop = event.signum
+
+    def _check_maximum_qos(self, maximum_qos: int) -> None:
+        qos = self.config.qos
+        if qos > maximum_qos:
+            raise PublishError(
+                f"{self.config.endpoint}:{self.config.port} accepts QoS {maximum_qos} only "
+                f"(the Maximum QoS of its CONNACK), not --qos {qos}: ride with --qos "
+                f"{maximum_qos}, or let the broker take QoS {qos} (mosquitto: max_qos); "
+                "spooled messages stay in the spool"
+            )
+
+    def _publish_failed(self, code: str, retry_in: float) -> None:
+        """Log a publish that failed on a live connection: once a minute per reason."""
+        now = self._monotonic()
+        last = self._last_publish_failure
+        if last is None or last[0] != code or now - last[1] >= FAILURE_LOG_INTERVAL:
+            self._last_publish_failure = (code, now)
+            self._reporter.event(
+                "warning", "publish failed", reason=code, retry_in_s=round(retry_in, 1)
+            )
 
     def _connection_failed(self, event: ConnectionFailed) -> None:
         self._connection = "offline"
@@ -362,10 +445,13 @@ class Agent:
             remaining = deadline - self._monotonic()
             if remaining <= 0:
                 break
+            # Sends paused after a failed publish resume within the drain, if it lasts long enough.
+            paused = self.publisher.resume_in
             try:
-                event = self._events.get(timeout=remaining)
+                event = self._events.get(timeout=min(remaining, paused) if paused else remaining)
             except queue.Empty:
-                break
+                self.publisher.pump()
+                continue
             self._handle(event)
         counters = self.publisher.counters
         self._reporter.event(
@@ -375,6 +461,7 @@ class Agent:
             sent=counters.sent,
             acked=counters.acked,
             retried=counters.retried,
+            failed=counters.failed,
             dropped=counters.dropped,
             rejected=counters.rejected,
             spool_depth=self.publisher.spool_depth,

@@ -11,6 +11,10 @@ Choices that matter on a bike:
 - ``FAIL_ALL_ON_DISCONNECT``: the SDK keeps nothing in memory across a lost connection; QoS 1
   messages are in the agent's disk spool and are sent again from there;
 - plain TCP only when the configuration allows it (loopback broker or ``--insecure``);
+- :class:`Connected` carries the CONNACK's maximum QoS, for the agent to honour;
+- a first connection that can never succeed says why in one line: a broker that answers in
+  MQTT 3.1.1, a broker that closes a plain-TCP connection because it wants TLS, a TLS failure
+  (which side refused is told sooner by :mod:`alleycat_rider.tlscheck`);
 - the SDK's event-loop thread keeps its Python thread state between callbacks (see
   :func:`_keep_python_thread_state`).
 """
@@ -42,6 +46,10 @@ _REFUSED_CONNACK = (
     "BANNED",
     "BAD_AUTHENTICATION_METHOD",
 )
+#: What awscrt reports when the CONNACK is not MQTT 5 (an MQTT 3.1.1 broker's answer).
+_NOT_MQTT5 = "AWS_ERROR_MQTT5_DECODE_PROTOCOL_ERROR"
+#: The broker closed the connection before any CONNACK.
+_CLOSED = "AWS_IO_SOCKET_CLOSED"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +73,9 @@ class MqttSettings:
 @dataclass(frozen=True, slots=True)
 class Connected:
     """The client is connected (again); subscriptions must be made anew."""
+
+    maximum_qos: int = 2
+    """The highest QoS the broker's CONNACK allows on this connection (2 when it sets none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +155,29 @@ def describe_failure(
             "device's certificate, its policy and --client-id",
         )
     code = _error_code(exc)
+    if code == _NOT_MQTT5 and connack is None:
+        return ConnectionFailed(
+            code=code,
+            refused=True,
+            message=f"{where} does not speak MQTT 5: it answered the MQTT 5 CONNECT with bytes "
+            "MQTT 5 cannot read, as MQTT 3.1.1 brokers do; connect to an MQTT 5 broker "
+            "(AWS IoT Core, mosquitto 1.6 or newer)",
+        )
+    if code == _CLOSED and connack is None and settings.cert is None:
+        return ConnectionFailed(
+            code=code,
+            refused=True,
+            message=f"{where} closed the connection during the MQTT handshake: it probably wants "
+            "TLS; pass --cert/--key/--ca",
+        )
     if code.startswith("AWS_IO_TLS") and settings.cert is not None:
         return ConnectionFailed(
             code=code,
             refused=True,
-            message=f"TLS with {where} failed ({code}): the broker refused the device "
-            f"certificate {settings.cert}, or the broker is not trusted by "
-            f"{settings.ca or 'the system trust store'}; use a certificate and key issued by "
-            "the CA the broker trusts, and --ca for the broker's CA",
+            message=f"TLS with {where} failed ({code}): either the broker's certificate is not "
+            f"trusted by {settings.ca or 'the system trust store'} or not for host "
+            f"{settings.endpoint}, or the broker refused the device certificate "
+            f"{settings.cert}; check --ca, --endpoint, and --cert/--key",
         )
     return ConnectionFailed(code=code, refused=False, message=f"cannot connect to {where}: {code}")
 
@@ -352,13 +378,14 @@ class MqttLink:
         packet = data.publish_packet
         self._sink(Received(str(packet.topic), bytes(packet.payload or b"")))
 
-    def _on_connection_success(self, _data: Any) -> None:
+    def _on_connection_success(self, data: Any) -> None:
         # The client's lifecycle events and publish completions come from one event-loop thread.
         thread = threading.get_ident()
         if thread not in self._threads_kept:
             self._threads_kept.add(thread)
             _keep_python_thread_state()
-        self._sink(Connected())
+        maximum_qos = getattr(getattr(data, "negotiated_settings", None), "maximum_qos", None)
+        self._sink(Connected(2 if maximum_qos is None else int(maximum_qos)))
 
     def _on_connection_failure(self, data: Any) -> None:
         self._sink(describe_failure(data.exception, data.connack_packet, self.settings))

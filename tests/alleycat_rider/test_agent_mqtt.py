@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +14,7 @@ from awscrt.exceptions import AwsCrtError
 
 from alleycat_rider.errors import CertificateError
 from alleycat_rider.mqtt import (
+    Connected,
     LinkEvent,
     MqttLink,
     MqttSettings,
@@ -127,3 +129,44 @@ def test_a_certificate_that_does_not_match_its_key_is_a_certificate_error(
     )  # fmt: skip
     with pytest.raises(CertificateError, match="do they belong together"):
         MqttLink(settings, lambda event: None)
+
+
+PLAIN = MqttSettings(endpoint="127.0.0.1", port=8883, client_id="bike-1")
+
+
+def test_an_mqtt_3_1_1_answer_is_a_refusal_that_names_mqtt_5() -> None:
+    failure = describe_failure(crt_error("AWS_ERROR_MQTT5_DECODE_PROTOCOL_ERROR"), None, PLAIN)
+    assert failure.refused
+    assert failure.message.startswith("127.0.0.1:8883 does not speak MQTT 5")
+
+
+def test_a_closed_plain_connection_hints_at_tls_only_without_a_certificate() -> None:
+    plain = describe_failure(crt_error("AWS_IO_SOCKET_CLOSED"), None, PLAIN)
+    assert plain.refused
+    assert "it probably wants TLS; pass --cert/--key/--ca" in plain.message
+    # With TLS already, a closed connection says nothing certain: retried, not fatal.
+    assert not describe_failure(crt_error("AWS_IO_SOCKET_CLOSED"), None, TLS).refused
+
+
+def test_a_tls_failure_names_both_sides_and_the_server_first() -> None:
+    message = describe_failure(crt_error("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE"), None, TLS).message
+    server = message.index("broker's certificate is not trusted")
+    device = message.index("refused the device certificate /d.crt")
+    assert server < device
+    assert "not for host 127.0.0.1" in message
+
+
+@pytest.mark.parametrize(
+    ("negotiated", "expected"),
+    [(mqtt5.QoS.AT_MOST_ONCE, 0), (mqtt5.QoS.AT_LEAST_ONCE, 1), (None, 2)],
+)
+def test_the_connack_maximum_qos_reaches_the_agent(
+    negotiated: mqtt5.QoS | None, expected: int
+) -> None:
+    events: list[LinkEvent] = []
+    link = MqttLink.__new__(MqttLink)  # only the lifecycle handler is under test
+    link._sink = events.append
+    link._threads_kept = {threading.get_ident()}
+    settings = None if negotiated is None else SimpleNamespace(maximum_qos=negotiated)
+    link._on_connection_success(SimpleNamespace(negotiated_settings=settings))
+    assert events == [Connected(maximum_qos=expected)]
