@@ -9,6 +9,8 @@ retried for ever, or blamed the device certificate after 10 to 30 s.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,3 +162,31 @@ def test_a_forgotten_ca_says_the_system_trust_store_does_not_trust_the_server(
     assert "the server's certificate is not trusted by the system trust store" in line
     assert "pass --ca" in line
     assert "device certificate" not in line
+
+
+def loaded_libraries(pid: int) -> set[str]:
+    with open(f"/proc/{pid}/maps") as maps:
+        return {Path(line.split()[-1]).name for line in maps if "/" in line}
+
+
+def test_a_healthy_tls_start_never_runs_the_check_nor_loads_openssl(
+    mqtt_broker: RunningBroker, tmp_path: Path
+) -> None:
+    args = ride_args(mqtt_broker.host, mqtt_broker.port, "--spool", str(tmp_path / "spool.db"))
+    with agent(args + tls_args(mqtt_broker.pki, ca=mqtt_broker.pki.ca_cert)) as rider:
+        rider.wait_for("connected")
+        # Past the moment a slow connection would be checked (2 s after start).
+        rider.wait_until(lambda: len(rider.events("message")) >= 4)
+        libraries = loaded_libraries(rider.process.pid)
+        assert rider.stop() == 0
+    assert not rider.events("tls check told nothing")
+    # Python's ssl brings OpenSSL (about 5 MB); awscrt carries its own TLS.
+    assert not any(name.startswith(("libssl", "libcrypto")) for name in libraries)
+
+
+def test_the_check_loads_openssl_so_its_absence_means_the_check_did_not_run() -> None:
+    code = "import alleycat_rider.tlscheck, os; print(open(f'/proc/{os.getpid()}/maps').read())"
+    maps = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "libssl" in maps
