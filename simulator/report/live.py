@@ -1,7 +1,8 @@
 """What the user sees while a simulation runs.
 
 On a terminal, a rich ``Live`` dashboard (:func:`simulator.report.dashboard.render_dashboard`)
-redrawn a few times a second from a fresh snapshot; otherwise (piped, CI, ``--no-dashboard``) a
+redrawn twice a second from a fresh snapshot, drawn on Live's own thread so that the run loop
+only pays for the snapshot; otherwise (piped, CI, ``--no-dashboard``) a
 plain progress line on stderr every few seconds. Either way stdout is left alone, so ``--json``
 stays one clean JSON object.
 """
@@ -16,12 +17,14 @@ from typing import TextIO
 
 from rich.console import Console, RenderableType
 from rich.live import Live
+from rich.text import Text
 
 from simulator.engine.runner import RunResult, Simulation
 from simulator.report.dashboard import render_dashboard
+from simulator.report.history import RunHistory
 
-#: Dashboard redraws per second.
-REFRESH_PER_SECOND = 4
+#: Dashboard redraws (and snapshots of the run) per wall second.
+REFRESH_PER_SECOND = 2
 #: Wall seconds between progress lines when there is no dashboard.
 PROGRESS_EVERY = 5.0
 
@@ -79,59 +82,83 @@ def run_with_progress(
 
 
 def _run_live(simulation: Simulation, console: Console, *, batching: str) -> RunResult:
-    view = dashboard_view(simulation, batching=batching)
-    # The view is redrawn from the run loop itself (on_pass), not from Live's refresh thread:
-    # the snapshot then never reads the counters while the loop is changing them.
-    with Live(view(), console=console, auto_refresh=False, transient=False) as live:
-        redraw = Redraw(live, view)
-        result = simulation.run(on_pass=redraw)
-        live.update(view(), refresh=True)
+    sampler = DashboardSampler(simulation, batching=batching)
+    # The run loop only takes snapshots (on its own thread, so they never read counters the
+    # loop is changing); Live's refresh thread lays them out and writes them to the terminal,
+    # so drawing never holds up a request.
+    with Live(
+        get_renderable=sampler.view,
+        console=console,
+        auto_refresh=True,
+        refresh_per_second=REFRESH_PER_SECOND,
+        transient=False,
+    ) as live:
+        result = simulation.run(on_pass=sampler)
+        sampler.take(simulation)
+        live.refresh()
     return result
 
 
-class Redraw:
-    """Redraws a ``Live`` view at most ``per_second`` times a wall second; called every pass."""
+class DashboardSampler:
+    """Called on every pass of the run loop: samples the run's history each simulated second
+    and takes a fresh snapshot at most ``per_second`` times a wall second; :meth:`view`
+    renders the latest snapshot (from any thread).
+
+    Args:
+        simulation: the run.
+        batching: the batching mode's name, shown on the dashboard.
+        per_second: snapshots a wall second.
+        clock: wall time (injectable for tests).
+    """
 
     def __init__(
         self,
-        live: Live,
-        view: Callable[[], RenderableType],
-        per_second: float = REFRESH_PER_SECOND,
+        simulation: Simulation,
         *,
+        batching: str,
+        per_second: float = REFRESH_PER_SECOND,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._live = live
-        self._view = view
+        self._history = RunHistory()
         self._every = 1 / per_second
         self._clock = clock
         self._next = clock()
+        config = simulation.config
+        self._batching = batching
+        self._per_record = batching == "per-second"
+        self._total = config.fleet.riders * config.duration if self._per_record else None
+        self._latest: RenderableType = Text("")
+        self.take(simulation)
 
     def __call__(self, simulation: Simulation) -> None:
+        self._history.sample(simulation.stats, simulation.clock.now())
         now = self._clock()
         if now < self._next:
             return
         self._next = now + self._every
-        self._live.update(self._view(), refresh=True)
+        self.take(simulation)
 
-
-def dashboard_view(simulation: Simulation, *, batching: str) -> Callable[[], RenderableType]:
-    """A function that renders ``simulation`` as it is now (what ``Live`` calls to redraw)."""
-    stream = simulation.stream
-    total = simulation.config.fleet.riders * simulation.config.duration
-    per_second = batching == "per-second"
-
-    def view() -> RenderableType:
-        return render_dashboard(
-            simulation.snapshot(),
+    def take(self, simulation: Simulation) -> None:
+        """Snapshot the run now (on the run loop's thread)."""
+        history = self._history
+        history.sample(simulation.stats, simulation.clock.now())
+        # One assignment: the refresh thread sees the old view or the new one, never half.
+        self._latest = render_dashboard(
+            history.smoothed(simulation.snapshot()),
             strategy=simulation.config.strategy.value,
-            stream=stream.name,
-            shard_count=len(stream.shards),
-            batching=batching,
-            total_records=total if per_second else None,
-            messages_delivered=None if per_second else simulation.stats.messages_delivered,
+            stream=simulation.stream.name,
+            shard_count=len(simulation.stream.shards),
+            batching=self._batching,
+            total_records=self._total,
+            messages_delivered=None if self._per_record else simulation.stats.messages_delivered,
+            history=history.recent(),
+            window_seconds=history.window_seconds,
+            fit_height=True,
         )
 
-    return view
+    def view(self) -> RenderableType:
+        """The dashboard as of the latest snapshot; laid out when Live draws it."""
+        return self._latest
 
 
 class ProgressLine:

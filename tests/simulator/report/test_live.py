@@ -1,5 +1,6 @@
 import io
 import json
+import threading
 
 from click.testing import CliRunner
 from rich.console import Console
@@ -10,6 +11,7 @@ from simulator.engine.clock import VirtualClock
 from simulator.engine.fleet import FleetConfig
 from simulator.engine.runner import Simulation, SimulationConfig
 from simulator.engine.shards import LocalStream
+from simulator.report.dashboard import Dashboard
 from simulator.report.live import ProgressLine, run_with_progress, wants_dashboard
 
 START = 1_764_187_200.0
@@ -91,3 +93,29 @@ def test_no_dashboard_turns_the_live_view_off_on_a_terminal(monkeypatch):
     assert result.exit_code == 0, result.output
     assert "alleycat simulate" not in result.output
     assert "Run summary" in result.output
+
+
+def test_the_dashboard_is_drawn_off_the_run_loops_thread(monkeypatch):
+    simulation = _simulation(riders=2000, duration=30)
+    drawn_during_the_run_on_the_loop_thread = []
+    drawn = []
+    original = Dashboard.__rich_console__
+
+    def spy(self, console, options):
+        on_loop = threading.current_thread() is threading.main_thread()
+        running = 0 < simulation.stats.delivered < 60_000
+        drawn.append(on_loop)
+        if on_loop and running:
+            drawn_during_the_run_on_the_loop_thread.append(simulation.stats.delivered)
+        yield from original(self, console, options)
+
+    monkeypatch.setattr(Dashboard, "__rich_console__", spy)
+    out = io.StringIO()
+    console = Console(file=out, width=100, height=40, color_system=None, force_terminal=True)
+
+    result = run_with_progress(simulation, console=console)
+
+    assert result.stats.delivered == 60_000
+    assert drawn  # the final view at least
+    assert drawn_during_the_run_on_the_loop_thread == []
+    assert "delivered 60,000" in out.getvalue()
