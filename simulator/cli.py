@@ -315,6 +315,7 @@ def simulate(
     # Packed records (--batching buffered or kpl) carry several messages each.
     summary["batching"] = batching.label
     summary["messages_delivered"] = result.stats.messages_delivered
+    summary["messages_generated"] = simulation.batching.messages
     if as_json:
         click.echo(json.dumps(summary))
     else:

@@ -10,6 +10,14 @@ from rich.table import Table
 from simulator.engine.shards import SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND
 
 
+def _records(records: int, messages: int | None, summary: dict[str, Any]) -> str:
+    """``1,152 records (30,000 ride messages, kpl)`` when records pack several messages."""
+    batching = summary.get("batching", "per-second")
+    if batching == "per-second" or messages is None:
+        return f"{records:,}"
+    return f"{records:,} records ({messages:,} ride messages, {batching})"
+
+
 def summary_table(summary: dict[str, Any]) -> RenderableType:
     """Render a run summary (:meth:`simulator.report.stats.RunStats.summary` plus run facts)."""
     totals = Table(title="Run summary", show_header=False, title_justify="left")
@@ -19,8 +27,9 @@ def summary_table(summary: dict[str, Any]) -> RenderableType:
         ("stream", f"{summary['stream']} ({len(summary['shards'])} shards)"),
         ("partition key", summary["partition_key"]),
         ("riders × seconds", f"{summary['riders']:,} × {summary['duration']:,}"),
-        ("generated", f"{summary['generated']:,}"),
-        ("delivered", f"{summary['delivered']:,}"),
+        ("batching", summary.get("batching", "per-second")),
+        ("generated", _records(summary["generated"], summary.get("messages_generated"), summary)),
+        ("delivered", _records(summary["delivered"], summary.get("messages_delivered"), summary)),
         ("throttled (attempts)", f"{summary['throttled']:,}"),
         ("retries", f"{summary['retries']:,}"),
         ("dropped", f"{summary['dropped']:,}"),
