@@ -45,6 +45,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 PRICING_PAGE = "https://aws.amazon.com/kinesis/data-streams/pricing/"
 #: ``--batching`` with no value compares these.
 ALL_MODES = ",".join(m.label for m in DEFAULT_BATCHING_MODES)
+#: Columns compare's tables and notes take at most, however wide the terminal.
+MAX_WIDTH = 80
 #: Shading of a heat-map cell by peak offered load over the shard's limit.
 SHADES = ((0.25, "░", "green"), (0.5, "▒", "green"), (0.8, "▓", "yellow"), (1.0, "█", "red"))
 
@@ -218,7 +220,7 @@ def compare(
         elif output == "csv":
             click.echo(comparison_csv([f.run for f in runs]), nl=False)
         else:
-            Console().print(render_ingest(workload, runs, prices, iot_prices, recommendation, wall))
+            _console().print(render_ingest(workload, runs, prices, iot_prices, recommendation, wall))
         return
     try:
         if modes:
@@ -234,8 +236,7 @@ def compare(
     elif output == "csv":
         click.echo(comparison_csv(comparison.runs), nl=False)
     else:
-        console = Console()
-        console.print(render_comparison(comparison, prices, batching=bool(modes), wall=wall))
+        _console().print(render_comparison(comparison, prices, batching=bool(modes), wall=wall))
 
 
 def compare_ingest(
@@ -310,7 +311,7 @@ def render_ingest(
     """One row per ingestion path, the prices, and the recommendation."""
     table = _table("Ingestion paths")
     table.add_column("path", no_wrap=True)
-    table.add_column("% per\nshard", no_wrap=True)
+    table.add_column("% per\nshard")  # wraps between shares when the shards are many
     for name in ("peak/\nlimit", "throt-\ntled", "lost", "p50/p99\nms", "$/month"):
         table.add_column(name, justify="right", no_wrap=True)
     verdicts = Table.grid(padding=(0, 2))
@@ -429,6 +430,13 @@ def render_comparison(
     return Group(*parts)
 
 
+def _console() -> Console:
+    """The terminal, but no wider than :data:`MAX_WIDTH`: long notes stay readable."""
+    console = Console()
+    console.width = min(console.width, MAX_WIDTH)
+    return console
+
+
 def _table(title: str) -> Table:
     return Table(
         title=title,
@@ -450,7 +458,7 @@ def strategy_table(runs: Sequence[RunFigures]) -> RenderableType:
     """One row per strategy, then each strategy's verdict."""
     table = _table("Partition-key strategies")
     table.add_column("strategy", no_wrap=True)
-    table.add_column("% per\nshard", no_wrap=True)
+    table.add_column("% per\nshard")  # wraps between shares when the shards are many
     headers = ("max/\nmean", "peak/\nlimit", "throt-\ntled", "retries", "dropped",
                "p50/p99\nms", "riders\n1 shard")  # fmt: skip
     for name in headers:
