@@ -220,7 +220,8 @@ def compare(
         elif output == "csv":
             click.echo(comparison_csv([f.run for f in runs]), nl=False)
         else:
-            _console().print(render_ingest(workload, runs, prices, iot_prices, recommendation, wall))
+            view = render_ingest(workload, runs, prices, iot_prices, recommendation, wall)
+            _console().print(view)
         return
     try:
         if modes:
