@@ -23,6 +23,9 @@ from alleycat_rider.core.standings import Standings
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+#: A message sent this recently (seconds) and not yet acknowledged is in flight, not unacked:
+#: a PUBACK takes a round trip, and the panel is drawn right after each publish.
+IN_FLIGHT_SECONDS = 1.0
 #: The ``service`` field of every log line.
 SERVICE = "alleycat-rider"
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -80,8 +83,37 @@ def standings_text(standings: Standings | None) -> str:
     return f"{place}{suffix} of {standings.riders} (leader {_fmt(standings.leader_output)})"
 
 
-def render_panel(status: AgentStatus) -> RenderableType:
-    """The rider's panel for one status snapshot."""
+def spool_text(status: AgentStatus, in_flight: int = 0, *, stopped: bool = False) -> str:
+    """What the spool holds: ``empty``, ``1 in flight``, ``17 unacked``, or both."""
+    if status.qos != 1:
+        return "QoS 0, not spooled"
+    if stopped:
+        kept = status.spool_depth
+        return f"{kept} unacked, kept for the next ride" if kept else "empty, all acked"
+    in_flight = min(in_flight, status.spool_depth)
+    unacked = status.spool_depth - in_flight
+    parts = [f"{unacked} unacked"] if unacked else []
+    parts += [f"{in_flight} in flight"] if in_flight else []
+    return ", ".join(parts) or "empty"
+
+
+def sent_text(status: AgentStatus, in_flight: int = 0) -> str:
+    """``22 (21 acked, 1 in flight, 0 dropped)``."""
+    flying = f", {in_flight} in flight" if in_flight else ""
+    return f"{status.sent} ({status.acked} acked{flying}, {status.dropped} dropped)"
+
+
+def render_panel(
+    status: AgentStatus, *, in_flight: int = 0, stopped: bool = False
+) -> RenderableType:
+    """The rider's panel for one status snapshot.
+
+    Args:
+        status: the agent now.
+        in_flight: messages sent under :data:`IN_FLIGHT_SECONDS` ago and not acknowledged
+            yet: shown as in flight, not as unacked.
+        stopped: the agent has stopped: the final state, with what the spool keeps.
+    """
     from rich.panel import Panel
     from rich.table import Table
 
@@ -94,12 +126,15 @@ def render_panel(status: AgentStatus) -> RenderableType:
     link = {"connected": "[green]connected[/]", "offline": "[red]offline[/]"}.get(
         status.connection, f"[yellow]{status.connection}[/]"
     )
-    spool = f"{status.spool_depth} unacked" if status.qos == 1 else "QoS 0, not spooled"
+    if stopped:
+        link = "[dim]stopped[/]"
+        in_flight = 0
+    spool = spool_text(status, in_flight, stopped=stopped)
     table.add_row("cadence", f"{_fmt(status.cadence)} rpm", "race", f"{status.race_id or '-'}")
     table.add_row("resistance", _fmt(status.resistance), "second", race)
     table.add_row("output", _fmt(status.output), "link", link)
     table.add_row("place", standings_text(status.standings), "spool", spool)
-    table.add_row("sent", f"{status.sent} ({status.acked} acked, {status.dropped} dropped)", "", "")
+    table.add_row("sent", sent_text(status, in_flight), "", "")
     title = f"Alleycat - {status.name} #{status.racer_id}, class {status.class_id}"
     return Panel(table, title=title, title_align="left", expand=False)
 
@@ -175,15 +210,40 @@ class JsonLogReporter:
         self._stream.flush()
 
 
-class PanelReporter:
-    """A live rich panel on a terminal, with events printed above it."""
+def in_flight(status: AgentStatus, sent_a_moment_ago: int) -> int:
+    """Unacknowledged messages among those sent since ``sent_a_moment_ago`` was the count."""
+    return max(0, min(status.sent - status.acked, status.sent - sent_a_moment_ago))
 
-    def __init__(self, *, level: str = "info") -> None:
+
+class PanelReporter:
+    """A live rich panel on a terminal, with events printed above it.
+
+    A message sent under :data:`IN_FLIGHT_SECONDS` ago is shown in flight, not unacked (the
+    panel is redrawn right after each publish, before its PUBACK can be back); on
+    :meth:`close` the panel is drawn once more, as the agent left things.
+
+    Args:
+        level: the lowest level of events printed.
+        console: where to draw (a terminal's console by default).
+        monotonic: seconds, for what counts as in flight.
+    """
+
+    def __init__(
+        self,
+        *,
+        level: str = "info",
+        console: Any = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         from rich.console import Console
         from rich.live import Live
 
         self._threshold = LEVELS[level]
-        self._console = Console()
+        self._console = console if console is not None else Console()
+        self._monotonic = monotonic
+        #: (when, messages sent by then) of recent updates, oldest first.
+        self._sent: list[tuple[float, int]] = []
+        self._snapshot: Callable[[], AgentStatus] | None = None
         # Refreshed by update() once a second: no refresh thread waking up four times a second.
         self._live = Live(console=self._console, auto_refresh=False, transient=False)
         self._live.start()
@@ -199,10 +259,23 @@ class PanelReporter:
 
     def update(self, snapshot: Callable[[], AgentStatus]) -> None:
         """Redraw the panel."""
-        self._live.update(render_panel(snapshot()), refresh=True)
+        self._snapshot = snapshot
+        status = snapshot()
+        now = self._monotonic()
+        recent = self._sent
+        recent.append((now, status.sent))
+        cutoff = now - IN_FLIGHT_SECONDS
+        # Keep the latest update from before the cutoff, and every one since.
+        while len(recent) > 1 and recent[1][0] <= cutoff:
+            recent.pop(0)
+        before = recent[0][1] if recent[0][0] <= cutoff else 0
+        flying = in_flight(status, before)
+        self._live.update(render_panel(status, in_flight=flying), refresh=True)
 
     def close(self) -> None:
-        """Leave the last panel on screen."""
+        """Draw the final panel, as the agent left things, and leave it on screen."""
+        if self._snapshot is not None:
+            self._live.update(render_panel(self._snapshot(), stopped=True), refresh=True)
         self._live.stop()
 
 

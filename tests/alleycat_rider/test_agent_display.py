@@ -11,6 +11,7 @@ from alleycat_rider.core.standings import Standings
 from alleycat_rider.display import (
     AgentStatus,
     JsonLogReporter,
+    PanelReporter,
     make_reporter,
     render_panel,
     standings_text,
@@ -105,3 +106,72 @@ def test_status_lines_come_at_the_status_interval() -> None:
 def test_without_a_terminal_the_agent_logs_json_lines() -> None:
     reporter = make_reporter("auto", level="info", status_interval=0, stream=io.StringIO())
     assert isinstance(reporter, JsonLogReporter)
+
+
+def _ride_status(sent: int, acked: int, spool: int, **overrides: object) -> AgentStatus:
+    fields: dict[str, object] = dict(
+        name="Ada", racer_id=101, class_id=2, race_id=5985743, second=sent,
+        connection="connected", spool_depth=spool, sent=sent, acked=acked,
+    )  # fmt: skip
+    fields.update(overrides)
+    return AgentStatus(**fields)  # type: ignore[arg-type]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _panel_reporter() -> tuple[PanelReporter, io.StringIO, _Clock]:
+    out = io.StringIO()
+    console = Console(file=out, width=100, color_system=None, force_terminal=True)
+    clock = _Clock()
+    return PanelReporter(console=console, monotonic=clock), out, clock
+
+
+def _last_panel(out: io.StringIO) -> str:
+    return out.getvalue().rsplit("Alleycat - ", 1)[-1]
+
+
+def test_on_a_healthy_link_the_message_just_sent_is_in_flight_not_unacked() -> None:
+    reporter, out, clock = _panel_reporter()
+    for second in range(1, 23):
+        # Each message is acked within the second; the panel is drawn right after a publish.
+        reporter.update(lambda second=second: _ride_status(second, second - 1, 1))
+        clock.now += 1.0
+    panel = _last_panel(out)
+    assert "1 in flight" in panel
+    assert "unacked" not in panel
+    assert "22 (21 acked, 1 in flight, 0 dropped)" in panel
+    reporter.close()
+
+
+def test_messages_unacked_for_over_a_second_are_unacked() -> None:
+    reporter, out, clock = _panel_reporter()
+    for second in range(1, 6):
+        reporter.update(lambda second=second: _ride_status(second, 1, second - 1))
+        clock.now += 1.0
+    assert "3 unacked, 1 in flight" in _last_panel(out)
+    reporter.close()
+
+
+def test_on_stop_the_panel_shows_the_final_state() -> None:
+    reporter, out, clock = _panel_reporter()
+    final = [_ride_status(22, 21, 1)]
+    reporter.update(lambda: final[0])
+    final[0] = _ride_status(22, 22, 0)  # the last PUBACK arrived while stopping
+    reporter.close()
+    panel = _last_panel(out)
+    assert "stopped" in panel and "connected" not in panel
+    assert "empty, all acked" in panel
+    assert "22 (22 acked, 0 dropped)" in panel
+
+
+def test_a_stop_with_messages_unacked_says_the_spool_keeps_them() -> None:
+    text = render_panel(_ride_status(30, 27, 3), stopped=True)
+    console = Console(width=100, color_system=None, record=True, file=io.StringIO())
+    console.print(text)
+    assert "3 unacked, kept for the next ride" in console.export_text()
