@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 
@@ -140,7 +141,7 @@ def test_on_a_healthy_link_the_message_just_sent_is_in_flight_not_unacked() -> N
     reporter, out, clock = _panel_reporter()
     for second in range(1, 23):
         # Each message is acked within the second; the panel is drawn right after a publish.
-        reporter.update(lambda second=second: _ride_status(second, second - 1, 1))
+        reporter.update(functools.partial(_ride_status, second, second - 1, 1))
         clock.now += 1.0
     panel = _last_panel(out)
     assert "1 in flight" in panel
@@ -152,7 +153,7 @@ def test_on_a_healthy_link_the_message_just_sent_is_in_flight_not_unacked() -> N
 def test_messages_unacked_for_over_a_second_are_unacked() -> None:
     reporter, out, clock = _panel_reporter()
     for second in range(1, 6):
-        reporter.update(lambda second=second: _ride_status(second, 1, second - 1))
+        reporter.update(functools.partial(_ride_status, second, 1, second - 1))
         clock.now += 1.0
     assert "3 unacked, 1 in flight" in _last_panel(out)
     reporter.close()
