@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from alleycat_rider.config import (
+    BOUNDS,
     LOG_FORMATS,
     LOG_LEVELS,
     RiderConfig,
@@ -61,7 +62,7 @@ def _parsed_by(
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=_FILE, help="Read settings from this TOML file.")
 @click.option("--endpoint", help="Connect to this MQTT broker (the AWS IoT data endpoint).")
-@click.option("--port", type=click.IntRange(1, 65535), help="Broker port [8883; 1883 plain].")
+@click.option("--port", type=BOUNDS["port"].click_type(), help="Broker port [8883; 1883 plain].")
 @click.option("--cert", type=_FILE, help="Device certificate (PEM) for mutual TLS.")
 @click.option("--key", type=_FILE, help="Device private key (PEM).")
 @click.option("--ca", type=_FILE, help="Trust this CA (PEM) [system trust store].")
@@ -69,15 +70,17 @@ def _parsed_by(
 @click.option("--racer-id", type=click.IntRange(min=0), help="The rider's racer id.")
 @click.option("--name", help="The rider's name, up to 8 characters [R<racer id>].")
 @click.option("--class-id", type=click.IntRange(1, 6), help="Exercise class, 1 to 6 [1].")
-@click.option("--race-seconds", type=click.IntRange(min=1), help="Race length [300].")
+@click.option("--race-seconds", type=BOUNDS["race_seconds"].click_type(), help="Race length [300].")
 @click.option("--topic", help="Publish ride messages here [alleycat-publish].")
 @click.option("--results-topic", help="Read standings here [alleycat-subscribe].")
 @click.option("--qos", type=click.IntRange(0, 1), help="0: drop while offline; 1: spool [1].")
 @click.option("--spool", type=_FILE, help="SQLite spool of unacknowledged QoS 1 messages.")
-@click.option("--spool-max", type=click.IntRange(min=1), help="Spool at most this many [86400].")
+@click.option(
+    "--spool-max", type=BOUNDS["spool_max"].click_type(), help="Spool at most this many [86400]."
+)
 @click.option("--sensor", type=click.Choice(SENSOR_KINDS), help="Where readings come from [mock].")
 @click.option("--device", help="Serial port of the bike (serial, peloton).")
-@click.option("--baud", type=click.IntRange(min=1), help="Serial speed.")
+@click.option("--baud", type=BOUNDS["baud"].click_type(), help="Serial speed.")
 @click.option("--address", help="BLE address of the bike.")
 @click.option("--ble-name", help="Advertised BLE name to scan for.")
 @click.option("--seed", type=int, help="Seed the mock rider.")
@@ -95,7 +98,7 @@ def _parsed_by(
 )
 @click.option(
     "--ftms-resistance-scale",
-    type=click.FloatRange(min=0, min_open=True),
+    type=BOUNDS["ftms_resistance_scale"].click_type(),
     help="Scale FTMS resistance (0.1 for bikes reporting ten times the level) [1].",
 )
 @click.option(
@@ -112,10 +115,14 @@ def _parsed_by(
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), help="Panel or JSON lines [auto].")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="Report from this level [info].")
 @click.option(
-    "--drain-timeout", type=click.FloatRange(min=0), help="Wait this long for PUBACKs at exit [5]."
+    "--drain-timeout",
+    type=BOUNDS["drain_timeout"].click_type(),
+    help="Wait this long for PUBACKs at exit [5].",
 )
 @click.option(
-    "--status-interval", type=click.FloatRange(min=0), help="Seconds between status lines [60]."
+    "--status-interval",
+    type=BOUNDS["status_interval"].click_type(),
+    help="Seconds between status lines [60].",
 )
 def ride(config_path: Path | None, **flags: Any) -> None:
     """Read the bike once a second and publish the Alleycat ride message over MQTT.

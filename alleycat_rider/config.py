@@ -22,6 +22,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from alleycat_rider.bounds import Bounds
 from alleycat_rider.core.message import DEFAULT_RACE_SECONDS, MessageError, RiderIdentity
 from alleycat_rider.core.physiology import DEFAULT_BOUNDS
 from alleycat_rider.errors import ConfigError
@@ -220,6 +221,32 @@ SETTINGS: dict[str, str] = {
 }
 
 
+#: The numeric settings' bounds, applied to a value from the file, the environment or a flag
+#: alike (and the flags' click types are made from them). Racer and class ids are checked by
+#: :class:`~alleycat_rider.core.message.RiderIdentity`, the QoS as one of its two values.
+BOUNDS: dict[str, Bounds] = {
+    "port": Bounds(minimum=1, maximum=65535, integer=True),
+    "race_seconds": Bounds(minimum=1, integer=True),
+    "spool_max": Bounds(minimum=1, integer=True),
+    "baud": Bounds(minimum=1, integer=True),
+    "ftms_resistance_scale": Bounds(minimum=0, min_open=True),
+    "drain_timeout": Bounds(minimum=0),
+    "status_interval": Bounds(minimum=0),
+}
+
+
+def _bounded(key: str, value: Any, source: str) -> Any:
+    """``value`` checked against ``key``'s bounds (if it has any), else ConfigError naming
+    ``source``, where the value came from."""
+    bounds = BOUNDS.get(key)
+    if bounds is None:
+        return value
+    try:
+        return bounds.check(value)
+    except ValueError as exc:
+        raise ConfigError(f"{source} {exc}") from None
+
+
 def default_spool_path(env: Mapping[str, str]) -> Path:
     """Where the spool lives unless configured: systemd's state directory, else XDG state."""
     if env.get("STATE_DIRECTORY"):
@@ -259,7 +286,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
         parse, allowed = _KINDS[kind]
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise ConfigError(f"{key} in {path} must be a {kind}, not {value!r}")
-        if kind == "path":
+        if key in BOUNDS:
+            settings[key] = _bounded(key, value, f"{key} in {path}")
+        elif kind == "path":
             # Relative to the file, so the file still works when run from anywhere.
             settings[key] = path.parent / str(value)
         elif kind in _PARSED_IN_FILE:
@@ -282,6 +311,9 @@ def read_environment(env: Mapping[str, str]) -> dict[str, Any]:
     for key, kind in SETTINGS.items():
         variable = ENV_PREFIX + key.upper()
         if variable not in env:
+            continue
+        if key in BOUNDS:
+            settings[key] = _bounded(key, env[variable], variable)
             continue
         parse = _KINDS[kind][0]
         try:
@@ -312,7 +344,9 @@ def load_config(
     unknown = set(flags) - set(SETTINGS)
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-    merged.update({key: value for key, value in flags.items() if value is not None})
+    merged.update(
+        {key: _bounded(key, value, key) for key, value in flags.items() if value is not None}
+    )
     return _validate(merged, env)
 
 
@@ -370,11 +404,6 @@ def _one_of(settings: Mapping[str, Any], key: str, choices: tuple[Any, ...]) -> 
         raise ConfigError(f"{key} must be one of {allowed}, not {settings[key]!r}")
 
 
-def _at_least(settings: Mapping[str, Any], key: str, minimum: float) -> None:
-    if key in settings and settings[key] < minimum:
-        raise ConfigError(f"{key} must be at least {minimum}, not {settings[key]}")
-
-
 def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
     endpoint = str(_require(settings, "endpoint"))
     racer_id = int(_require(settings, "racer_id"))
@@ -382,18 +411,12 @@ def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
     _one_of(settings, "log_format", LOG_FORMATS)
     _one_of(settings, "log_level", LOG_LEVELS)
     _one_of(settings, "sensor", SENSOR_KINDS)
-    for key, minimum in (("race_seconds", 1), ("spool_max", 1), ("port", 1), ("baud", 1)):
-        _at_least(settings, key, minimum)
-    for key in ("drain_timeout", "status_interval"):
-        _at_least(settings, key, 0)
     for key, kind in SETTINGS.items():
         if kind in ("range", "point list") and settings.get(key) is not None:
             try:
                 settings[key] = _KINDS[kind][0](settings[key])
             except ValueError as exc:
                 raise ConfigError(f"{key} must be a {kind}: {exc}") from exc
-    if settings.get("port", 0) > 65535:
-        raise ConfigError(f"port must be at most 65535, not {settings['port']}")
     cert = settings.get("cert")
     if (cert is None) != (settings.get("key") is None):
         raise ConfigError("mutual TLS needs both a certificate (--cert) and a key (--key)")

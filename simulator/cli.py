@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from alleycat_rider.bounds import finite
 from simulator import build
 from simulator.cli_options import aws_options, parse_moment
 from simulator.engine.aggregation import BatchingMode, parse_batching
@@ -119,7 +120,7 @@ def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> B
 )
 @click.option(
     "--flush-interval",
-    type=click.FloatRange(min=0),
+    type=finite(0),
     default=1.0,
     show_default=True,
     metavar="SECONDS",
@@ -127,7 +128,7 @@ def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> B
 )
 @click.option(
     "--record-ttl",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(0, min_open=True),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -163,7 +164,7 @@ def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> B
 )
 @click.option(
     "--speed",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(0, min_open=True),
     default=None,
     help="Run X times faster than real time.",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from alleycat_rider.bounds import finite
 from alleycat_rider.errors import AlleycatError
 from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR
 from simulator.backend.rule import (
@@ -58,13 +60,13 @@ def run_options(what: str) -> Callable[[F], F]:
         options = [
             click.option(
                 "--duration",
-                type=click.FloatRange(min=0, min_open=True),
+                type=finite(0, min_open=True),
                 default=None,
                 help="Stop after this many seconds [run until Ctrl-C].",
             ),
             click.option(
                 "--status-interval",
-                type=click.FloatRange(min=0),
+                type=finite(0),
                 default=10.0,
                 show_default=True,
                 help="Seconds between status lines on stderr (0: none).",
@@ -90,6 +92,27 @@ def _client_map(path: Path | None) -> dict[str, int] | None:
         return load_client_map(path)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--client-map") from None
+
+
+def _client_map_from_iot(o: dict[str, Any]) -> dict[str, int]:
+    """Thing name -> racer id from IoT (``alleycat provision --racer-id`` records it)."""
+    import boto3
+
+    from alleycat_rider.iot.provision import aws_errors, racers_of_things
+
+    # moto serves IoT and Kinesis on one endpoint; AWS_ENDPOINT_URL_IOT names another one.
+    endpoint_url = os.environ.get("AWS_ENDPOINT_URL_IOT") or o["endpoint_url"]
+    with aws_errors("open an AWS session"):
+        session = boto3.Session(profile_name=o["profile"], region_name=o["region"])
+        iot = session.client("iot", endpoint_url=endpoint_url)
+    racers = racers_of_things(iot)
+    if not racers:
+        raise click.ClickException(
+            "no IoT thing has a racerId attribute: provision the bikes with "
+            "`alleycat provision --racer-id`, or pass --client-map"
+        )
+    say(f"standings: {len(racers):,} bikes and their racers from IoT")
+    return racers
 
 
 def _template(ctx: click.Context, param: click.Parameter, value: str) -> KeyTemplate:
@@ -163,7 +186,7 @@ Examples:
 )
 @click.option(
     "--retry-for",
-    type=click.FloatRange(0, 3600),
+    type=finite(0, 3600),
     default=DEFAULT_RETRY_FOR,
     show_default=True,
     help="Seconds a refused record is retried before the error action takes it "
@@ -248,6 +271,9 @@ Examples:
 \b
   # Survive restarts, and refuse bikes riding as someone else
   alleycat standings --state standings.db --client-map bikes.json --endpoint-url ...
+\b
+  # The same against AWS: bikes provisioned with --racer-id, racers read from IoT
+  alleycat standings --stream alleycat --client-map-from-iot --region eu-west-1
 """
 
 
@@ -279,6 +305,12 @@ Examples:
     help='JSON object of client id to racer id ({"bike-1": 101}): reject a message whose '
     "racer is not its sender's (needs `alleycat rule --stamp-client-id`).",
 )
+@click.option(
+    "--client-map-from-iot",
+    is_flag=True,
+    help="Take the client map from IoT instead: each thing's racerId attribute (`alleycat "
+    "provision --racer-id` sets it), the thing's name being the bike's client id.",
+)
 @run_options("the final report")
 def standings(**options: Any) -> None:
     """Stand in for the standings backend: best output per rider, race and class, published back.
@@ -302,6 +334,10 @@ def run_standings_command(**o: Any) -> dict[str, Any]:
     from simulator.backend.tail import StreamTail
 
     client_map = _client_map(o["client_map"])
+    if o["client_map_from_iot"]:
+        if client_map is not None:
+            raise click.UsageError("choose --client-map or --client-map-from-iot, not both")
+        client_map = _client_map_from_iot(o)
     settings = broker_settings(o)
     sink = open_stream(
         stream=o["stream"], region=o["region"], profile=o["profile"],
@@ -401,13 +437,13 @@ Examples:
 )
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(0, min_open=True),
     default=None,
     help="Stop after this many seconds [run until Ctrl-C].",
 )
 @click.option(
     "--status-interval",
-    type=click.FloatRange(min=0),
+    type=finite(0),
     default=10.0,
     show_default=True,
     help="Seconds between status lines when not on a terminal (0: none).",

@@ -16,6 +16,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from alleycat_rider.bounds import finite
 from simulator.backend.template import KeyTemplate, TemplateError
 from simulator.compare.costs import DEFAULT_PRICES, Prices
 from simulator.compare.ingest import (
@@ -87,7 +88,7 @@ def _ingest_paths(ctx: click.Context, param: click.Parameter, value: str | None)
 def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
     return click.option(
         f"--price-{name}",
-        type=click.FloatRange(min=0),
+        type=finite(0),
         default=default,
         show_default=True,
         metavar="USD",

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from alleycat_rider.bounds import finite
 from alleycat_rider.config import is_loopback
 from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, device_paths
 from alleycat_rider.mqtt import MqttSettings, check_credentials
@@ -113,7 +114,7 @@ def mqtt_fleet_options(command: F) -> F:
         ),
         click.option(
             "--connect-rate",
-            type=click.FloatRange(min=0, min_open=True),
+            type=finite(0, min_open=True),
             default=DEFAULT_CONNECT_RATE,
             show_default=True,
             help="--via mqtt: connections opened per second at most.",
