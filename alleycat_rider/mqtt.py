@@ -142,9 +142,18 @@ def _error_code(exc: BaseException | None) -> str:
 
 
 def describe_failure(
-    exc: BaseException | None, connack: Any, settings: MqttSettings
+    exc: BaseException | None, connack: Any, settings: MqttSettings, *, first: bool = True
 ) -> ConnectionFailed:
-    """Turn a failed connection attempt into an event saying whether retrying can help."""
+    """Turn a failed connection attempt into an event saying whether retrying can help.
+
+    Args:
+        exc: The SDK's error.
+        connack: The CONNACK, if one came.
+        settings: The connection.
+        first: No connection has succeeded yet. A broker that spoke MQTT 5 without TLS once and
+            then closes a connection or answers garbage is in trouble, not misconfigured: only
+            before a first connection do those count as refusals.
+    """
     reason = getattr(getattr(connack, "reason_code", None), "name", None)
     where = f"{settings.endpoint}:{settings.port}"
     if reason in _REFUSED_CONNACK:
@@ -155,7 +164,7 @@ def describe_failure(
             "device's certificate, its policy and --client-id",
         )
     code = _error_code(exc)
-    if code == _NOT_MQTT5 and connack is None:
+    if code == _NOT_MQTT5 and connack is None and first:
         return ConnectionFailed(
             code=code,
             refused=True,
@@ -163,7 +172,7 @@ def describe_failure(
             "MQTT 5 cannot read, as MQTT 3.1.1 brokers do; connect to an MQTT 5 broker "
             "(AWS IoT Core, mosquitto 1.6 or newer)",
         )
-    if code == _CLOSED and connack is None and settings.cert is None:
+    if code == _CLOSED and connack is None and settings.cert is None and first:
         return ConnectionFailed(
             code=code,
             refused=True,
@@ -245,6 +254,7 @@ class MqttLink:
         self._sink = sink
         self._stopped = threading.Event()
         self._threads_kept: set[int] = set()
+        self._ever_connected = False
         check_credentials(settings)
         options: dict[str, Any] = {
             "keep_alive_interval_sec": settings.keep_alive_sec,
@@ -384,11 +394,15 @@ class MqttLink:
         if thread not in self._threads_kept:
             self._threads_kept.add(thread)
             _keep_python_thread_state()
+        self._ever_connected = True
         maximum_qos = getattr(getattr(data, "negotiated_settings", None), "maximum_qos", None)
         self._sink(Connected(2 if maximum_qos is None else int(maximum_qos)))
 
     def _on_connection_failure(self, data: Any) -> None:
-        self._sink(describe_failure(data.exception, data.connack_packet, self.settings))
+        failure = describe_failure(
+            data.exception, data.connack_packet, self.settings, first=not self._ever_connected
+        )
+        self._sink(failure)
 
     def _on_disconnection(self, data: Any) -> None:
         self._sink(Disconnected(_error_code(data.exception)))

@@ -148,6 +148,12 @@ def test_a_closed_plain_connection_hints_at_tls_only_without_a_certificate() -> 
     assert not describe_failure(crt_error("AWS_IO_SOCKET_CLOSED"), None, TLS).refused
 
 
+@pytest.mark.parametrize("code", ["AWS_IO_SOCKET_CLOSED", "AWS_ERROR_MQTT5_DECODE_PROTOCOL_ERROR"])
+def test_after_a_first_connection_a_closed_or_garbled_handshake_is_retried(code: str) -> None:
+    # A backend's link must ride out a broker in trouble: it spoke MQTT 5 without TLS before.
+    assert not describe_failure(crt_error(code), None, PLAIN, first=False).refused
+
+
 def test_a_tls_failure_names_both_sides_and_the_server_first() -> None:
     message = describe_failure(crt_error("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE"), None, TLS).message
     server = message.index("broker's certificate is not trusted")
