@@ -28,6 +28,7 @@ from simulator.verify.cli import ShardReader
 from tests.alleycat_rider.test_agent_broker import AgentProcess, agent
 from tests.servers.kinesis import KINESALITE_DIR, create_stream
 from tests.servers.mosquitto import mqtt_client
+from tests.servers.moto import MOTO_REGION
 from tests.servers.ports import free_port, wait_for_port
 from tests.servers.throttle import throttling_proxy
 
@@ -292,26 +293,42 @@ def test_a_throttled_stream_loses_nothing_every_message_in_the_stream_or_the_err
     }
 
 
+@pytest.mark.parametrize("racers_from", ["file", "iot"])
 def test_a_bike_riding_as_another_is_refused_by_the_broker_or_rejected_by_standings(
     tmp_path: Path,
     services: Any,
     backend_broker: Any,
-    kinesis_server: str,
-    kinesis_client: Any,
     stream_name: str,
+    racers_from: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    create_stream(kinesis_client, stream_name, 1)
-    client_map = tmp_path / "bikes.json"
-    client_map.write_text(json.dumps({"bike-1": 101, "bike-2": 102}))
-    aws = ["--stream", stream_name, "--endpoint-url", kinesis_server]
+    racers = {"bike-1": 101, "bike-2": 102}
+    if racers_from == "file":  # a client map file, kinesalite
+        endpoint = request.getfixturevalue("kinesis_server")
+        client_map = tmp_path / "bikes.json"
+        client_map.write_text(json.dumps(racers))
+        map_args = ["--client-map", str(client_map)]
+    else:  # things with a racerId attribute, as `provision --racer-id` leaves them; moto
+        endpoint = request.getfixturevalue("moto_endpoint")
+        iot = boto3.client("iot", endpoint_url=endpoint, region_name=MOTO_REGION)
+        for thing, racer in racers.items():
+            iot.create_thing(
+                thingName=thing, attributePayload={"attributes": {"racerId": str(racer)}}
+            )
+        iot.create_thing(thingName="bike-3")  # rides as no one
+        map_args = ["--client-map-from-iot"]
+    create_stream(
+        boto3.client("kinesis", endpoint_url=endpoint, region_name=MOTO_REGION), stream_name, 1
+    )
+    aws = ["--stream", stream_name, "--endpoint-url", endpoint]
     rule = services(
         ["rule", *backend_broker.options("alleycat-rule"), *aws, "--stamp-client-id", "--json",
          "--status-interval", "0"],
         "rule",
     )  # fmt: skip
     standings = services(
-        ["standings", *backend_broker.options("alleycat-standings"), *aws, "--client-map",
-         str(client_map), "--from", "trim-horizon", "--json", "--status-interval", "0"],
+        ["standings", *backend_broker.options("alleycat-standings"), *aws, *map_args,
+         "--from", "trim-horizon", "--json", "--status-interval", "0.2"],
         "standings",
     )  # fmt: skip
     wait_until(lambda: "rule: alleycat-publish" in rule.stderr, 30, "the rule")
@@ -342,6 +359,7 @@ def test_a_bike_riding_as_another_is_refused_by_the_broker_or_rejected_by_standi
         ).result(5)
         assert refused.puback.reason_code == mqtt5.PubackReasonCode.NOT_AUTHORIZED
         wait_until(lambda: bool(honest.messages), 20, "standings")
+        wait_until(lambda: "messages 2," in standings.stderr, 20, "both messages read")
         wait_for_port(backend_broker.port)
     assert standings.stop(signal.SIGTERM) == 0
     report = standings.result()
