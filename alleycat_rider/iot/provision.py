@@ -336,8 +336,8 @@ def _ensure_thing(iot: Any, name: str, racer_id: int | None) -> str:
             payload = {"attributes": attributes}
             return str(iot.create_thing(thingName=name, attributePayload=payload)["thingArn"])
         if attributes and thing.get("attributes", {}).get(RACER_ATTRIBUTE) != str(racer_id):
-            payload = {"attributes": attributes, "merge": True}
-            iot.update_thing(thingName=name, attributePayload=payload)
+            merged: dict[str, Any] = {"attributes": attributes, "merge": True}
+            iot.update_thing(thingName=name, attributePayload=merged)
         return str(thing["thingArn"])
 
 
