@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,10 +76,14 @@ def locust(args: tuple[str, ...]) -> None:
     if not locust_installed():
         click.echo(INSTALL_HINT, err=True)
         sys.exit(2)
-    if "-h" in args or "--help" in args:
-        # Locust prints its help before it loads a locustfile, so without ours.
-        click.echo(options_help())
     argv = locust_argv(args)
+    if "-h" in args or "--help" in args:
+        # Locust prints its help before it loads a locustfile, so without ours: ours first,
+        # then Locust's, from a child (this process carries on, as a help command should).
+        click.echo(options_help())
+        shown = subprocess.run(argv, capture_output=True, text=True, check=False)
+        click.echo(shown.stdout + shown.stderr, nl=False)
+        sys.exit(shown.returncode)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)

@@ -181,3 +181,10 @@ def test_options_out_of_range_are_refused_before_anyone_rides():
         RunOptions.from_parsed(parser.parse_args(["--endpoint-url", "127.0.0.1:4567"]))
     options = RunOptions.from_parsed(parser.parse_args(["--seed", "3", "--record-ttl", "5"]))
     assert options.groups.seed == 3 and options.producer.record_ttl == 5
+
+
+def test_help_shows_our_options_then_locusts_and_returns():
+    result = CliRunner().invoke(locust_cli.locust, ["--help"])
+    assert result.exit_code == 0
+    ours, theirs = result.output.index("--riders-per-user"), result.output.index("--processes")
+    assert ours < theirs
