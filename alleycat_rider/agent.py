@@ -465,6 +465,8 @@ class Agent:
             dropped=counters.dropped,
             rejected=counters.rejected,
             spool_depth=self.publisher.spool_depth,
+            in_memory=0 if self._spool is None else self._spool.in_memory,
+            unspooled=0 if self._spool is None else self._spool.unspooled,
             missed_ticks=schedule.missed,
             **self.lateness.summary_ms(),
         )
@@ -487,6 +489,7 @@ class Agent:
             connection=self._connection,
             qos=config.qos,
             spool_depth=self.publisher.spool_depth,
+            in_memory=0 if self._spool is None else self._spool.in_memory,
             sent=counters.sent,
             acked=counters.acked,
             dropped=counters.dropped,

@@ -204,7 +204,10 @@ def run_agent(config: RiderConfig, reporter: Reporter) -> Agent:
     settings = mqtt_settings(config)
     check_credentials(settings)
     sensor = open_sensor(sensor_options(config))
-    spool = Spool(config.spool, max_messages=config.spool_max) if config.qos == 1 else None
+    spool = None
+    if config.qos == 1:
+        # The spool reports a damaged log it found and the disk refusing writes, and riding on.
+        spool = Spool(config.spool, max_messages=config.spool_max, report=reporter.event)
     try:
         agent = Agent(
             config,

@@ -48,6 +48,8 @@ class AgentStatus:
     """``connecting``, ``connected`` or ``offline``."""
     qos: int = 1
     spool_depth: int = 0
+    in_memory: int = 0
+    """Of ``spool_depth``, messages held in memory because the disk refuses writes."""
     sent: int = 0
     acked: int = 0
     dropped: int = 0
@@ -94,6 +96,7 @@ def spool_text(status: AgentStatus, in_flight: int = 0, *, stopped: bool = False
     unacked = status.spool_depth - in_flight
     parts = [f"{unacked} unacked"] if unacked else []
     parts += [f"{in_flight} in flight"] if in_flight else []
+    parts += [f"{status.in_memory} in memory, disk refused"] if status.in_memory else []
     return ", ".join(parts) or "empty"
 
 
@@ -198,6 +201,7 @@ class JsonLogReporter:
                 race_id=status.race_id,
                 second=status.second,
                 spool_depth=status.spool_depth,
+                in_memory=status.in_memory,
                 sent=status.sent,
                 acked=status.acked,
                 dropped=status.dropped,

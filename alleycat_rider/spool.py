@@ -19,22 +19,48 @@ table; a spool created with it by an earlier version keeps it and works the same
 bounded: when it is full, the oldest messages are dropped and counted, and the count survives
 restarts too.
 
+A disk that stops taking writes during a ride (full, or remounted read-only) does not stop the
+ride: new messages are held in memory (at most ``memory_max``, the oldest dropped and counted
+beyond), sent from there like spooled ones, and written to the spool as soon as it takes writes
+again, which is tried with every new message. The first refusal is reported once, and so is the
+recovery; ``unspooled`` counts the messages that could not be written when they were made. What
+is still held in memory when the agent stops is lost, and reported. Removals that cannot be
+written are kept in memory too, and written with the rest (or, lost, only cause a resend).
+
+A write-ahead log damaged in its middle (a flipped byte) makes SQLite drop every commit after
+the damage without a word, and the next write overwrites them. Before opening, the spool reads
+its log as SQLite will (:mod:`alleycat_rider.wal`); if commits would be dropped it copies the
+database and its log aside first (``NAME.damaged-N`` and ``NAME.damaged-N-wal``) and reports it.
+
 The spool is used from one thread only (the agent's loop); SDK callbacks never touch it.
 """
 
 from __future__ import annotations
 
+import errno
+import itertools
+import shutil
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from alleycat_rider import wal
 from alleycat_rider.errors import SpoolError
 
 #: Default bound: one day of messages at one a second (about 20 MB on disk).
 DEFAULT_SPOOL_MAX = 86_400
 #: The page size of a new spool's database, in bytes.
 PAGE_SIZE = 1024
+#: Default bound of the messages held in memory while the disk refuses writes: an hour's worth.
+DEFAULT_MEMORY_MAX = 3600
+#: SQLite's primary result codes for a disk that does not take writes: read-only, I/O error, full.
+_UNWRITABLE = {8: "the file system is read-only", 10: "the disk refused a write (I/O error)",
+               13: "the disk is full"}  # fmt: skip
+
+#: Where the spool reports (``Reporter.event``'s signature): level, message, fields.
+SpoolReport = Callable[..., None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -63,30 +89,75 @@ class SpooledMessage:
     """The exact bytes to publish, again if need be."""
 
 
+@dataclass(frozen=True, slots=True)
+class SpoolDamage:
+    """A damaged write-ahead log found on opening, and where its copy is."""
+
+    frame: int
+    """The first damaged frame of the log: SQLite replays none from there."""
+    lost_commits: int
+    """Commits written whole after the damage, dropped by SQLite: each held up to one message
+    (and the removals of acknowledged ones)."""
+    copy: Path
+    """The copy of the database; its log is beside it with ``-wal`` appended."""
+
+    def describe(self, path: Path) -> str:
+        """One line saying what happened and where the copy is."""
+        return (
+            f"the spool {path} was damaged (its write-ahead log is corrupt at frame "
+            f"{self.frame}): up to {self.lost_commits} messages spooled after the damage are "
+            f"lost; the damaged files are copied to {self.copy} and {self.copy}-wal"
+        )
+
+
 class Spool:
     """A bounded, ordered, crash-safe queue of messages on disk.
 
     Args:
         path: The SQLite database file; its directory is created if missing.
         max_messages: How many messages the spool keeps at most.
+        memory_max: How many messages it holds in memory at most while the disk refuses writes.
+        report: Where to report a damaged spool found on opening, the disk refusing writes and
+            taking them again (``Reporter.event``); nowhere if ``None``.
 
     Raises:
         SpoolError: the database cannot be created, opened or is not a spool.
     """
 
-    def __init__(self, path: Path, *, max_messages: int = DEFAULT_SPOOL_MAX) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_messages: int = DEFAULT_SPOOL_MAX,
+        memory_max: int = DEFAULT_MEMORY_MAX,
+        report: SpoolReport | None = None,
+    ) -> None:
         if max_messages < 1:
             raise SpoolError(f"the spool must hold at least one message, not {max_messages}")
         self.path = path
         self.max_messages = max_messages
+        self.memory_max = max(1, memory_max)
+        self._report: SpoolReport = report if report is not None else _ignore
+        self._memory: dict[int, SpooledMessage] = {}
+        """Messages the disk refused, oldest first: always newer than every spooled one."""
+        self._unremoved: set[int] = set()
+        """Spooled messages acknowledged whose removal the disk refused."""
+        self._removing: list[int] = []
+        """Removals in the open transaction, committed with the next append."""
+        self._unspooled = 0
+        self._memory_dropped = 0
+        self._refusal: str | None = None
+        self.damage: SpoolDamage | None = None
+        """A damaged log found (and copied aside) on opening, else ``None``."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self.damage = _copy_if_damaged(path)
             # Autocommit mode: every statement below is its own transaction unless grouped.
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=1.0
             )
         except (OSError, sqlite3.Error) as exc:
-            raise SpoolError(f"cannot open the spool {path}: {exc}") from exc
+            raise SpoolError(f"cannot open the spool {path}: {exc}{_hint(exc)}") from exc
         try:
             # One agent per spool: the lock is taken once and held (no shared-memory index and
             # no file locking on every transaction), and a second agent is refused.
@@ -110,20 +181,48 @@ class Spool:
         except sqlite3.Error as exc:
             self._db.close()
             if "locked" in str(exc):
+                if self.damage is not None:  # not ours to judge while another agent writes it
+                    _remove_copy(self.damage.copy)
                 raise SpoolError(
                     f"the spool {path} is in use by another agent: give each its own --spool"
                 ) from exc
-            raise SpoolError(f"cannot use the spool {path}: {exc} (move it aside?)") from exc
+            # Moving aside a healthy spool on a full or read-only disk would lose its messages.
+            hint = _hint(exc) or " (not a spool? move it aside)"
+            raise SpoolError(f"cannot use the spool {path}: {exc}{hint}") from exc
+        if self.damage is not None:
+            damage = self.damage
+            self._report(
+                "warning",
+                damage.describe(path),
+                lost_commits=damage.lost_commits,
+                copy=str(damage.copy),
+            )
 
     @property
     def depth(self) -> int:
-        """How many messages wait for their PUBACK."""
-        return self._depth
+        """How many messages wait for their PUBACK, on disk or held in memory."""
+        return self._depth - len(self._unremoved) + len(self._memory)
 
     @property
     def dropped(self) -> int:
-        """How many messages were dropped because the spool was full, over its whole life."""
-        return self._dropped
+        """How many messages were dropped because the spool was full, over its whole life
+        (and, while the disk refused writes, because the memory was full)."""
+        return self._dropped + self._memory_dropped
+
+    @property
+    def in_memory(self) -> int:
+        """Messages held in memory because the disk refused them: lost if the agent stops."""
+        return len(self._memory)
+
+    @property
+    def unspooled(self) -> int:
+        """Messages that could not be written to the spool when they were made (since opening)."""
+        return self._unspooled
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the disk refuses writes, while it does; ``None`` when the spool is writable."""
+        return self._refusal
 
     @property
     def last_seq(self) -> int:
@@ -140,13 +239,32 @@ class Spool:
 
         Returns:
             The new message's sequence number, and how many old messages were dropped for it.
+
+        Raises:
+            SpoolError: the spool cannot be used for another reason than the disk refusing
+                writes (which only holds the message in memory).
         """
+        if self._memory or self._unremoved:
+            self._write_held()
+        if self._memory:  # the disk still refuses: keep the order, hold this one too
+            return self._hold(uuid, payload)
+        try:
+            return self._append(uuid, payload, durable=durable)
+        except SpoolError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, sqlite3.Error) and _refusal(cause)):
+                raise
+            self._refused(cause)
+            return self._hold(uuid, payload)
+
+    def _append(self, uuid: str, payload: bytes, *, durable: bool) -> tuple[int, int]:
         overflow = max(0, self._depth + 1 - self.max_messages)
         db = self._db
         try:
             if durable:
                 if db.in_transaction:  # the safety level cannot change inside a transaction
                     db.execute("COMMIT")
+                    self._removing.clear()
                 db.execute("PRAGMA synchronous=FULL")
             if overflow:
                 if not db.in_transaction:
@@ -171,6 +289,7 @@ class Spool:
         except sqlite3.Error as exc:
             self._roll_back()
             raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
+        self._removing.clear()
         self._depth += 1 - overflow
         self._dropped += overflow
         self._last_seq = seq
@@ -181,20 +300,42 @@ class Spool:
 
         The removal is committed with the next append, or on closing.
         """
-        if not self._db.in_transaction:
-            self._execute("BEGIN IMMEDIATE")
-        removed = self._execute("DELETE FROM messages WHERE seq = ?", (seq,)).rowcount > 0
+        if self._memory.pop(seq, None) is not None:
+            return True
+        if seq in self._unremoved:
+            return False
+        if self._refusal is not None:
+            return self._defer_removal(seq)
+        try:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            removed = self._db.execute("DELETE FROM messages WHERE seq = ?", (seq,)).rowcount > 0
+        except sqlite3.Error as exc:
+            if not _refusal(exc):
+                raise SpoolError(f"cannot use the spool {self.path}: {exc}") from exc
+            self._roll_back()
+            self._refused(exc)
+            return self._defer_removal(seq)
         if removed:
             self._depth -= 1
+            self._removing.append(seq)
         return removed
 
     def pending(self, *, after: int = 0, limit: int = 100) -> list[SpooledMessage]:
         """The oldest messages with a sequence number above ``after``, oldest first."""
         rows = self._execute(
             "SELECT seq, uuid, payload FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
+            (after, limit + len(self._unremoved)),
         ).fetchall()
-        return [SpooledMessage(seq, uuid, bytes(payload)) for seq, uuid, payload in rows]
+        found = [
+            SpooledMessage(seq, uuid, bytes(payload))
+            for seq, uuid, payload in rows
+            if seq not in self._unremoved
+        ][:limit]
+        if len(found) < limit:  # held in memory: newer than anything on disk
+            held = (message for seq, message in self._memory.items() if seq > after)
+            found.extend(itertools.islice(held, limit - len(found)))
+        return found
 
     def get(self, seqs: Iterable[int]) -> list[SpooledMessage]:
         """The messages among ``seqs`` that are still in the spool, oldest first."""
@@ -206,15 +347,38 @@ class Spool:
             f"SELECT seq, uuid, payload FROM messages WHERE seq IN ({marks}) ORDER BY seq",
             wanted,
         ).fetchall()
-        return [SpooledMessage(seq, uuid, bytes(payload)) for seq, uuid, payload in rows]
+        found = [
+            SpooledMessage(seq, uuid, bytes(payload))
+            for seq, uuid, payload in rows
+            if seq not in self._unremoved
+        ]
+        return found + [self._memory[seq] for seq in wanted if seq in self._memory]
 
     def close(self) -> None:
-        """Commit the last removals and close; what is still spooled is sent after a restart."""
+        """Commit the last removals and close; what is still spooled is sent after a restart.
+
+        Messages held in memory are written if the disk takes them now, else reported lost.
+
+        Raises:
+            SpoolError: the last removals cannot be committed for another reason than the disk
+                refusing writes.
+        """
         try:
+            if self._memory or self._unremoved:
+                self._write_held()
+            if self._memory:
+                self._report(
+                    "error",
+                    "messages held in memory are lost: the spool still cannot be written",
+                    lost=len(self._memory),
+                    reason=self._refusal,
+                )
             if self._db.in_transaction:
                 self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
+            if not _refusal(exc):
+                raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
+            self._roll_back()  # only removals are lost: those messages are sent again
         finally:
             self._db.close()
 
@@ -231,10 +395,145 @@ class Spool:
             raise SpoolError(f"cannot use the spool {self.path}: {exc}") from exc
 
     def _roll_back(self) -> None:
-        """Undo a failed append and the removals waiting for it; recount what is spooled."""
+        """Undo a failed write and the removals waiting for it; recount what is spooled.
+
+        The removals undone are kept in memory, to be written with the next write.
+        """
         try:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
+            self._unremoved.update(self._removing)
+            self._removing.clear()
             self._depth = self._db.execute("SELECT count(*) FROM messages").fetchone()[0]
         except sqlite3.Error:
             pass  # the error being raised already says the spool cannot be used
+
+    def _hold(self, uuid: str, payload: bytes) -> tuple[int, int]:
+        """Keep a message the disk refused in memory, dropping the oldest held if full."""
+        overflow = 0
+        if len(self._memory) >= self.memory_max:
+            del self._memory[next(iter(self._memory))]
+            self._memory_dropped += 1
+            overflow = 1
+        seq = self._last_seq + 1
+        self._memory[seq] = SpooledMessage(seq, uuid, payload)
+        self._last_seq = seq
+        self._unspooled += 1
+        return seq, overflow
+
+    def _defer_removal(self, seq: int) -> bool:
+        """Remove a spooled message later: the disk refuses writes now."""
+        if not self._execute("SELECT 1 FROM messages WHERE seq = ?", (seq,)).fetchone():
+            return False
+        self._unremoved.add(seq)
+        return True
+
+    def _refused(self, exc: sqlite3.Error) -> None:
+        """The disk refused a write: say so the first time, until it takes writes again."""
+        if self._refusal is None:
+            self._refusal = _refusal(exc)
+            self._report(
+                "warning",
+                "the spool cannot be written: holding new messages in memory until it can",
+                spool=str(self.path),
+                reason=self._refusal,
+                error=str(exc),
+                memory_max=self.memory_max,
+            )
+
+    def _write_held(self) -> None:
+        """Try to write what is held in memory to the spool, in one durable transaction."""
+        db = self._db
+        held = list(self._memory.values())
+        try:
+            if db.in_transaction:
+                db.execute("COMMIT")
+                self._removing.clear()
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "DELETE FROM messages WHERE seq = ?", [(seq,) for seq in sorted(self._unremoved)]
+            )
+            depth = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+            overflow = max(0, depth + len(held) - self.max_messages)
+            if overflow:
+                db.execute(
+                    "DELETE FROM messages WHERE seq IN "
+                    "(SELECT seq FROM messages ORDER BY seq LIMIT ?)",
+                    (overflow,),
+                )
+            db.execute(
+                "UPDATE counters SET value = value + ? WHERE name = 'dropped'",
+                (overflow + self._memory_dropped,),
+            )
+            db.executemany(
+                "INSERT INTO messages (seq, uuid, payload) VALUES (?, ?, ?)",
+                [(m.seq, m.uuid, m.payload) for m in held],
+            )
+            db.execute("COMMIT")
+            db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            self._roll_back()
+            if not _refusal(exc):
+                raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
+            return
+        self._depth = depth - overflow + len(held)
+        self._dropped += overflow + self._memory_dropped
+        self._memory_dropped = 0
+        self._memory.clear()
+        self._unremoved.clear()
+        if self._refusal is not None:
+            self._report("info", "the spool can be written again", written=len(held))
+            self._refusal = None
+
+
+def _ignore(level: str, message: str, **fields: Any) -> None:
+    """Report nowhere."""
+
+
+def _refusal(exc: sqlite3.Error) -> str | None:
+    """Why the disk refused a write, if that is what ``exc`` says; else ``None``."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else _UNWRITABLE.get(code & 0xFF)
+
+
+def _hint(exc: BaseException) -> str:
+    """What to do about a disk that refuses writes (never "move it aside": that loses data)."""
+    reason = _refusal(exc) if isinstance(exc, sqlite3.Error) else None
+    if reason is None and isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS):
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else "the file system is read-only"
+    if reason is None:
+        return ""
+    return f" ({reason}: free some space or make it writable; the spool's messages are kept)"
+
+
+def _copy_if_damaged(path: Path) -> SpoolDamage | None:
+    """Copy the database and its log aside if SQLite would drop commits of the log on opening.
+
+    Raises:
+        OSError: the log is damaged and cannot be copied (nothing is opened then).
+    """
+    log = path.with_name(path.name + "-wal")
+    try:
+        with path.open("rb") as database:
+            page_size = wal.page_size_of(database.read(100))
+        data = log.read_bytes()
+    except FileNotFoundError:
+        return None
+    found = wal.replay(data, page_size=page_size)
+    if not found.damaged or found.damaged_frame is None:
+        return None
+    number = 1
+    while path.with_name(f"{path.name}.damaged-{number}").exists():
+        number += 1
+    copy = path.with_name(f"{path.name}.damaged-{number}")
+    for suffix in ("-wal", "-shm", ""):  # the database last: its presence marks a whole copy
+        original = path.with_name(path.name + suffix)
+        if original.exists():
+            shutil.copyfile(original, copy.with_name(copy.name + suffix))
+    return SpoolDamage(frame=found.damaged_frame, lost_commits=found.lost_commits, copy=copy)
+
+
+def _remove_copy(copy: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        copy.with_name(copy.name + suffix).unlink(missing_ok=True)

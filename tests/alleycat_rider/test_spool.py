@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +175,188 @@ def _run_until_first_line_then_kill(script: str) -> bytes:
         process.wait()
         assert process.stdout is not None
         process.stdout.close()
+
+
+def _spool_killed_after(path: Path, count: int) -> bytes:
+    """Append ``count`` messages in a fresh Python, SIGKILL it; return the WAL left behind."""
+    script = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from alleycat_rider.spool import Spool\n"
+        f"spool = Spool(Path({str(path)!r}))\n"
+        f"for i in range({count}):\n"
+        "    spool.append(f'u{i}', b'payload')\n"
+        "print('appended', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    assert _run_until_first_line_then_kill(script) == b"appended\n"
+    return path.with_name(path.name + "-wal").read_bytes()
+
+
+def _frame_offset(index: int) -> int:
+    return 32 + index * (24 + 1024)
+
+
+def test_a_damaged_write_ahead_log_is_reported_and_copied_before_it_is_overwritten(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    log = bytearray(_spool_killed_after(path, 20))
+    # One flipped byte in the page of a frame in the middle of the log.
+    log[_frame_offset(8) + 24 + 500] ^= 0x01
+    path.with_name("spool.db-wal").write_bytes(bytes(log))
+    database = path.read_bytes()
+    events: list[tuple[str, str, dict[str, object]]] = []
+    with Spool(path, report=lambda level, message, **f: events.append((level, message, f))) as s:
+        kept = [m.uuid for m in s.pending(limit=100)]
+        s.append("u20", b"payload")  # overwrites the log
+        assert path.with_name("spool.db-wal").read_bytes() != bytes(log)
+        damage = s.damage
+    assert kept == ["u0"]  # SQLite dropped the 19 commits after the damage
+    assert damage is not None and damage.frame == 8
+    assert damage.lost_commits == 19
+    [(level, message, fields)] = events
+    assert level == "warning"
+    assert message.startswith(f"the spool {path} was damaged") and "up to 19 messages" in message
+    assert fields["copy"] == str(tmp_path / "spool.db.damaged-1")
+    # The copies are the damaged files as they were: every lost message can still be dug out.
+    assert (tmp_path / "spool.db.damaged-1-wal").read_bytes() == bytes(log)
+    assert (tmp_path / "spool.db.damaged-1").read_bytes() == database
+
+
+def test_a_torn_last_write_is_not_damage(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    log = _spool_killed_after(path, 5)
+    # A crash in the middle of writing the last frame leaves it torn: SQLite rightly drops it.
+    path.with_name("spool.db-wal").write_bytes(log[:-500])
+    events: list[str] = []
+    with Spool(path, report=lambda level, message, **f: events.append(message)) as spool:
+        assert spool.damage is None
+        assert [m.uuid for m in spool.pending()] == ["u0", "u1", "u2", "u3"]
+    assert events == []
+    assert not (tmp_path / "spool.db.damaged-1").exists()
+
+
+def test_a_damaged_log_header_loses_everything_in_the_log_and_is_reported(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    log = bytearray(_spool_killed_after(path, 10))
+    log[20] ^= 0x40  # the second salt: SQLite then ignores the whole log
+    path.with_name("spool.db-wal").write_bytes(bytes(log))
+    with Spool(path) as spool:
+        assert spool.pending() == []
+        assert spool.damage is not None and spool.damage.lost_commits >= 10
+
+
+# A full disk, for real: the kernel refuses writes past RLIMIT_FSIZE (EFBIG, or a short write),
+# as it refuses them on a full disk (ENOSPC), and SQLite fails the write the same way. The limit
+# is set in a child process only, and raised again there to play the disk being freed.
+_FULL_DISK = """
+import json, resource, signal, sys
+from pathlib import Path
+from typing import Any
+from alleycat_rider.spool import Spool
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, not the process
+path = Path(sys.argv[1])
+events = []
+spool = Spool(path, memory_max=int(sys.argv[2]),
+              report=lambda level, message, **fields: events.append([level, message]))
+seqs = [spool.append(f"u{i}", b"payload")[0] for i in range(3)]
+spool.ack(seqs[0])
+spool.append("u3", b"payload")  # commits the removal of u0
+wal = path.with_name(path.name + "-wal")
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (wal.stat().st_size, hard))  # the disk is now full
+held = [spool.append(f"u{i}", b"payload") for i in range(4, 9)]
+spool.ack(seqs[1])  # a removal the disk refuses too
+spool.ack(held[0][0])  # acknowledged from memory
+full = dict(depth=spool.depth, in_memory=spool.in_memory, unspooled=spool.unspooled,
+            refusal=spool.refusal, pending=[m.uuid for m in spool.pending()],
+            got=[m.uuid for m in spool.get([seqs[1], seqs[2], held[1][0]])],
+            overflow=[o for _, o in held], dropped=spool.dropped, events=list(events))
+if sys.argv[3] == "freed":
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space freed
+    spool.append("u9", b"payload")
+after = dict(depth=spool.depth, in_memory=spool.in_memory, refusal=spool.refusal)
+spool.close()
+print(json.dumps(dict(full=full, after=after, events=events)))
+"""
+
+
+def _ride_on_a_full_disk(path: Path, *, memory_max: int, freed: bool) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(path), str(memory_max), "freed" if freed else "-"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+def test_a_full_disk_holds_messages_in_memory_warns_once_and_writes_them_when_freed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    found = _ride_on_a_full_disk(path, memory_max=100, freed=True)
+    full = found["full"]
+    assert full["refusal"] is not None and "disk" in full["refusal"]
+    assert full["unspooled"] == 5 and full["in_memory"] == 4  # u4 was acknowledged from memory
+    assert full["pending"] == ["u2", "u3", "u5", "u6", "u7", "u8"]  # u1's removal is held too
+    assert full["got"] == ["u2", "u5"]
+    assert full["depth"] == 6 and full["overflow"] == [0] * 5
+    assert [level for level, _ in full["events"]] == ["warning"]  # once, not once a message
+    assert "holding new messages in memory" in full["events"][0][1]
+    assert found["after"] == {"depth": 7, "in_memory": 0, "refusal": None}
+    assert [level for level, _ in found["events"]] == ["warning", "info"]
+    with Spool(path) as spool:  # everything held was written, in order, with the removals
+        assert [m.uuid for m in spool.pending()] == ["u2", "u3", "u5", "u6", "u7", "u8", "u9"]
+
+
+def test_messages_held_in_memory_are_bounded_and_a_disk_still_full_at_exit_reports_the_loss(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    found = _ride_on_a_full_disk(path, memory_max=3, freed=False)
+    full = found["full"]
+    assert full["overflow"] == [0, 0, 0, 1, 1]  # the oldest held are dropped beyond 3
+    assert full["dropped"] == 2 and full["in_memory"] == 3  # u4's late PUBACK removes nothing
+    assert full["pending"] == ["u2", "u3", "u6", "u7", "u8"]
+    levels = [level for level, _ in found["events"]]
+    assert levels == ["warning", "error"]
+    assert "lost" in found["events"][1][1]
+    with Spool(path) as spool:  # what was on disk is kept; the removal of u1 is simply redone
+        assert [m.uuid for m in spool.pending()] == ["u1", "u2", "u3"]
+
+
+def test_a_spool_that_cannot_be_created_on_a_full_disk_never_says_move_it_aside(
+    tmp_path: Path,
+) -> None:
+    script = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from alleycat_rider.errors import SpoolError\n"
+        "from alleycat_rider.spool import Spool\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))\n"
+        "try:\n"
+        "    Spool(Path(sys.argv[1]))\n"
+        "except SpoolError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "spool.db")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    message = result.stdout.strip()
+    assert message.startswith(f"cannot use the spool {tmp_path / 'spool.db'}")
+    assert "free some space or make it writable" in message
+    assert "move it aside" not in message
+
+
+def test_a_file_that_is_not_a_spool_suggests_moving_it_aside(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(SpoolError, match="move it aside"):
+        Spool(path)
