@@ -145,6 +145,9 @@ class Producer:
         rng: the randomness of the backoff jitter.
         router: predicts the shard of a record (as the KPL does); without one, every record
             counts as one shard's.
+        expire_in_flight: give up on records in flight at their TTL. Off in virtual time,
+            where the clock jumps ahead while a request is out: its flight takes no simulated
+            time there, so the TTL cannot end during it.
     """
 
     def __init__(
@@ -153,8 +156,11 @@ class Producer:
         stats: RunStats,
         rng: random.Random,
         router: ShardRouter | None = None,
+        *,
+        expire_in_flight: bool = True,
     ) -> None:
         self.config = config
+        self._expire_in_flight = expire_in_flight
         self.stats = stats
         self._rng = rng
         self._router = router
@@ -216,7 +222,7 @@ class Producer:
         ]
         if self._fresh:
             times.append(self._fresh[0].enqueued_at + self.config.flush_interval)
-        if self._flights:
+        if self._flights and self._expire_in_flight:
             times.append(min([f.oldest for f in self._flights]) + self.config.record_ttl)
         return min(times) if times else None
 
@@ -418,7 +424,7 @@ class Producer:
                 break
         else:
             return False
-        if now - flight.oldest > self.config.record_ttl:
+        if self._expire_in_flight and now - flight.oldest > self.config.record_ttl:
             self._give_up_in_flight(flight, now)
         return flight.given_up > 0
 
@@ -496,9 +502,10 @@ class Producer:
                 else:
                     stats.dropped_expired += 1
                 self._backlog_size -= 1
-        for flight in self._flights:
-            if now - flight.oldest > ttl:
-                self._give_up_in_flight(flight, now)
+        if self._expire_in_flight:
+            for flight in self._flights:
+                if now - flight.oldest > ttl:
+                    self._give_up_in_flight(flight, now)
 
 
 def _age(record: Record) -> float:

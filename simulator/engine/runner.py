@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from simulator.engine.aggregation import PER_SECOND, BatchingMode, BatchingStage
 from simulator.engine.batching import Record
-from simulator.engine.clock import Clock
+from simulator.engine.clock import Clock, VirtualClock
 from simulator.engine.dispatch import Dispatcher, InlineDispatcher
 from simulator.engine.fleet import Fleet, FleetConfig
 from simulator.engine.keys import Keyer, PartitionKeyStrategy, make_keyer
@@ -117,6 +117,7 @@ class Simulation:
             self.stats,
             random.Random(rng.getrandbits(64)),
             ShardRouter(self.stream.shards),
+            expire_in_flight=not isinstance(clock, VirtualClock),
         )
         self._stop = threading.Event()
         self.interrupted = False
