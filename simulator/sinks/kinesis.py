@@ -30,6 +30,7 @@ from botocore.config import Config
 from simulator.engine.batching import Record
 from simulator.engine.sink import PutRecordsOutcome, Shard, StreamDescription
 from simulator.errors import FatalSinkError
+from simulator.sinks.json_wire import PutRecordsWire
 from simulator.sinks.kinesis_errors import BotoCoreError, ClientError, translate_error
 from simulator.sinks.options import SinkOptions
 
@@ -41,6 +42,11 @@ LOCAL_CREDENTIALS = ("alleycat-local", "local")
 DEFAULT_ACTIVE_TIMEOUT = 300.0
 #: Attempts at the calls that open a stream, when they fail in a way that can pass.
 OPEN_ATTEMPTS = 4
+
+
+#: Seconds to connect, and to wait for an answer, on every call.
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 30
 
 
 def make_client(
@@ -55,11 +61,18 @@ def make_client(
     Raises:
         FatalSinkError: The profile does not exist or no region is configured.
     """
+    client, _credentials = _client_and_credentials(region, profile, endpoint_url, max_connections)
+    return client
+
+
+def _client_and_credentials(
+    region: str | None, profile: str | None, endpoint_url: str | None, max_connections: int
+) -> tuple[Any, Any]:
     config = Config(
         retries={"mode": "standard", "total_max_attempts": 1},
         parameter_validation=False,
-        connect_timeout=5,
-        read_timeout=30,
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
         max_pool_connections=max_connections,
         tcp_keepalive=True,
     )
@@ -67,16 +80,19 @@ def make_client(
         session = boto3.session.Session(profile_name=profile, region_name=region)
         if session.region_name is None and endpoint_url is not None:
             region = LOCAL_DEFAULT_REGION
-        if _is_local(endpoint_url) and session.get_credentials() is None:
+        credentials = session.get_credentials()
+        if _is_local(endpoint_url) and credentials is None:
             # A server on this machine checks no signature: no AWS account needed for it.
             session = boto3.session.Session(
                 aws_access_key_id=LOCAL_CREDENTIALS[0],
                 aws_secret_access_key=LOCAL_CREDENTIALS[1],
                 region_name=region,
             )
-        return session.client(
+            credentials = session.get_credentials()
+        client = session.client(
             "kinesis", region_name=region, endpoint_url=endpoint_url, config=config
         )
+        return client, credentials
     except BotoCoreError as exc:
         raise translate_error(exc, stream="", endpoint=endpoint_url) from exc
 
@@ -293,14 +309,27 @@ class StreamOpener:
 class KinesisSink:
     """PutRecords into a real stream; safe to call from several threads at once.
 
+    PutRecords goes out through ``wire`` when given (:class:`PutRecordsWire`, as :meth:`open`
+    makes it: the same request, without botocore's serializer and parser), else through the
+    client.
+
     Args:
         client: A Kinesis client (closed by :meth:`close`).
         name: The stream's name.
         shards: Its open shards.
+        wire: The PutRecords sender (closed by :meth:`close`).
     """
 
-    def __init__(self, client: Any, name: str, shards: Sequence[Shard]) -> None:
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        shards: Sequence[Shard],
+        *,
+        wire: PutRecordsWire | None = None,
+    ) -> None:
         self._client = client
+        self._wire = wire
         self.name = name
         self.shards = tuple(shards)
         self.endpoint: str = client.meta.endpoint_url
@@ -320,11 +349,9 @@ class KinesisSink:
         """
         if options.stream is None:
             raise ValueError("a Kinesis sink needs a stream name")
-        client = make_client(
-            region=options.region,
-            profile=options.profile,
-            endpoint_url=options.endpoint_url,
-            max_connections=max(10, options.max_in_flight + 2),
+        connections = max(10, options.max_in_flight + 2)
+        client, credentials = _client_and_credentials(
+            options.region, options.profile, options.endpoint_url, connections
         )
         try:
             opener = StreamOpener(
@@ -348,7 +375,15 @@ class KinesisSink:
         if not shards:
             client.close()
             raise FatalSinkError(f"stream {options.stream!r} has no open shards")
-        return cls(client, options.stream, shards)
+        wire = PutRecordsWire(
+            client,
+            credentials,
+            options.stream,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            max_connections=connections,
+        )
+        return cls(client, options.stream, shards, wire=wire)
 
     def describe(self) -> StreamDescription:
         """The stream's name and open shards, as ListShards gave them."""
@@ -361,24 +396,17 @@ class KinesisSink:
             RetryableSinkError: The whole request failed but may pass later.
             FatalSinkError: Writing cannot go on.
         """
-        entries = [
-            {"Data": r.data, "PartitionKey": r.partition_key}
-            if r.explicit_hash_key is None
-            else {
-                "Data": r.data,
-                "PartitionKey": r.partition_key,
-                "ExplicitHashKey": r.explicit_hash_key,
-            }
-            for r in records
-        ]
         try:
-            response = self._client.put_records(StreamName=self.name, Records=entries)
+            if self._wire is not None:
+                response = self._wire.put_records(records)
+            else:
+                response = self._client.put_records(StreamName=self.name, Records=_entries(records))
         except (BotoCoreError, ClientError) as exc:
             raise translate_error(exc, stream=self.name, endpoint=self.endpoint) from exc
         results = response["Records"]
-        if len(results) != len(entries):
+        if len(results) != len(records):
             raise FatalSinkError(
-                f"{self.endpoint} answered {len(entries)} records with {len(results)} results: "
+                f"{self.endpoint} answered {len(records)} records with {len(results)} results: "
                 "not a Kinesis-compatible endpoint?"
             )
         failed = int(response.get("FailedRecordCount", 0) or 0)
@@ -400,4 +428,20 @@ class KinesisSink:
 
     def close(self) -> None:
         """Close the client's connections."""
+        if self._wire is not None:
+            self._wire.close()
         self._client.close()
+
+
+def _entries(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """PutRecords entries as boto3 takes them."""
+    return [
+        {"Data": r.data, "PartitionKey": r.partition_key}
+        if r.explicit_hash_key is None
+        else {
+            "Data": r.data,
+            "PartitionKey": r.partition_key,
+            "ExplicitHashKey": r.explicit_hash_key,
+        }
+        for r in records
+    ]

@@ -7,6 +7,7 @@ import json
 import random
 import threading
 
+import pytest
 from botocore.stub import Stubber
 from click.testing import CliRunner
 
@@ -15,8 +16,9 @@ from simulator.engine.batching import Record
 from simulator.engine.clock import ScaledClock
 from simulator.engine.dispatch import ThreadedDispatcher
 from simulator.engine.shards import ShardRouter, split_hash_space
-from simulator.errors import FatalSinkError
+from simulator.errors import FatalSinkError, RetryableSinkError
 from simulator.sinks import SinkOptions
+from simulator.sinks.json_wire import error_from_answer
 from simulator.sinks.kinesis import KinesisSink, list_shards, make_client
 from simulator.verify.cli import ShardReader
 from tests.servers.kinesis import create_stream
@@ -259,3 +261,39 @@ def test_records_whose_answer_comes_after_their_ttl_count_as_dropped_unknown_nev
     reader = ShardReader(kinesis_client, stream_name)
     in_stream = [r for s in list_shards(kinesis_client, stream_name) for r in reader.records(s)]
     assert len(in_stream) == summary["delivered"] + summary["accepted_after_drop"]
+
+
+def test_a_whole_putrecords_request_refused_with_a_500_is_retryable_through_the_wire(
+    kinesis_server, kinesis_client, stream_name
+):
+    create_stream(kinesis_client, stream_name, 1)
+    with throttling_proxy(kinesis_server, 10_000, {"PutRecords": ["500"]}) as proxy:
+        sink = KinesisSink.open(options(proxy.url, stream_name))
+        try:
+            with pytest.raises(RetryableSinkError, match="InternalFailure: injected"):
+                sink.put_records(records(3), now=0.0)
+            outcome = sink.put_records(records(3), now=0.0)  # the next one goes through
+        finally:
+            sink.close()
+    assert outcome.failed_record_count == 0 and len(outcome.shard_ids) == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "code", "message"),
+    [
+        (400, b'{"__type":"ResourceNotFoundException","message":"Stream x not found"}', {},
+         "ResourceNotFoundException", "Stream x not found"),
+        (400, b'{"__type":"com.amazon.coral.service#AccessDeniedException","Message":"no"}', {},
+         "AccessDeniedException", "no"),
+        (502, b"<html>Bad Gateway</html>", {}, "HTTP502", "<html>Bad Gateway</html>"),
+        (400, b"", {"x-amzn-ErrorType": "ValidationException:http://internal"},
+         "ValidationException", ""),
+    ],
+)  # fmt: skip
+def test_an_error_answer_becomes_theerror_from_answer_botocore_would_raise(
+    status, body, headers, code, message
+):
+    error = error_from_answer(status, body, headers)
+    assert error.response["Error"] == {"Code": code, "Message": message}
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert error.operation_name == "PutRecords"
