@@ -1,0 +1,78 @@
+"""The README's first command, run as a fresh machine runs it.
+
+Debian's and Ubuntu's Python refuse ``pip install`` outside a virtual environment
+(``externally-managed-environment``); ``PIP_REQUIRE_VIRTUALENV=1`` makes any pip refuse the same
+way, so the command must make and use one of its own. It runs on a copy of the tracked tree,
+with a home of its own (no pip cache, no config), as a user who just cloned the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+#: Installs the package from the package index: minutes, not seconds. Run once.
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def first_command() -> str:
+    """The one command under the README's "Two commands on a fresh machine"."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Two commands on a fresh machine", 1)[1]
+    match = re.search(r"```sh\n(.+?)\n```", section, re.DOTALL)
+    assert match is not None, "no ```sh block in the section"
+    command = match.group(1).strip()
+    assert "\n" not in command, "one command, one line"
+    return command
+
+
+def copy_of_the_checkout(target: Path) -> None:
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    packed = subprocess.run(
+        ["tar", "--null", "-T", "-", "--ignore-failed-read", "-cf", "-"],
+        cwd=ROOT, input=files, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    subprocess.run(["tar", "-xf", "-"], cwd=target, input=packed, check=True)
+
+
+def test_the_readme_first_command_installs_and_rides_where_pip_refuses_to_install_outside_a_venv(
+    tmp_path: Path,
+) -> None:
+    command = first_command()
+    assert command.startswith("python3 -m venv .venv && ")
+    assert command.endswith("alleycat simulate --riders 1000")
+    checkout = tmp_path / "alleycat"
+    checkout.mkdir()
+    copy_of_the_checkout(checkout)
+    home = tmp_path / "home"
+    home.mkdir()
+    # The machine's own pip settings (its index, its certificates) stay; nothing of ours does.
+    env = {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k in ("LANG", "TZ")}
+    env.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=str(home), PIP_REQUIRE_VIRTUALENV="1")
+
+    refused = subprocess.run(
+        ["python3", "-m", "pip", "install", "--dry-run", "."],
+        cwd=checkout, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode != 0  # this environment does refuse pip outside a venv
+
+    # The race itself in virtual time: the same 1,000 riders and five minutes, in seconds.
+    ran = subprocess.run(
+        ["bash", "-c", f"{command} --fast --json"],
+        cwd=checkout, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    summary = json.loads(ran.stdout.splitlines()[-1])  # after pip's own output
+    assert summary["generated"] == 1000 * 300
+    assert summary["delivered"] + summary["dropped"] == summary["generated"]
+    assert (checkout / ".venv" / "bin" / "alleycat").exists()
