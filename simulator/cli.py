@@ -17,7 +17,7 @@ import click
 
 from alleycat_rider.bounds import finite
 from simulator import build
-from simulator.cli_options import aws_options, parse_moment
+from simulator.cli_options import StopSignal, aws_options, parse_moment
 from simulator.engine.aggregation import BatchingMode, parse_batching
 from simulator.engine.batching import (
     KINESIS_MAX_RECORD_BYTES,
@@ -301,7 +301,7 @@ def simulate(
     try:
         dispatcher = make_dispatcher(sink, clock, sink_options)
         simulation = Simulation(config, sink, clock, dispatcher=dispatcher, batching=batching)
-        with _stop_on_signals(simulation):
+        with _stop_on_signals(simulation) as stopped_by:
             result = run_with_progress(
                 simulation,
                 json_output=as_json,
@@ -317,6 +317,9 @@ def simulate(
     summary["batching"] = batching.label
     summary["messages_delivered"] = result.stats.messages_delivered
     summary["messages_generated"] = simulation.batching.messages
+    # A run stopped early (Ctrl-C, an error) rode fewer seconds than --duration: whole seconds
+    # every rider finished.
+    summary["ridden_seconds"] = min(duration, simulation.batching.messages // riders)
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -327,6 +330,7 @@ def simulate(
         Console().print(summary_table(summary))
     if result.error is not None:
         raise click.ClickException(str(result.error))
+    stopped_by.exit_if_interrupted()
 
 
 simulate.help = inspect.cleandoc(simulate.help or "") + "".join(
@@ -336,24 +340,26 @@ simulate.help = inspect.cleandoc(simulate.help or "") + "".join(
 
 
 @contextlib.contextmanager
-def _stop_on_signals(simulation: Simulation) -> Iterator[None]:
+def _stop_on_signals(simulation: Simulation) -> Iterator[StopSignal]:
     """Ctrl-C or SIGTERM: stop generating and drain; a second one stops at once.
 
     The run loop sees the request between passes, so no record is caught half-way.
+
+    Yields:
+        Which signal stopped the run, for the exit status.
     """
-    requests = 0
+    received = StopSignal()
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal requests
-        requests += 1
-        if requests > 1:
+        if received.signum is not None:
             raise KeyboardInterrupt
+        received.signum = signum
         print("stopping: sending what is buffered (Ctrl-C again to stop at once)", file=sys.stderr)
         simulation.stop()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -361,16 +367,19 @@ def _stop_on_signals(simulation: Simulation) -> Iterator[None]:
 
 def _summary(simulation: Simulation, result: RunResult) -> dict[str, Any]:
     config = simulation.config
-    summary = {
+    wall = round(time.monotonic() - simulation.started_wall, 3)
+    summary: dict[str, Any] = {
         "stream": simulation.stream.name,
         "partition_key": config.strategy.value,
         "riders": config.fleet.riders,
         "duration": config.duration,
         "interrupted": result.interrupted,
         "error": None if result.error is None else str(result.error),
-        "wall_seconds": round(time.monotonic() - simulation.started_wall, 3),
+        "wall_seconds": wall,
         "simulated_seconds": round(simulation.clock.now() - simulation.start, 3),
         "build": build(),
     }
     summary.update(result.stats.summary())
+    delivered = result.stats.delivered
+    summary["records_per_wall_second"] = round(delivered / wall, 1) if wall else None
     return summary

@@ -62,18 +62,50 @@ def aws_options(command: F) -> F:
     return command
 
 
-@contextlib.contextmanager
-def stopped_by_signals(stop: threading.Event, *, say: str | None = None) -> Iterator[None]:
-    """Set ``stop`` on Ctrl-C or SIGTERM (saying ``say`` on stderr), while the block runs."""
+#: The exit status of a run stopped by Ctrl-C, after its summary: 128 + SIGINT, as shells expect.
+INTERRUPTED = 128 + signal.SIGINT
 
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        if say is not None:
-            print(say, file=sys.stderr)
-        stop.set()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+class StopSignal:
+    """Ctrl-C or SIGTERM asking a run to stop: which one came, for the exit status."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        """The first of ``signal.SIGINT`` (Ctrl-C) or ``signal.SIGTERM``; ``None`` until then."""
+
+    @contextlib.contextmanager
+    def watch(self, stop: threading.Event, *, say: str | None = None) -> Iterator[StopSignal]:
+        """Set ``stop`` on Ctrl-C or SIGTERM (saying ``say`` on stderr), while the block runs."""
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            if say is not None:
+                print(say, file=sys.stderr)
+            if self.signum is None:
+                self.signum = signum
+            stop.set()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def exit_if_interrupted(self) -> None:
+        """End the command with :data:`INTERRUPTED` when Ctrl-C stopped it (SIGTERM exits 0).
+
+        Raises:
+            click.exceptions.Exit: Ctrl-C stopped the run; call it after the summary.
+        """
+        if self.signum == signal.SIGINT:
+            raise click.exceptions.Exit(INTERRUPTED)
+
+
+def stopped_by_signals(
+    stop: threading.Event, *, say: str | None = None
+) -> contextlib.AbstractContextManager[StopSignal]:
+    """Set ``stop`` on Ctrl-C or SIGTERM (saying ``say`` on stderr), while the block runs.
+
+    The block gets the :class:`StopSignal`, to exit 130 after the summary when Ctrl-C came.
+    """
+    return StopSignal().watch(stop, say=say)

@@ -26,7 +26,7 @@ from simulator.backend.rule import (
 )
 from simulator.backend.standings import DEFAULT_RESULTS_TOPIC
 from simulator.backend.template import DEFAULT_KEY_TEMPLATE, KeyTemplate, TemplateError
-from simulator.cli_options import aws_options, stopped_by_signals
+from simulator.cli_options import StopSignal, aws_options, stopped_by_signals
 from simulator.errors import SimulatorError
 from simulator.mqtt.options import broker_options, broker_settings
 
@@ -202,8 +202,9 @@ def rule(**options: Any) -> None:
     action has it. At the end it prints what it received, wrote, retried and sent to the error
     action; what it had not finished is not acknowledged, and the broker delivers it again.
     """
+    stopped_by = StopSignal()
     with one_line_errors():
-        counts = run_rule_command(**options)
+        counts = run_rule_command(stopped_by, **options)
     if options["as_json"]:
         print(json.dumps(counts))
     else:
@@ -211,10 +212,16 @@ def rule(**options: Any) -> None:
 
         numbers = {k: v for k, v in counts.items() if k != "error_action_file"}
         say(f"rule: {describe(numbers)} (error action: {counts['error_action_file']})")
+    stopped_by.exit_if_interrupted()
 
 
-def run_rule_command(**o: Any) -> dict[str, Any]:
-    """``alleycat rule`` without the printing; returns the final counts."""
+def run_rule_command(stopped_by: StopSignal, **o: Any) -> dict[str, Any]:
+    """``alleycat rule`` without the printing; returns the final counts.
+
+    Args:
+        stopped_by: Notes the signal that stops the run, for the exit status.
+        **o: The command's options.
+    """
     from simulator.backend.services import open_stream, rule_link, run_rule
 
     settings = broker_settings(o)
@@ -235,7 +242,7 @@ def run_rule_command(**o: Any) -> dict[str, Any]:
     topics = [o["topic"], o["topic"].rstrip("/") + "/+"]
     stop = threading.Event()
     try:
-        with stopped_by_signals(stop):
+        with stopped_by.watch(stop):
             link = rule_link(settings, iot_rule, topics, say=say)
             link.start()
             say(f"rule: {' and '.join(topics)} -> stream {o['stream']} ({sink.endpoint})")
@@ -319,16 +326,23 @@ def standings(**options: Any) -> None:
     once by uuid, and publishes the original results message on the results topic at most once
     a second per race with news, and at once when a race's final messages arrive.
     """
+    stopped_by = StopSignal()
     with one_line_errors():
-        report = run_standings_command(**options)
+        report = run_standings_command(stopped_by, **options)
     if options["as_json"]:
         print(json.dumps(report))
     else:
         say(_standings_line(report))
+    stopped_by.exit_if_interrupted()
 
 
-def run_standings_command(**o: Any) -> dict[str, Any]:
-    """``alleycat standings`` without the printing; returns the final report."""
+def run_standings_command(stopped_by: StopSignal, **o: Any) -> dict[str, Any]:
+    """``alleycat standings`` without the printing; returns the final report.
+
+    Args:
+        stopped_by: Notes the signal that stops the run, for the exit status.
+        **o: The command's options.
+    """
     from simulator.backend.services import open_stream, run_standings, standings_link
     from simulator.backend.standings import Standings, StandingsStore
     from simulator.backend.tail import StreamTail
@@ -360,7 +374,7 @@ def run_standings_command(**o: Any) -> dict[str, Any]:
     )
     stop = threading.Event()
     try:
-        with stopped_by_signals(stop):
+        with stopped_by.watch(stop):
             link.start()
             say(f"standings: stream {o['stream']} ({sink.endpoint}) -> {o['results_topic']}")
             until = None if o["duration"] is None else time.monotonic() + o["duration"]
@@ -473,7 +487,7 @@ def stack(**o: Any) -> None:
     )
     running = Stack(options, say=say)
     stop = running.stop_event
-    with one_line_errors(), stopped_by_signals(stop):
+    with one_line_errors(), stopped_by_signals(stop) as stopped_by:
         try:
             running.start()
             endpoints = running.endpoints()
@@ -491,6 +505,7 @@ def stack(**o: Any) -> None:
     say(_stack_line(status))
     if running.errors:
         raise SystemExit(1)
+    stopped_by.exit_if_interrupted()
 
 
 def _stack_commands(endpoints: dict[str, Any], running: Any) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from alleycat_rider.errors import AlleycatError
+from alleycat_rider.plural import counted
 from simulator.cli_options import stopped_by_signals
 from simulator.engine.fleet import Fleet, FleetConfig
 from simulator.mqtt.fleet import (
@@ -56,7 +57,9 @@ def run_mqtt_fleet(
     )
     started = time.monotonic()
     worker = threading.Thread(target=run.run, name="mqtt-fleet", daemon=True)
-    with stopped_by_signals(run.stopped, say="stopping: waiting for what is in flight"):
+    with stopped_by_signals(
+        run.stopped, say="stopping: waiting for what is in flight"
+    ) as stopped_by:
         worker.start()
         if sys.stderr.isatty() and not o["no_dashboard"]:
             _watch_live(run, worker, started)
@@ -74,6 +77,7 @@ def run_mqtt_fleet(
     if summary["generated"] and not summary["connects"]:
         reason = summary["connect_failure_reasons"][:1] or ["no connection"]
         raise click.ClickException(f"no rider could connect: {reason[0]}")
+    stopped_by.exit_if_interrupted()
 
 
 def _watch_live(run: MqttFleet, worker: threading.Thread, started: float) -> None:
@@ -122,7 +126,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"MQTT fleet: {s['riders']:,} riders, QoS {s['qos']}", show_header=False)
+    title = f"MQTT fleet: {counted(s['riders'], 'rider')}, QoS {s['qos']}"
+    table = Table(title=title, show_header=False)
     table.add_column(justify="left")
     table.add_column(justify="right")
     rows = [

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.table import Table
 
+from alleycat_rider.plural import counted
 from simulator.engine.shards import SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND
 
 
@@ -15,7 +16,16 @@ def _records(records: int, messages: int | None, summary: dict[str, Any]) -> str
     batching = summary.get("batching", "per-second")
     if batching == "per-second" or messages is None:
         return f"{records:,}"
-    return f"{records:,} records ({messages:,} ride messages, {batching})"
+    return f"{counted(records, 'record')} ({counted(messages, 'ride message')}, {batching})"
+
+
+def _ridden(summary: dict[str, Any]) -> str:
+    """``1,000 × 300``, or ``1,000 × 39 of 300`` for a run that stopped before its end."""
+    riders, duration = summary["riders"], summary["duration"]
+    ridden = summary.get("ridden_seconds", duration)
+    if ridden >= duration:
+        return f"{riders:,} × {duration:,}"
+    return f"{riders:,} × {ridden:,} of {duration:,}"
 
 
 def summary_table(summary: dict[str, Any]) -> RenderableType:
@@ -24,9 +34,9 @@ def summary_table(summary: dict[str, Any]) -> RenderableType:
     totals.add_column("figure")
     totals.add_column("value", justify="right")
     rows = [
-        ("stream", f"{summary['stream']} ({len(summary['shards'])} shards)"),
+        ("stream", f"{summary['stream']} ({counted(len(summary['shards']), 'shard')})"),
         ("partition key", summary["partition_key"]),
-        ("riders × seconds", f"{summary['riders']:,} × {summary['duration']:,}"),
+        ("riders × seconds", _ridden(summary)),
         ("batching", summary.get("batching", "per-second")),
         ("generated", _records(summary["generated"], summary.get("messages_generated"), summary)),
         ("delivered", _records(summary["delivered"], summary.get("messages_delivered"), summary)),
@@ -43,6 +53,9 @@ def summary_table(summary: dict[str, Any]) -> RenderableType:
         ),
         ("elapsed (wall)", f"{summary['wall_seconds']:,.1f} s ({summary['build']})"),
     ]
+    rate = summary.get("records_per_wall_second")
+    if rate is not None:  # how fast the simulator itself went: the figure of a --fast run
+        rows.append(("records/s (wall)", f"{rate:,.0f}"))
     if summary.get("interrupted"):
         rows.append(("stopped early", "yes (Ctrl-C)"))
     for name, value in rows:

@@ -121,3 +121,29 @@ def test_sigterm_stops_generation_drains_and_still_reports():
     assert summary["interrupted"] is True
     assert 0 < summary["generated"] < 200 * 300
     assert summary["delivered"] + summary["dropped"] == summary["generated"]
+
+
+def test_ctrl_c_drains_reports_what_ran_then_exits_130():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alleycat", "simulate", "--riders", "200", "--speed", "5",
+         "--json", "--no-dashboard"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        first_progress = process.stderr.readline()  # printed once the run is under way
+        assert "generated" in first_progress
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130  # after the summary, as shells expect of Ctrl-C
+    assert "stopping" in stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] is True
+    assert 0 < summary["generated"] < 200 * 300
+    assert summary["delivered"] + summary["dropped"] == summary["generated"]
+    # The seconds every rider rode before the stop, not the --duration asked for.
+    assert summary["ridden_seconds"] == summary["messages_generated"] // 200 < 300

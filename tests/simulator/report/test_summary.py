@@ -59,3 +59,43 @@ def test_a_summary_without_the_batching_fields_still_renders():
     console = Console(width=100, color_system=None, record=True)
     console.print(summary_table(summary))
     assert "3,000" in _row(console.export_text(), "delivered")
+
+
+def _value(text, name):
+    return _row(text, name).split("│")[2].strip()
+
+
+def test_the_shard_count_reads_right_for_one_shard_and_for_several():
+    assert _value(_simulate("--shards", "1").stdout, "stream") == "built-in (1 shard)"
+    assert _value(_simulate("--shards", "4").stdout, "stream") == "built-in (4 shards)"
+
+
+def test_a_fast_run_says_how_many_records_a_second_it_went():
+    result = _simulate()
+    assert result.exit_code == 0, result.output
+    rate = int(_value(result.stdout, "records/s (wall)").replace(",", ""))
+    assert rate > 0
+    summary = json.loads(_simulate("--json").stdout)
+    assert summary["records_per_wall_second"] == round(
+        summary["delivered"] / summary["wall_seconds"], 1
+    )
+
+
+def _rendered(summary):
+    console = Console(width=100, color_system=None, record=True)
+    console.print(summary_table(summary))
+    return console.export_text()
+
+
+def test_a_run_stopped_early_shows_the_seconds_it_rode_of_those_asked_for():
+    summary = json.loads(_simulate("--json").stdout)
+    assert summary["ridden_seconds"] == 30
+    assert _value(_rendered(summary), "riders × seconds") == "100 × 30"
+    summary.update(duration=300, ridden_seconds=39, interrupted=True)
+    assert _value(_rendered(summary), "riders × seconds") == "100 × 39 of 300"
+
+
+def test_a_single_packed_record_is_not_plural():
+    summary = json.loads(_simulate("--json").stdout)
+    summary.update(batching="kpl", generated=1, messages_generated=1)
+    assert _value(_rendered(summary), "generated") == "1 record (1 ride message, kpl)"
