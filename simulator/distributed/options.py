@@ -13,6 +13,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from alleycat_rider.bounds import Bounds
 from simulator.distributed.riders import GroupSettings
 from simulator.engine.aggregation import BatchingMode, parse_batching
 from simulator.engine.batching import KINESIS_MAX_RECORDS, BatchLimits
@@ -102,6 +103,9 @@ class RunOptions:
         for name in ("shards", "classes", "race_seconds", "max_in_flight", "max_buffered"):
             if getattr(o, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        # Finite and in range whichever way they came (the command line, the web UI's form).
+        flush_interval = _checked("--flush-interval", o.flush_interval, Bounds(minimum=0))
+        record_ttl = _checked("--record-ttl", o.record_ttl, Bounds(minimum=0, min_open=True))
         endpoint = o.endpoint_url
         if endpoint is not None and "://" not in endpoint:
             raise ValueError(f"--endpoint-url {endpoint!r} needs a scheme, e.g. http://{endpoint}")
@@ -128,10 +132,17 @@ class RunOptions:
             ),
             producer=ProducerConfig(
                 limits=limits,
-                flush_interval=o.flush_interval,
-                record_ttl=o.record_ttl,
+                flush_interval=flush_interval,
+                record_ttl=record_ttl,
                 max_buffered=max(o.max_buffered, limits.max_records),
             ),
             batching=parse_batching(o.batching),
             summary_json=o.summary_json,
         )
+
+
+def _checked(flag: str, value: Any, bounds: Bounds) -> float:
+    try:
+        return bounds.check(value)
+    except ValueError as exc:
+        raise ValueError(f"{flag} {exc}") from None

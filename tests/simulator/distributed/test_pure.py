@@ -179,6 +179,10 @@ def test_options_out_of_range_are_refused_before_anyone_rides():
         RunOptions.from_parsed(parser.parse_args(["--classes", "9"]))
     with pytest.raises(ValueError, match="scheme"):
         RunOptions.from_parsed(parser.parse_args(["--endpoint-url", "127.0.0.1:4567"]))
+    with pytest.raises(ValueError, match="--record-ttl must be a finite number > 0, not nan"):
+        RunOptions.from_parsed(parser.parse_args(["--record-ttl", "nan"]))
+    with pytest.raises(ValueError, match="--flush-interval must be a finite number >= 0"):
+        RunOptions.from_parsed(parser.parse_args(["--flush-interval", "inf"]))
     options = RunOptions.from_parsed(parser.parse_args(["--seed", "3", "--record-ttl", "5"]))
     assert options.groups.seed == 3 and options.producer.record_ttl == 5
 
