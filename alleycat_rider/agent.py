@@ -157,6 +157,11 @@ class Agent:
         self._standings: Standings | None = None
 
     @property
+    def stop_signal(self) -> int | None:
+        """The signal that stopped the ride (``signal.SIGINT`` for Ctrl-C), if one did."""
+        return self._stop
+
+    @property
     def publisher(self) -> Publisher:
         """The publisher (available once :meth:`run` started)."""
         assert self._publisher is not None

@@ -10,6 +10,7 @@ a broker refusing the device).
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from alleycat_rider.config import (
     parse_range,
 )
 from alleycat_rider.errors import AlleycatError, ConfigError
+from alleycat_rider.options import default_in_help
 from alleycat_rider.sensors.base import SENSOR_KINDS
 
 if TYPE_CHECKING:
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
     from alleycat_rider.sensors.base import SensorOptions
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
+
+#: The exit status after a ride stopped by Ctrl-C: 128 + SIGINT, as shells expect (SIGTERM,
+#: systemd's stop, exits 0).
+INTERRUPTED = 128 + signal.SIGINT
 
 
 class BadConfiguration(click.ClickException):
@@ -59,26 +65,78 @@ def _parsed_by(
     return callback
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+EXAMPLES = """
+\b
+Examples:
+  # Here, the mock sensor (the default), with `alleycat broker` running
+  alleycat ride --endpoint 127.0.0.1 --ca certs/dev/ca.crt \\
+    --cert certs/dev/devices/bike-1.crt --key certs/dev/devices/bike-1.key \\
+    --client-id bike-1 --racer-id 100
+\b
+  # A bike enrolled by `alleycat provision`: its settings in rider.toml
+  alleycat ride --config /etc/alleycat/rider.toml --log-format json
+\b
+  # A Bluetooth LE bike, its certificate for AWS IoT Core in rider.toml
+  alleycat ride --config rider.toml --sensor ble --ble-name "Zwift Hub"
+"""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.option("--config", "config_path", type=_FILE, help="Read settings from this TOML file.")
 @click.option("--endpoint", help="Connect to this MQTT broker (the AWS IoT data endpoint).")
-@click.option("--port", type=BOUNDS["port"].click_type(), help="Broker port [8883; 1883 plain].")
+@click.option(
+    "--port",
+    type=BOUNDS["port"].click_type(),
+    help="Broker port.",
+    **default_in_help("8883, or 1883 without TLS"),
+)
 @click.option("--cert", type=_FILE, help="Device certificate (PEM) for mutual TLS.")
 @click.option("--key", type=_FILE, help="Device private key (PEM).")
-@click.option("--ca", type=_FILE, help="Trust this CA (PEM) [system trust store].")
-@click.option("--client-id", help="MQTT client id [alleycat-RACER_ID].")
-@click.option("--racer-id", type=click.IntRange(min=0), help="The rider's racer id.")
-@click.option("--name", help="The rider's name, up to 8 characters [R<racer id>].")
-@click.option("--class-id", type=click.IntRange(1, 6), help="Exercise class, 1 to 6 [1].")
-@click.option("--race-seconds", type=BOUNDS["race_seconds"].click_type(), help="Race length [300].")
-@click.option("--topic", help="Publish ride messages here [alleycat-publish].")
-@click.option("--results-topic", help="Read standings here [alleycat-subscribe].")
-@click.option("--qos", type=click.IntRange(0, 1), help="0: drop while offline; 1: spool [1].")
-@click.option("--spool", type=_FILE, help="SQLite spool of unacknowledged QoS 1 messages.")
 @click.option(
-    "--spool-max", type=BOUNDS["spool_max"].click_type(), help="Spool at most this many [86400]."
+    "--ca", type=_FILE, help="Trust this CA (PEM).", **default_in_help("the system's trust store")
 )
-@click.option("--sensor", type=click.Choice(SENSOR_KINDS), help="Where readings come from [mock].")
+@click.option("--client-id", help="MQTT client id.", **default_in_help("alleycat-RACER_ID"))
+@click.option("--racer-id", type=click.IntRange(min=0), help="The rider's racer id.")
+@click.option(
+    "--name", help="The rider's name, up to 8 characters.", **default_in_help("R<racer id>")
+)
+@click.option(
+    "--class-id", type=click.IntRange(1, 6), help="Exercise class.", **default_in_help("1")
+)
+@click.option(
+    "--race-seconds",
+    type=BOUNDS["race_seconds"].click_type(),
+    help="Race length in seconds.",
+    **default_in_help("300"),
+)
+@click.option("--topic", help="Publish ride messages here.", **default_in_help("alleycat-publish"))
+@click.option(
+    "--results-topic", help="Read standings here.", **default_in_help("alleycat-subscribe")
+)
+@click.option(
+    "--qos",
+    type=click.IntRange(0, 1),
+    help="0: drop while offline; 1: spool.",
+    **default_in_help("1"),
+)
+@click.option(
+    "--spool",
+    type=_FILE,
+    help="SQLite spool of unacknowledged QoS 1 messages.",
+    **default_in_help("$STATE_DIRECTORY/spool.sqlite3, else ~/.local/state/alleycat/spool.sqlite3"),
+)
+@click.option(
+    "--spool-max",
+    type=BOUNDS["spool_max"].click_type(),
+    help="Spool at most this many messages.",
+    **default_in_help("86400"),
+)
+@click.option(
+    "--sensor",
+    type=click.Choice(SENSOR_KINDS),
+    help="Where readings come from.",
+    **default_in_help("mock"),
+)
 @click.option("--device", help="Serial port of the bike (serial, peloton).")
 @click.option("--baud", type=BOUNDS["baud"].click_type(), help="Serial speed.")
 @click.option("--address", help="BLE address of the bike.")
@@ -88,41 +146,57 @@ def _parsed_by(
     "--mock-cadence",
     callback=_parsed_by(parse_range),
     metavar="MIN:MAX",
-    help="Keep the mock rider's cadence within MIN:MAX rpm [30:90].",
+    help="Keep the mock rider's cadence within MIN:MAX rpm.",
+    **default_in_help("30:90"),
 )
 @click.option(
     "--mock-resistance",
     callback=_parsed_by(parse_range),
     metavar="MIN:MAX",
-    help="Keep the mock rider's resistance within MIN:MAX [33:86].",
+    help="Keep the mock rider's resistance within MIN:MAX.",
+    **default_in_help("33:86"),
 )
 @click.option(
     "--ftms-resistance-scale",
     type=BOUNDS["ftms_resistance_scale"].click_type(),
-    help="Scale FTMS resistance (0.1 for bikes reporting ten times the level) [1].",
+    help="Scale FTMS resistance (0.1 for bikes reporting ten times the level).",
+    **default_in_help("1"),
 )
 @click.option(
     "--peloton-resistance-map",
     callback=_parsed_by(parse_points),
     metavar="RAW:LEVEL,...",
-    help="Turn the Peloton's raw resistance into a level through these points [raw].",
+    help="Turn the Peloton's raw resistance into a level through these points.",
+    **default_in_help("the raw value"),
 )
 @click.option(
     "--insecure/--no-insecure",
     default=None,
     help="Allow plain TCP to a broker that is not on this machine.",
 )
-@click.option("--log-format", type=click.Choice(LOG_FORMATS), help="Panel or JSON lines [auto].")
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), help="Report from this level [info].")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    help="Panel or JSON lines.",
+    **default_in_help("auto: a panel on a terminal, else JSON"),
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS),
+    help="Report from this level.",
+    **default_in_help("info"),
+)
 @click.option(
     "--drain-timeout",
     type=BOUNDS["drain_timeout"].click_type(),
-    help="Wait this long for PUBACKs at exit [5].",
+    help="Seconds to wait for PUBACKs at exit.",
+    **default_in_help("5"),
 )
 @click.option(
     "--status-interval",
     type=BOUNDS["status_interval"].click_type(),
-    help="Seconds between status lines [60].",
+    help="Seconds between status lines.",
+    **default_in_help("60"),
 )
 def ride(config_path: Path | None, **flags: Any) -> None:
     """Read the bike once a second and publish the Alleycat ride message over MQTT.
@@ -141,16 +215,17 @@ def ride(config_path: Path | None, **flags: Any) -> None:
     reporter = make_reporter(
         config.log_format, level=config.log_level, status_interval=config.status_interval
     )
+    # An error is said once, on stderr, by click: not also in the log on stdout.
     try:
-        run_agent(config, reporter)
+        agent = run_agent(config, reporter)
     except ConfigError as exc:
-        reporter.event("error", "cannot start", error=str(exc))
         raise BadConfiguration(str(exc)) from exc
     except AlleycatError as exc:
-        reporter.event("error", "cannot continue", error=str(exc))
         raise click.ClickException(str(exc)) from exc
     finally:
         reporter.close()
+    if agent.stop_signal == signal.SIGINT:
+        raise click.exceptions.Exit(INTERRUPTED)
 
 
 def sensor_options(config: RiderConfig) -> SensorOptions:

@@ -20,6 +20,7 @@ from alleycat_rider.iot.provision import (
 from alleycat_rider.iot.provision import (
     provision as provision_thing,
 )
+from alleycat_rider.options import default_in_help
 
 
 def _thing_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -42,15 +43,36 @@ def _topic(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-@click.command()
+EXAMPLES = """
+\b
+Examples:
+  # Enrol bike-17 for racer 17, with AWS_PROFILE's credentials and region
+  alleycat provision --thing-name bike-17 --racer-id 17
+\b
+  # A new certificate for an enrolled bike (the old one stays active)
+  alleycat provision --thing-name bike-17 --rotate --region eu-west-1
+\b
+  # Against a local test server (moto) instead of AWS
+  alleycat provision --thing-name bike-1 --endpoint-url http://127.0.0.1:5000
+"""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.option(
     "--thing-name",
     required=True,
     callback=_thing_name,
     help="The bike's thing name, also its MQTT client id.",
 )
-@click.option("--region", envvar="AWS_REGION", help="AWS region [the profile's].")
-@click.option("--profile", envvar="AWS_PROFILE", help="AWS profile [default credentials].")
+@click.option(
+    "--region", envvar="AWS_REGION", help="AWS region.", **default_in_help("the profile's")
+)
+@click.option(
+    "--profile",
+    envvar="AWS_PROFILE",
+    help="AWS profile.",
+    **default_in_help("AWS's default credentials"),
+)
 @click.option(
     "--endpoint-url",
     envvar="AWS_ENDPOINT_URL",

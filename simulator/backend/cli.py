@@ -17,6 +17,7 @@ import click
 from alleycat_rider.bounds import finite
 from alleycat_rider.errors import AlleycatError
 from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR
+from alleycat_rider.options import default_in_help
 from simulator.backend.rule import (
     DEFAULT_RETRY_FOR,
     DEFAULT_RULE_NAME,
@@ -62,7 +63,8 @@ def run_options(what: str) -> Callable[[F], F]:
                 "--duration",
                 type=finite(0, min_open=True),
                 default=None,
-                help="Stop after this many seconds [run until Ctrl-C].",
+                help="Stop after this many seconds.",
+                **default_in_help("run until Ctrl-C"),
             ),
             click.option(
                 "--status-interval",
@@ -303,7 +305,8 @@ Examples:
     "--state",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Keep state in this SQLite file, so a restart carries on [in memory].",
+    help="Keep state in this SQLite file, so a restart carries on.",
+    **default_in_help("in memory"),
 )
 @click.option(
     "--client-map",
@@ -453,7 +456,8 @@ Examples:
     "--duration",
     type=finite(0, min_open=True),
     default=None,
-    help="Stop after this many seconds [run until Ctrl-C].",
+    help="Stop after this many seconds.",
+    **default_in_help("run until Ctrl-C"),
 )
 @click.option(
     "--status-interval",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -12,6 +17,7 @@ from click.testing import CliRunner
 
 from alleycat.cli import cli
 from alleycat_rider.cli import ride
+from tests.servers.ports import free_port
 
 LOCAL = ["--endpoint", "127.0.0.1", "--racer-id", "7", "--log-format", "json"]
 
@@ -62,7 +68,15 @@ def test_an_unknown_serial_device_is_one_line_and_exit_1(tmp_path: Path) -> None
     assert code == 1
     assert stderr.startswith("Error: serial device /dev/ttyNOPE does not exist")
     assert stderr.count("\n") == 1
-    assert '"level":"error"' in stdout
+    assert stdout == ""  # said once, on stderr: not again in the log
+
+
+def test_an_error_on_the_panel_is_said_once_on_stderr(tmp_path: Path) -> None:
+    args = ["--endpoint", "127.0.0.1", "--racer-id", "7", "--log-format", "panel"]
+    code, stdout, stderr = run([*args, "--sensor", "serial", "--device", "/dev/ttyNOPE"], tmp_path)
+    assert code == 1
+    assert "ttyNOPE" not in stdout
+    assert stderr.count("ttyNOPE") == 1 and stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize(
@@ -150,3 +164,72 @@ def test_a_peloton_map_whose_raw_values_go_down_is_one_line_and_exit_2(tmp_path:
         "Error: Invalid value for '--peloton-resistance-map': "
         "RAW must increase from point to point, not '0:0,800:60,400:100'"
     )
+
+
+def test_ride_and_provision_help_show_examples() -> None:
+    for command, example in [
+        ("ride", "alleycat ride --config /etc/alleycat/rider.toml --log-format json"),
+        ("provision", "alleycat provision --thing-name bike-17 --racer-id 17"),
+    ]:
+        result = CliRunner().invoke(cli, [command, "--help"], terminal_width=80)
+        assert result.exit_code == 0
+        assert "Examples:" in result.output
+        assert example in result.output
+        assert max(len(line) for line in result.output.splitlines()) <= 80
+
+
+def test_defaults_decided_by_the_config_read_like_click_defaults() -> None:
+    result = CliRunner().invoke(cli, ["ride", "--help"], terminal_width=200)
+    assert "Broker port.  [default: 8883, or 1883 without TLS; 1<=x<=65535]" in result.output
+    assert "Race length in seconds.  [default: 300; x>=1]" in result.output
+    assert "[8883" not in result.output
+
+
+def _help_texts(command: click.Command, path: str) -> Iterator[tuple[str, str]]:
+    for param in command.params:
+        if isinstance(param, click.Option) and param.help:
+            yield f"{path} {param.opts[0]}", param.help
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _help_texts(sub, f"{path} {name}")
+
+
+def test_no_option_writes_its_default_in_a_style_of_its_own() -> None:
+    """Every default reads ``[default: ...]``, as click writes it, never a bracket of our own."""
+    own_style = re.compile(r"\[[^\]]*\]\.?$")
+    found = [
+        (where, text)
+        for name in cli.list_commands(click.Context(cli))
+        if (command := cli.get_command(click.Context(cli), name)) is not None
+        for where, text in _help_texts(command, name)
+        if own_style.search(text)
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_ctrl_c_ends_the_ride_with_130_and_sigterm_with_0(
+    tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    """130 after the final lines, as shells expect of Ctrl-C; systemd's SIGTERM is a clean stop."""
+    port = free_port()  # nothing listens there: the agent rides offline, retrying
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alleycat", "ride", *LOCAL, "--port", str(port), "--qos", "0",
+         "--spool", str(tmp_path / "spool.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ,
+        "HOME": str(tmp_path)},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if json.loads(line)["message"] == "starting":
+                break
+        process.send_signal(sig)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    assert process.returncode == status
+    assert [json.loads(line)["message"] for line in stdout.splitlines()][-1] == "stopped"
+    assert stderr == ""
