@@ -9,6 +9,7 @@ option's click type, so a flag fails as a usage error before anything starts. ``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -58,18 +59,14 @@ class Bounds:
             or (low is not None and (number <= low if self.min_open else number < low))
             or (high is not None and number > high)
         ):
-            raise ValueError(f"must be {self.describe()}, not {value!r}")
+            # A number out of bounds, however it came: 0, not '0'.
+            shown = value.strip() if isinstance(value, str) else repr(value)
+            raise ValueError(f"must be {self.describe()}, not {shown}")
         return number
 
-    def click_type(self) -> click.IntRange | BoundedFloat:
+    def click_type(self) -> BoundedInt | BoundedFloat:
         """The click type of an option taking this setting."""
-        if self.integer:
-            return click.IntRange(
-                None if self.minimum is None else int(self.minimum),
-                None if self.maximum is None else int(self.maximum),
-                min_open=self.min_open,
-            )
-        return BoundedFloat(self)
+        return BoundedInt(self) if self.integer else BoundedFloat(self)
 
     def _number(self, value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -104,6 +101,40 @@ class BoundedFloat(click.FloatRange):
             return self.bounds.check(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class BoundedInt(click.IntRange):
+    """A click option type for a whole number within :class:`Bounds`.
+
+    Its messages read like the rest (``must be a whole number >= 1, not 'x'``), not click's
+    ``'x' is not a valid integer range``.
+
+    Args:
+        bounds: What the option accepts; ``integer`` is implied.
+    """
+
+    name = "integer"
+
+    def __init__(self, bounds: Bounds) -> None:
+        low, high = bounds.minimum, bounds.maximum
+        super().__init__(
+            None if low is None else int(low),
+            None if high is None else int(high),
+            min_open=bounds.min_open,
+        )
+        self.bounds = dataclasses.replace(bounds, integer=True)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Check ``value`` with the bounds; a usage error saying what is allowed otherwise."""
+        try:
+            return int(self.bounds.check(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def whole(minimum: int | None = None, maximum: int | None = None) -> BoundedInt:
+    """The click type of a whole-number option: ``type=whole(1, 6)``, ``type=whole(1)``."""
+    return BoundedInt(Bounds(minimum=minimum, maximum=maximum, integer=True))
 
 
 def finite(

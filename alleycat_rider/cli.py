@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from alleycat_rider.bounds import whole
 from alleycat_rider.config import (
     BOUNDS,
     LOG_FORMATS,
@@ -96,13 +97,11 @@ Examples:
     "--ca", type=_FILE, help="Trust this CA (PEM).", **default_in_help("the system's trust store")
 )
 @click.option("--client-id", help="MQTT client id.", **default_in_help("alleycat-RACER_ID"))
-@click.option("--racer-id", type=click.IntRange(min=0), help="The rider's racer id.")
+@click.option("--racer-id", type=whole(0), help="The rider's racer id.")
 @click.option(
     "--name", help="The rider's name, up to 8 characters.", **default_in_help("R<racer id>")
 )
-@click.option(
-    "--class-id", type=click.IntRange(1, 6), help="Exercise class.", **default_in_help("1")
-)
+@click.option("--class-id", type=whole(1, 6), help="Exercise class.", **default_in_help("1"))
 @click.option(
     "--race-seconds",
     type=BOUNDS["race_seconds"].click_type(),
@@ -115,7 +114,7 @@ Examples:
 )
 @click.option(
     "--qos",
-    type=click.IntRange(0, 1),
+    type=whole(0, 1),
     help="0: drop while offline; 1: spool.",
     **default_in_help("1"),
 )

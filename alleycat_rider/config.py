@@ -183,6 +183,16 @@ _KINDS: dict[str, tuple[Callable[[Any], Any], tuple[type, ...]]] = {
     "range": (parse_range, (str, list)),
     "point list": (parse_points, (str, list)),
 }
+#: Each kind as a message names it: "racer_id must be a whole number", never "a int".
+_KIND_NOUNS = {
+    "str": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "path": "a path",
+    "range": "a range",
+    "point list": "a point list",
+}
 #: Kinds whose values in the file go through their parser (the others are taken as they are).
 _PARSED_IN_FILE = ("float", "range", "point list")
 #: Every setting the agent reads, by its name in the file (``ALLEYCAT_`` + upper case in the
@@ -285,7 +295,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"unknown setting {key!r} in {path}; known settings: {known}")
         parse, allowed = _KINDS[kind]
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            raise ConfigError(f"{key} in {path} must be a {kind}, not {value!r}")
+            raise ConfigError(f"{key} in {path} must be {_KIND_NOUNS[kind]}, not {value!r}")
         if key in BOUNDS:
             settings[key] = _bounded(key, value, f"{key} in {path}")
         elif kind == "path":
@@ -295,7 +305,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             try:
                 settings[key] = parse(value)
             except ValueError as exc:
-                raise ConfigError(f"{key} in {path} must be a {kind}: {exc}") from exc
+                raise ConfigError(f"{key} in {path} must be {_KIND_NOUNS[kind]}: {exc}") from exc
         else:
             settings[key] = value
     return settings
@@ -319,7 +329,10 @@ def read_environment(env: Mapping[str, str]) -> dict[str, Any]:
         try:
             settings[key] = parse(env[variable])
         except ValueError as exc:
-            raise ConfigError(f"{variable} must be a {kind}: {exc}") from exc
+            noun = _KIND_NOUNS[kind]
+            if kind in ("range", "point list"):  # their parsers say what is wrong
+                raise ConfigError(f"{variable} must be {noun}: {exc}") from exc
+            raise ConfigError(f"{variable} must be {noun}, not {env[variable]!r}") from exc
     return settings
 
 
@@ -416,7 +429,7 @@ def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
             try:
                 settings[key] = _KINDS[kind][0](settings[key])
             except ValueError as exc:
-                raise ConfigError(f"{key} must be a {kind}: {exc}") from exc
+                raise ConfigError(f"{key} must be {_KIND_NOUNS[kind]}: {exc}") from exc
     cert = settings.get("cert")
     if (cert is None) != (settings.get("key") is None):
         raise ConfigError("mutual TLS needs both a certificate (--cert) and a key (--key)")

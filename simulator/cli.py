@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from alleycat_rider.bounds import finite
+from alleycat_rider.bounds import finite, whole
 from simulator import build
 from simulator.cli_options import StopSignal, aws_options, parse_moment
 from simulator.engine.aggregation import BatchingMode, parse_batching
@@ -51,35 +51,35 @@ def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> B
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--riders",
-    type=click.IntRange(min=1),
+    type=whole(1),
     default=1000,
     show_default=True,
     help="Virtual riders; each sends one message per second.",
 )
 @click.option(
     "--duration",
-    type=click.IntRange(min=1),
+    type=whole(1),
     default=300,
     show_default=True,
     help="Seconds of riding (300 is one race).",
 )
 @click.option(
     "--race-seconds",
-    type=click.IntRange(min=1),
+    type=whole(1),
     default=300,
     show_default=True,
     help="Race length; races follow each other without a pause.",
 )
 @click.option(
     "--classes",
-    type=click.IntRange(1, 6),
+    type=whole(1, 6),
     default=6,
     show_default=True,
     help="Deal riders over class ids 1..N.",
 )
 @click.option(
     "--phase-spread",
-    type=click.IntRange(0, 1000),
+    type=whole(0, 1000),
     default=1000,
     show_default=True,
     metavar="MS",
@@ -96,7 +96,7 @@ def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> B
 )
 @click.option(
     "--shards",
-    type=click.IntRange(min=1),
+    type=whole(1),
     default=4,
     show_default=True,
     help="Shards of the built-in stream (or of one made by --create-stream).",
@@ -113,7 +113,7 @@ def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> B
 )
 @click.option(
     "--max-in-flight",
-    type=click.IntRange(min=1),
+    type=whole(1),
     default=DEFAULT_MAX_IN_FLIGHT,
     show_default=True,
     help="PutRecords requests in flight at once (real streams).",
@@ -136,28 +136,28 @@ def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> B
 )
 @click.option(
     "--max-records",
-    type=click.IntRange(1, KINESIS_MAX_RECORDS),
+    type=whole(1, KINESIS_MAX_RECORDS),
     default=500,
     show_default=True,
     help="Records per PutRecords request.",
 )
 @click.option(
     "--max-request-bytes",
-    type=click.IntRange(1, KINESIS_MAX_REQUEST_BYTES),
+    type=whole(1, KINESIS_MAX_REQUEST_BYTES),
     default=5 * MIB,
     show_default=True,
     help="Bytes per PutRecords request.",
 )
 @click.option(
     "--max-record-bytes",
-    type=click.IntRange(1, KINESIS_MAX_RECORD_BYTES),
+    type=whole(1, KINESIS_MAX_RECORD_BYTES),
     default=MIB,
     show_default=True,
     help="Bytes per record, partition key included.",
 )
 @click.option(
     "--max-buffered",
-    type=click.IntRange(min=1),
+    type=whole(1),
     default=50_000,
     show_default=True,
     help="Records held at most; when full, generation waits for the stream.",

@@ -47,7 +47,42 @@ def test_a_usage_error_is_one_line_on_stderr_for_every_command(command: str) -> 
 def test_a_bad_value_is_one_line_without_the_usage_block() -> None:
     result = CliRunner().invoke(cli, ["simulate", "--riders", "0"])
     assert result.exit_code == 2
-    assert result.stderr == "Error: Invalid value for '--riders': 0 is not in the range x>=1.\n"
+    assert (
+        result.stderr == "Error: Invalid value for '--riders': must be a whole number >= 1, not 0\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["simulate", "--riders", "many"], "'--riders': must be a whole number >= 1, not 'many'"),
+        (["ride", "--port", "x"], "'--port': must be a whole number from 1 to 65535, not 'x'"),
+        (
+            ["compare", "--shards", "2000"],
+            "'--shards': must be a whole number from 1 to 1024, not 2000",
+        ),
+        (
+            ["stack", "--shards", "1.5"],
+            "'--shards': must be a whole number from 1 to 100, not '1.5'",
+        ),
+    ],
+)
+def test_a_whole_number_option_says_what_it_takes(args: list[str], message: str) -> None:
+    """Not click's "'x' is not a valid integer range."."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: Invalid value for {message}\n"
+
+
+def test_a_whole_number_environment_variable_says_what_it_takes(tmp_path: Path) -> None:
+    """Not "ALLEYCAT_RACER_ID must be a int: invalid literal for int() with base 10"."""
+    result = CliRunner().invoke(
+        cli,
+        ["ride", "--endpoint", "127.0.0.1"],
+        env={"ALLEYCAT_RACER_ID": "seven", "HOME": str(tmp_path)},
+    )
+    assert result.exit_code == 2
+    assert result.stderr == "Error: ALLEYCAT_RACER_ID must be a whole number, not 'seven'\n"
 
 
 def test_the_root_usage_error_is_one_line() -> None:

@@ -11,6 +11,7 @@ from types import FrameType
 
 import click
 
+from alleycat_rider.bounds import whole
 from alleycat_rider.errors import AlleycatError, ConfigError
 from alleycat_rider.iot.broker import DEFAULT_PORT, LOCALHOST, MosquittoBroker
 from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, DevPki, make_dev_pki, validate_client_id
@@ -127,7 +128,7 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 @dir_option
 @click.option(
     "--port",
-    type=click.IntRange(1, 65535),
+    type=whole(1, 65535),
     default=DEFAULT_PORT,
     show_default=True,
     help="Port to listen on (127.0.0.1 only).",
@@ -141,7 +142,7 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 )
 @click.option(
     "--racer-id",
-    type=click.IntRange(min=0),
+    type=whole(0),
     default=100,
     show_default=True,
     help="Racer id for the printed `alleycat ride` command.",

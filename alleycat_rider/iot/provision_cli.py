@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from alleycat_rider.bounds import whole
 from alleycat_rider.config import endpoint_url_param
 from alleycat_rider.errors import ConfigError
 from alleycat_rider.iot.certs_cli import one_line_errors
@@ -101,7 +102,7 @@ Examples:
     callback=_topic,
     help="The only topic the bike may subscribe to.",
 )
-@click.option("--racer-id", type=click.IntRange(min=0), help="Put this racer id in rider.toml.")
+@click.option("--racer-id", type=whole(0), help="Put this racer id in rider.toml.")
 @click.option(
     "--rotate",
     is_flag=True,

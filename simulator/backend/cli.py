@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from alleycat_rider.bounds import finite
+from alleycat_rider.bounds import finite, whole
 from alleycat_rider.errors import AlleycatError
 from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR
 from alleycat_rider.options import default_in_help
@@ -161,9 +161,7 @@ Examples:
 @click.option("--stream", default=DEFAULT_STREAM, show_default=True, help="Kinesis stream.")
 @aws_options
 @click.option("--create-stream", is_flag=True, help="Create the stream if it does not exist.")
-@click.option(
-    "--shards", type=click.IntRange(1, 500), default=1, show_default=True, help="Of a new stream."
-)
+@click.option("--shards", type=whole(1, 500), default=1, show_default=True, help="Of a new stream.")
 @click.option(
     "--partition-key",
     default=DEFAULT_KEY_TEMPLATE,
@@ -413,8 +411,8 @@ Examples:
 
 
 @click.command(epilog=EXAMPLES_STACK)
-@click.option("--mqtt-port", type=click.IntRange(1, 65535), default=8883, show_default=True)
-@click.option("--kinesis-port", type=click.IntRange(1, 65535), default=4567, show_default=True)
+@click.option("--mqtt-port", type=whole(1, 65535), default=8883, show_default=True)
+@click.option("--kinesis-port", type=whole(1, 65535), default=4567, show_default=True)
 @click.option(
     "--kinesis",
     type=click.Choice(["moto", "kinesalite"]),
@@ -423,7 +421,7 @@ Examples:
     help="The local Kinesis server: moto's (pip) or kinesalite (npm, needs Node.js).",
 )
 @click.option("--stream", default=DEFAULT_STREAM, show_default=True, help="The stream to make.")
-@click.option("--shards", type=click.IntRange(1, 100), default=1, show_default=True)
+@click.option("--shards", type=whole(1, 100), default=1, show_default=True)
 @click.option(
     "--certs",
     type=click.Path(file_okay=False, path_type=Path),

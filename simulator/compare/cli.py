@@ -16,7 +16,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from alleycat_rider.bounds import finite
+from alleycat_rider.bounds import finite, whole
 from simulator.backend.template import KeyTemplate, TemplateError
 from simulator.compare.costs import DEFAULT_PRICES, Prices
 from simulator.compare.ingest import (
@@ -97,15 +97,15 @@ def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--riders", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--riders", type=whole(1), default=1000, show_default=True,
               help="Virtual riders, one message a second each.")  # fmt: skip
-@click.option("--shards", type=click.IntRange(1, 1024), default=4, show_default=True,
+@click.option("--shards", type=whole(1, 1024), default=4, show_default=True,
               help="Shards of the built-in stream.")  # fmt: skip
-@click.option("--duration", type=click.IntRange(min=1), default=300, show_default=True,
+@click.option("--duration", type=whole(1), default=300, show_default=True,
               help="Seconds of riding (virtual time).")  # fmt: skip
-@click.option("--classes", type=click.IntRange(1, 6), default=6, show_default=True,
+@click.option("--classes", type=whole(1, 6), default=6, show_default=True,
               help="Deal riders over class ids 1..N.")  # fmt: skip
-@click.option("--phase-spread", type=click.IntRange(0, 1000), default=1000, show_default=True,
+@click.option("--phase-spread", type=whole(0, 1000), default=1000, show_default=True,
               metavar="MS", help="Spread riders' send times over this part of each second "
               "(0 = synchronised riders, all on the whole second).")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True, help="The workload's seed.")
@@ -120,7 +120,7 @@ def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
               help="The strategy batching modes are compared with.")  # fmt: skip
 @click.option("--format", "output", type=click.Choice(["table", "json", "csv"]),
               default="table", show_default=True, help="Output format.")  # fmt: skip
-@click.option("--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--jobs", type=whole(0), default=0, show_default=True,
               help="Processes to run in; 0: one per CPU.")  # fmt: skip
 @_price("shard-hour", DEFAULT_PRICES.shard_hour, "Provisioned: per shard-hour.")
 @_price("put-units", DEFAULT_PRICES.put_units_million, "Provisioned: per million PUT units.")
@@ -131,7 +131,7 @@ def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
               "Core's rule, one PutRecord per message); e.g. sdk,iot-rule.")  # fmt: skip
 @click.option("--rule-key", default="${timestamp()}", show_default=True,
               help="--ingest iot-rule: the rule's partition-key template.")  # fmt: skip
-@click.option("--rule-delay-ms", type=click.IntRange(0, 60_000), default=20, show_default=True,
+@click.option("--rule-delay-ms", type=whole(0, 60_000), default=20, show_default=True,
               help="--ingest iot-rule: publish to the rule's put, in ms.")  # fmt: skip
 @click.option("--error-action/--no-error-action", default=False, show_default=True,
               help="--ingest iot-rule: whether throttled records go to an error action "

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from alleycat_rider.bounds import finite
+from alleycat_rider.bounds import finite, whole
 from alleycat_rider.config import is_loopback
 from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, device_paths
 from alleycat_rider.mqtt import MqttSettings, check_credentials
@@ -36,7 +36,7 @@ def broker_options(cert_name: str, *, prefix: str = "", client_id: bool = True) 
             show_default=True,
             help=f"{prefix}The MQTT broker (an AWS IoT data endpoint, or `alleycat stack`'s).",
         ),
-        click.option("--mqtt-port", type=click.IntRange(1, 65535), default=8883, show_default=True),
+        click.option("--mqtt-port", type=whole(1, 65535), default=8883, show_default=True),
         click.option(
             "--cert",
             type=click.Path(dir_okay=False, path_type=Path),
@@ -102,9 +102,7 @@ def mqtt_fleet_options(command: F) -> F:
             "connection to a broker (IoT Core, or `alleycat stack`), as real bikes.",
         ),
         broker_options(FLEET_CERT_NAME, prefix="--via mqtt: ", client_id=False),
-        click.option(
-            "--qos", type=click.IntRange(0, 1), default=1, show_default=True, help="--via mqtt."
-        ),
+        click.option("--qos", type=whole(0, 1), default=1, show_default=True, help="--via mqtt."),
         click.option("--topic", default="alleycat-publish", show_default=True, help="--via mqtt."),
         click.option(
             "--client-id-prefix",
