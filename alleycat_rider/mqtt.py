@@ -231,19 +231,50 @@ def check_credentials(settings: MqttSettings) -> None:
         _read_pem(settings.ca, "CA certificate", "--ca", ("CERTIFICATE",))
 
 
+def make_tls_context(settings: MqttSettings) -> Any:
+    """A mutual-TLS context for ``settings``' certificate, key and CA (ALPN on port 443).
+
+    Raises:
+        CertificateError: the certificate, key and CA cannot be used together.
+    """
+    from awscrt import io
+
+    check_credentials(settings)
+    try:
+        options = io.TlsContextOptions.create_client_with_mtls_from_path(
+            str(settings.cert), str(settings.key)
+        )
+        if settings.ca is not None:
+            options.override_default_trust_store_from_path(None, str(settings.ca))
+        if settings.port == 443 and io.is_alpn_available():
+            options.alpn_list = ["x-amzn-mqtt-ca"]  # IoT Core's MQTT over 443
+        return io.ClientTlsContext(options)
+    except RuntimeError as exc:
+        raise CertificateError(
+            f"cannot use the device certificate {settings.cert} with the key {settings.key}"
+            f" and CA {settings.ca or '(system trust store)'}: do they belong together? "
+            f"({exc})"
+        ) from exc
+
+
 class MqttLink:
     """One MQTT 5 connection that reconnects by itself; results arrive as events.
 
     Args:
         settings: Where and how to connect.
         sink: Called (from SDK threads) with every :data:`LinkEvent`; must not block.
+        tls_context: A TLS context from :func:`tls_context` to share with other links of the
+            same certificate (a fleet): one context loads the key and the trust store once,
+            where each link would otherwise hold its own copy. Made from ``settings`` if None.
 
     Raises:
         CertificateError: the certificate, key or CA cannot be used.
         PublishError: the client cannot be built.
     """
 
-    def __init__(self, settings: MqttSettings, sink: EventSink) -> None:
+    def __init__(
+        self, settings: MqttSettings, sink: EventSink, *, tls_context: Any | None = None
+    ) -> None:
         # Imported here: the SDK costs ~10 MB, and only a running agent needs it.
         from awscrt import mqtt5
 
@@ -272,41 +303,31 @@ class MqttLink:
             "on_lifecycle_disconnection": self._on_disconnection,
             "on_lifecycle_stopped": lambda _data: self._stopped.set(),
         }
-        try:
-            self._client = self._build(options, callbacks)
-        except RuntimeError as exc:
-            raise CertificateError(
-                f"cannot use the device certificate {settings.cert} with the key {settings.key}"
-                f" and CA {settings.ca or '(system trust store)'}: do they belong together? "
-                f"({exc})"
-            ) from exc
+        if settings.cert is not None and tls_context is None:
+            tls_context = make_tls_context(settings)
+        self._client = self._build(options, callbacks, tls_context)
 
-    def _build(self, options: dict[str, Any], callbacks: dict[str, Any]) -> Any:
+    def _build(
+        self, options: dict[str, Any], callbacks: dict[str, Any], tls_context: Any | None
+    ) -> Any:
+        """The client, as the IoT SDK's ``mqtt5_client_builder`` makes it (IoT Core's limits
+        checked, no SDK metrics in the user name), on a TLS context of our choosing."""
         settings = self.settings
         mqtt5 = self._mqtt5
-        if settings.cert is not None:
-            from awsiot import mqtt5_client_builder
-
-            return mqtt5_client_builder.mtls_from_path(
-                endpoint=settings.endpoint,
-                port=settings.port,
-                cert_filepath=str(settings.cert),
-                pri_key_filepath=str(settings.key),
-                ca_filepath=None if settings.ca is None else str(settings.ca),
-                client_id=settings.client_id,
-                enable_metrics_collection=False,
-                **options,
-                **callbacks,
-            )
         connect = mqtt5.ConnectPacket(
             client_id=settings.client_id,
             keep_alive_interval_sec=options.pop("keep_alive_interval_sec"),
         )
+        flow = mqtt5.ExtendedValidationAndFlowControlOptions
         return mqtt5.Client(
             mqtt5.ClientOptions(
                 host_name=settings.endpoint,
                 port=settings.port,
+                tls_ctx=tls_context,
                 connect_options=connect,
+                extended_validation_and_flow_control_options=(
+                    flow.AWS_IOT_CORE_DEFAULTS if tls_context is not None else flow.NONE
+                ),
                 disable_metrics=True,
                 on_publish_callback_fn=callbacks["on_publish_received"],
                 on_lifecycle_event_connection_success_fn=callbacks[

@@ -37,6 +37,7 @@ from alleycat_rider.mqtt import (
     MqttLink,
     MqttSettings,
     PublishDone,
+    make_tls_context,
 )
 from simulator.engine.batching import Record
 from simulator.engine.fleet import FIRST_RACER_ID, Fleet
@@ -110,7 +111,12 @@ class MqttFleet:
         options: Where and how to publish.
         monotonic: The clock for rates.
         wall: Epoch seconds, the fleet's schedule.
-        make_link: Builds a connection (injectable for tests of the bookkeeping).
+        make_link: Builds a connection (injectable for tests of the bookkeeping); by default
+            an :class:`MqttLink` on one TLS context shared by every rider (the fleet's one
+            certificate: its key and trust store loaded once, not once per connection).
+
+    Raises:
+        CertificateError: the fleet's certificate, key or CA cannot be used.
     """
 
     def __init__(
@@ -120,8 +126,14 @@ class MqttFleet:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        make_link: Callable[[MqttSettings, Callable[[LinkEvent], None]], MqttLink] = MqttLink,
+        make_link: Callable[[MqttSettings, Callable[[LinkEvent], None]], MqttLink] | None = None,
     ) -> None:
+        if make_link is None:
+            shared = None if options.settings.cert is None else make_tls_context(options.settings)
+
+            def make_link(settings: MqttSettings, sink: Callable[[LinkEvent], None]) -> MqttLink:
+                return MqttLink(settings, sink, tls_context=shared)
+
         self.fleet = fleet
         self.options = options
         self._monotonic = monotonic
