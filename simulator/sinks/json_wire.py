@@ -2,10 +2,11 @@
 
 For a 500-record PutRecords request, botocore spends about 70% of the client's CPU walking its
 service model: 40% serializing the entries shape by shape, 30% parsing the 500 results back
-(``benchmarks/locust_throughput.py`` measured). The request is plain JSON (the Kinesis
-``x-amz-json-1.1`` protocol), so :class:`PutRecordsWire` builds it with :func:`json.dumps`
-and reads the answer with :func:`json.loads`, both in C, and leaves the rest to botocore:
-credentials and their refresh (:class:`botocore.credentials.Credentials`), Signature Version 4
+(measured with cProfile on a bare loop). The request is plain JSON (the Kinesis
+``x-amz-json-1.1`` protocol), so :class:`PutRecordsWire` writes it as bytes (each entry's data in
+base64, keys as JSON strings) and reads the answer with :func:`json.loads`, and leaves the rest
+to botocore: credentials and their refresh (:class:`botocore.credentials.Credentials`),
+Signature Version 4
 (:class:`botocore.auth.SigV4Auth`), connection pooling, TLS, proxies and timeouts
 (:class:`botocore.httpsession.URLLib3Session`). Its failures are botocore's own exceptions (a
 :class:`~botocore.exceptions.ClientError` built from the error body, as botocore's parser builds
@@ -16,7 +17,7 @@ Every other call (describe, list shards, create, read) stays on the boto3 client
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
 import os
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ class PutRecordsWire:
         self._region = client.meta.region_name
         self._credentials = credentials
         self._stream = stream
+        self._head = b'{"StreamName":' + _text(stream) + b',"Records":['
         self._http = URLLib3Session(
             verify=os.environ.get("AWS_CA_BUNDLE") or True,
             proxies=get_environ_proxies(self._url),
@@ -74,20 +76,7 @@ class PutRecordsWire:
             botocore.exceptions.BotoCoreError: Not sent, or no answer (a connection, a timeout).
             botocore.exceptions.ClientError: The service answered with an error.
         """
-        b64 = base64.b64encode
-        entries = [
-            {"Data": b64(r.data).decode(), "PartitionKey": r.partition_key}
-            if r.explicit_hash_key is None
-            else {
-                "Data": b64(r.data).decode(),
-                "PartitionKey": r.partition_key,
-                "ExplicitHashKey": r.explicit_hash_key,
-            }
-            for r in records
-        ]
-        body = json.dumps(
-            {"StreamName": self._stream, "Records": entries}, separators=(",", ":")
-        ).encode()
+        body = b"".join([self._head, b",".join([_entry(r) for r in records]), b"]}"])
         request = AWSRequest(
             method="POST",
             url=self._url,
@@ -107,6 +96,22 @@ class PutRecordsWire:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _entry(record: Record) -> bytes:
+    """One entry of the request body: ``{"Data":"<base64>","PartitionKey":"..."}``."""
+    entry = b'{"Data":"' + binascii.b2a_base64(record.data, newline=False)
+    entry += b'","PartitionKey":' + _text(record.partition_key)
+    if record.explicit_hash_key is not None:
+        entry += b',"ExplicitHashKey":' + _text(record.explicit_hash_key)
+    return entry + b"}"
+
+
+def _text(text: str) -> bytes:
+    """``text`` as a JSON string; letters and digits need no escaping (most keys)."""
+    if text.isascii() and text.isalnum():
+        return b'"' + text.encode() + b'"'
+    return json.dumps(text).encode()
 
 
 def error_from_answer(status: int, content: bytes, headers: Any) -> ClientError:

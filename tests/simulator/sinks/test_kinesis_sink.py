@@ -297,3 +297,20 @@ def test_an_error_answer_becomes_theerror_from_answer_botocore_would_raise(
     assert error.response["Error"] == {"Code": code, "Message": message}
     assert error.response["ResponseMetadata"]["HTTPStatusCode"] == status
     assert error.operation_name == "PutRecords"
+
+
+@pytest.mark.parametrize("key", ["12345", "bike 1", 'a"b\\c', "élan", "\u2028"])
+def test_every_partition_key_and_byte_arrives_as_sent(
+    key, kinesis_server, kinesis_client, stream_name
+):
+    create_stream(kinesis_client, stream_name, 1)
+    sent = [Record(bytes(range(256)), key, None, 0.0), Record(b"", key, str(2**127), 0.0)]
+    sink = KinesisSink.open(options(kinesis_server, stream_name))
+    try:
+        outcome = sink.put_records(sent, now=0.0)
+    finally:
+        sink.close()
+    assert outcome.failed_record_count == 0
+    reader = ShardReader(kinesis_client, stream_name)
+    read = [r for s in list_shards(kinesis_client, stream_name) for r in reader.records(s)]
+    assert [(r.data, r.partition_key) for r in read] == [(s.data, key) for s in sent]
