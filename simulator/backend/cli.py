@@ -18,6 +18,7 @@ from alleycat_rider.bounds import finite, whole
 from alleycat_rider.errors import AlleycatError
 from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR
 from alleycat_rider.options import default_in_help
+from alleycat_rider.plural import counted
 from simulator.backend.rule import (
     DEFAULT_RETRY_FOR,
     DEFAULT_RULE_NAME,
@@ -113,7 +114,7 @@ def _client_map_from_iot(o: dict[str, Any]) -> dict[str, int]:
             "no IoT thing has a racerId attribute: provision the bikes with "
             "`alleycat provision --racer-id`, or pass --client-map"
         )
-    say(f"standings: {len(racers):,} bikes and their racers from IoT")
+    say(f"standings: {counted(len(racers), 'bike')} and their racers from IoT")
     return racers
 
 
@@ -584,5 +585,5 @@ def _stack_line(status: dict[str, Any]) -> str:
         f"{rule_counts['error_action']:,}, pending {rule_counts['pending']:,} | standings: "
         f"{report['messages']:,} read, {report['duplicates']:,} duplicates, "
         f"{report['rejected']:,} rejected, {report['published']:,} published, "
-        f"{report['races']} races, lag {report['lag_ms']:,} ms"
+        f"{counted(report['races'], 'race')}, lag {report['lag_ms']:,} ms"
     )

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from alleycat_rider.bounds import finite, whole
+from alleycat_rider.plural import counted
 from simulator.backend.template import KeyTemplate, TemplateError
 from simulator.compare.costs import DEFAULT_PRICES, Prices
 from simulator.compare.ingest import (
@@ -349,8 +350,9 @@ def render_ingest(
         "dim",
     )
     ran = (
-        f"Ran {len(runs)} paths × {workload.riders:,} riders × {workload.duration:,} s on "
-        f"{workload.shards} shards, seed {workload.seed}, in {wall:.1f} s."
+        f"Ran {counted(len(runs), 'path')} × {counted(workload.riders, 'rider')} × "
+        f"{workload.duration:,} s on {counted(workload.shards, 'shard')}, seed {workload.seed}, "
+        f"in {wall:.1f} s."
     )
     return Group(
         table, verdicts, Text(""), note,
@@ -422,11 +424,12 @@ def render_comparison(
                 "yellow",
             )
         )
-    what = f"{len(comparison.runs)} {'modes' if batching else 'strategies'}"
+    runs = len(comparison.runs)
+    what = counted(runs, "mode") if batching else counted(runs, "strategy", "strategies")
     ran = (
-        f"{what} × {w.riders:,} riders × {w.duration:,} s ({messages:,} messages each) on "
-        f"{w.shards} shards, seed {w.seed}, in {comparison.processes} "
-        f"process{'es' if comparison.processes > 1 else ''}"
+        f"{what} × {counted(w.riders, 'rider')} × {w.duration:,} s "
+        f"({counted(messages, 'message')} each) on {counted(w.shards, 'shard')}, seed {w.seed}, "
+        f"in {counted(comparison.processes, 'process', 'processes')}"
     )
     parts.append(Text(f"Ran {ran}" + (f" in {wall:.1f} s." if wall is not None else "."), "dim"))
     return Group(*parts)
