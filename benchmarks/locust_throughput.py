@@ -4,6 +4,7 @@ Starts :mod:`benchmarks.accept_all_kinesis` as its own process, then measures:
 
 - a bare boto3 loop: ``put_records`` of 500 prepared records (the fleet's own messages), one
   request after another, for ``--seconds``;
+- the same loop through the simulator's sink (:mod:`simulator.sinks.json_wire`);
 - ``alleycat locust --headless --processes N`` for N = 1 and 2, offered ``--riders`` riders per
   worker (more than a worker can carry, so generation waits on the producer and the rate is the
   worker's capacity), ``--riders-per-user`` riders per Locust user, for ``--seconds``; its rate
@@ -37,6 +38,8 @@ from simulator.engine.clock import VirtualClock
 from simulator.engine.fleet import FleetConfig
 from simulator.engine.runner import Simulation, SimulationConfig
 from simulator.engine.shards import LocalStream
+from simulator.sinks.kinesis import KinesisSink
+from simulator.sinks.options import SinkOptions
 from tests.servers.ports import wait_for_port
 
 #: The AWS Kinesis Locust sample's reported rate per core (about 15,000 events/s on 4 vCPUs).
@@ -71,6 +74,21 @@ def bare_loop(endpoint: str, seconds: float) -> float:
         sent += len(response["Records"]) - response["FailedRecordCount"]
     rate = sent / (time.perf_counter() - started)
     client.close()
+    return rate
+
+
+def wire_loop(endpoint: str, seconds: float) -> float:
+    """Records/s of the same calls through the simulator's sink (its PutRecords wire)."""
+    os.environ.update(ENV)
+    sink = KinesisSink.open(SinkOptions(stream="bench", endpoint_url=endpoint))
+    records = fleet_records(500)
+    sent = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        outcome = sink.put_records(records, 0.0)
+        sent += len(records) - outcome.failed_record_count
+    rate = sent / (time.perf_counter() - started)
+    sink.close()
     return rate
 
 
@@ -115,6 +133,11 @@ def main() -> None:
         print(f"simulator build: {simulator_build()}")
         bare = bare_loop(endpoint, args.seconds)
         print(f"bare boto3 loop, 500 records a request: {bare:,.0f} records/s")
+        wire = wire_loop(endpoint, args.seconds)
+        print(
+            f"the sink's PutRecords wire, the same loop: {wire:,.0f} records/s "
+            f"({wire / bare:.2f}x the bare loop)"
+        )
         rates = {}
         for processes in (1, 2):
             s = locust_run(endpoint, processes, args.riders, args.riders_per_user, args.seconds)

@@ -30,7 +30,7 @@ from botocore.config import Config
 from simulator.engine.batching import Record
 from simulator.engine.sink import PutRecordsOutcome, Shard, StreamDescription
 from simulator.errors import FatalSinkError
-from simulator.sinks.json_wire import PutRecordsWire
+from simulator.sinks.json_wire import MismatchedAnswer, PutRecordsWire, outcome_from_answer
 from simulator.sinks.kinesis_errors import BotoCoreError, ClientError, translate_error
 from simulator.sinks.options import SinkOptions
 
@@ -398,33 +398,16 @@ class KinesisSink:
         """
         try:
             if self._wire is not None:
-                response = self._wire.put_records(records)
-            else:
-                response = self._client.put_records(StreamName=self.name, Records=_entries(records))
+                return self._wire.put_records(records)
+            answer = self._client.put_records(StreamName=self.name, Records=_entries(records))
+            return outcome_from_answer(answer, len(records))
         except (BotoCoreError, ClientError) as exc:
             raise translate_error(exc, stream=self.name, endpoint=self.endpoint) from exc
-        results = response["Records"]
-        if len(results) != len(records):
+        except MismatchedAnswer as exc:
             raise FatalSinkError(
-                f"{self.endpoint} answered {len(records)} records with {len(results)} results: "
+                f"{self.endpoint} answered {len(records)} records with {exc.results} results: "
                 "not a Kinesis-compatible endpoint?"
-            )
-        failed = int(response.get("FailedRecordCount", 0) or 0)
-        if not failed:
-            return PutRecordsOutcome(
-                failed_record_count=0,
-                shard_ids=[r["ShardId"] for r in results],
-                sequence_numbers=[r["SequenceNumber"] for r in results],
-                error_codes=[None] * len(results),
-            )
-        return PutRecordsOutcome(
-            failed_record_count=sum(1 for r in results if "ErrorCode" in r),
-            shard_ids=[r.get("ShardId") if "ErrorCode" not in r else None for r in results],
-            sequence_numbers=[
-                r.get("SequenceNumber") if "ErrorCode" not in r else None for r in results
-            ],
-            error_codes=[r.get("ErrorCode") for r in results],
-        )
+            ) from None
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -18,7 +18,12 @@ from simulator.engine.dispatch import ThreadedDispatcher
 from simulator.engine.shards import ShardRouter, split_hash_space
 from simulator.errors import FatalSinkError, RetryableSinkError
 from simulator.sinks import SinkOptions
-from simulator.sinks.json_wire import error_from_answer
+from simulator.sinks.json_wire import (
+    MismatchedAnswer,
+    error_from_answer,
+    outcome_from_answer,
+    outcome_from_body,
+)
 from simulator.sinks.kinesis import KinesisSink, list_shards, make_client
 from simulator.verify.cli import ShardReader
 from tests.servers.kinesis import create_stream
@@ -314,3 +319,26 @@ def test_every_partition_key_and_byte_arrives_as_sent(
     reader = ShardReader(kinesis_client, stream_name)
     read = [r for s in list_shards(kinesis_client, stream_name) for r in reader.records(s)]
     assert [(r.data, r.partition_key) for r in read] == [(s.data, key) for s in sent]
+
+
+def test_an_answer_read_from_its_body_is_the_answer_the_json_module_reads():
+    accepted = (
+        b'{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1","ShardId":"shardId-1"},'
+        b'{"ShardId":"shardId-2", "SequenceNumber" : "2"}]}'
+    )
+    outcome = outcome_from_body(accepted, 2)
+    assert outcome == outcome_from_answer(json.loads(accepted), 2)
+    assert outcome.shard_ids == ["shardId-1", "shardId-2"]
+    assert outcome.sequence_numbers == ["1", "2"]
+
+    partly = (
+        b'{"FailedRecordCount":1,"Records":[{"SequenceNumber":"1","ShardId":"shardId-1"},'
+        b'{"ErrorCode":"ProvisionedThroughputExceededException","ErrorMessage":"Rate exceeded"}]}'
+    )
+    outcome = outcome_from_body(partly, 2)
+    assert outcome.failed_record_count == 1
+    assert outcome.error_codes == [None, "ProvisionedThroughputExceededException"]
+    assert outcome.shard_ids == ["shardId-1", None]
+
+    with pytest.raises(MismatchedAnswer):
+        outcome_from_body(accepted, 3)
