@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from alleycat_rider.core.standings import Standings
+from alleycat_rider.plural import counted
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -79,7 +80,7 @@ def standings_text(standings: Standings | None) -> str:
     if standings is None:
         return "no results yet"
     if standings.place is None:
-        return f"not placed yet, {standings.riders} riders"
+        return f"not placed yet, {counted(standings.riders, 'rider')}"
     place = standings.place
     suffix = "th" if 10 <= place % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(place % 10, "th")
     return f"{place}{suffix} of {standings.riders} (leader {_fmt(standings.leader_output)})"

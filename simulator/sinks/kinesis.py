@@ -27,6 +27,7 @@ from typing import Any, TextIO
 import boto3
 from botocore.config import Config
 
+from alleycat_rider.plural import counted
 from simulator.engine.batching import Record
 from simulator.engine.sink import PutRecordsOutcome, Shard, StreamDescription
 from simulator.errors import FatalSinkError
@@ -241,7 +242,8 @@ class StreamOpener:
                     return lost_answer
                 if code == "LimitExceededException" and "rate exceeded" not in message.lower():
                     raise FatalSinkError(
-                        f"cannot create stream {self._stream!r} with {shard_count} shards: "
+                        f"cannot create stream {self._stream!r} with "
+                        f"{counted(shard_count, 'shard')}: "
                         f"{message or 'shard limit reached'} (ask for fewer --shards "
                         "or a higher shard quota)"
                     ) from exc
@@ -250,7 +252,7 @@ class StreamOpener:
                 lost_answer = True  # the request may have reached the server
                 self._retry_or_raise(exc, attempt)
             else:
-                self.say(f"creating stream {self._stream!r} with {shard_count} shards")
+                self.say(f"creating stream {self._stream!r} with {counted(shard_count, 'shard')}")
                 return True
         raise AssertionError("unreachable")
 
@@ -366,7 +368,8 @@ class KinesisSink:
             shards = opener.shards()
             if options.create_stream and not created and len(shards) != options.shards:
                 opener.say(
-                    f"stream {options.stream!r} already exists with {len(shards)} open shards: "
+                    f"stream {options.stream!r} already exists with "
+                    f"{counted(len(shards), 'open shard')}: "
                     f"writing to those (--shards {options.shards} applies to a new stream)"
                 )
         except BaseException:

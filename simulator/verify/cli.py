@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from alleycat_rider.plural import counted
 from simulator.cli_options import aws_options, parse_moment
 from simulator.engine.keys import PartitionKeyStrategy
 from simulator.engine.sink import Shard
@@ -148,7 +149,8 @@ def verify_stream(
         before = verifier.records
         verifier.add_all(reader.records(shard))
         if progress:
-            print(f"read {shard.shard_id}: {verifier.records - before:,} records", file=sys.stderr)
+            read = counted(verifier.records - before, "record")
+            print(f"read {shard.shard_id}: {read}", file=sys.stderr)
     return verifier.report()
 
 

@@ -74,6 +74,7 @@ def test_places_read_as_ordinals() -> None:
     assert standings_text(standings(11)).startswith("11th of")
     assert standings_text(standings(22)).startswith("22nd of")
     assert standings_text(standings(None, riders=5)) == "not placed yet, 5 riders"
+    assert standings_text(standings(None, riders=1)) == "not placed yet, 1 rider"
 
 
 def test_a_json_log_line_has_timestamp_level_service_message_and_fields() -> None:

@@ -342,3 +342,11 @@ def test_an_answer_read_from_its_body_is_the_answer_the_json_module_reads():
 
     with pytest.raises(MismatchedAnswer):
         outcome_from_body(accepted, 3)
+
+
+def test_creating_a_one_shard_stream_says_1_shard(kinesis_server, stream_name):
+    progress = io.StringIO()
+    KinesisSink.open(
+        options(kinesis_server, stream_name, create_stream=True, shards=1), progress=progress
+    ).close()
+    assert f"creating stream '{stream_name}' with 1 shard\n" in progress.getvalue()
