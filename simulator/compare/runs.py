@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import cast
@@ -102,9 +103,13 @@ def run_one(
     threshold = gc.get_threshold()
     gc.set_threshold(200_000, 50, 100)
     try:
-        stats = simulation.run().stats
+        result = simulation.run()
     finally:
         gc.set_threshold(*threshold)
+    if result.interrupted:
+        # Ctrl-C: a strategy cut short cannot be compared with the others, so stop them all.
+        raise KeyboardInterrupt
+    stats = result.stats
     return _figures(strategy, mode, stats, stream, stage, w, prices)
 
 
@@ -259,6 +264,10 @@ def run_all(
             if isinstance(figures, str):
                 raise SimulatorError(f"a comparison run failed: {figures}")
             results[index] = figures
+    except KeyboardInterrupt:
+        for worker in workers:  # their figures would be of runs cut short
+            worker.terminate()
+        raise
     finally:
         for feed in feeds:
             feed.cancel_join_thread()  # a worker that stopped early leaves its feed unread
@@ -277,6 +286,7 @@ def _worker(
     prices: Prices,
 ) -> None:
     """A worker process: replay the workload as it arrives, for each job it takes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     recorded = RecordedWorkload(workload, lambda: cast(Chunk, pickle.loads(feed.get())))
     while (item := todo.get()) is not None:
         index, (strategy, mode) = item
