@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import signal
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,6 +158,7 @@ def broker(directory: Path, port: int, client_id: str, racer_id: int) -> None:
         pki = make_dev_pki(directory, [client_id])
         mosquitto = MosquittoBroker(pki, port=port)
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        interrupted = False
         try:
             mosquitto.start()
             click.echo(f"mosquitto listens on {LOCALHOST}:{port} with mutual TLS ({directory}).")
@@ -165,8 +167,11 @@ def broker(directory: Path, port: int, client_id: str, racer_id: int) -> None:
             click.echo("Press Ctrl-C to stop.", err=True)
             status = mosquitto.wait()
             raise click.ClickException(f"mosquitto exited by itself with status {status}")
-        except (KeyboardInterrupt, _Terminated):
+        except (KeyboardInterrupt, _Terminated) as stop:
             click.echo("Broker stopped.", err=True)
+            interrupted = isinstance(stop, KeyboardInterrupt)
         finally:
             mosquitto.stop()
             signal.signal(signal.SIGTERM, previous)
+    if interrupted:
+        sys.exit(130)  # Ctrl-C, as shells expect; SIGTERM (a service stopped) is 0
