@@ -320,6 +320,8 @@ def simulate(
     # A run stopped early (Ctrl-C, an error) rode fewer seconds than --duration: whole seconds
     # every rider finished.
     summary["ridden_seconds"] = min(duration, simulation.batching.messages // riders)
+    if stopped_by.signum is not None:
+        summary["stopped_by"] = signal.Signals(stopped_by.signum).name  # SIGINT or SIGTERM
     if as_json:
         click.echo(json.dumps(summary))
     else:

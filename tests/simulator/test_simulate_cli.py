@@ -142,7 +142,7 @@ def test_ctrl_c_drains_reports_what_ran_then_exits_130():
     assert process.returncode == 130  # after the summary, as shells expect of Ctrl-C
     assert "stopping" in stderr
     summary = json.loads(stdout)
-    assert summary["interrupted"] is True
+    assert summary["interrupted"] is True and summary["stopped_by"] == "SIGINT"
     assert 0 < summary["generated"] < 200 * 300
     assert summary["delivered"] + summary["dropped"] == summary["generated"]
     # The seconds every rider rode before the stop, not the --duration asked for.

@@ -99,3 +99,16 @@ def test_a_single_packed_record_is_not_plural():
     summary = json.loads(_simulate("--json").stdout)
     summary.update(batching="kpl", generated=1, messages_generated=1)
     assert _value(_rendered(summary), "generated") == "1 record (1 ride message, kpl)"
+
+
+def test_a_run_stopped_early_says_which_signal_stopped_it():
+    summary = json.loads(_simulate("--json").stdout)
+
+    def stopped_row(**extra):
+        console = Console(width=100, record=True)
+        console.print(summary_table({**summary, "interrupted": True, **extra}))
+        return _row(console.export_text(), "stopped early")
+
+    assert "yes (Ctrl-C)" in stopped_row(stopped_by="SIGINT")
+    assert "yes (SIGTERM)" in stopped_row(stopped_by="SIGTERM")
+    assert "Ctrl-C" not in stopped_row()
