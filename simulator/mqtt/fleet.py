@@ -9,7 +9,9 @@ ride topic, QoS 0 or 1. Connections:
   reconnecting by itself with backoff when it drops (the agent's adapter,
   :class:`~alleycat_rider.mqtt.MqttLink`);
 - never publish more than :data:`MAX_PUBLISHES_PER_SECOND` a second (IoT Core's limit per
-  connection), resends after a reconnect included.
+  connection) as the broker counts them, on arrival: sends are paced at :data:`PACE` a second
+  with at most :data:`MAX_IN_FLIGHT_PER_CONNECTION` unacknowledged, resends after a reconnect
+  included.
 
 Nothing is lost silently. A QoS 1 message is acknowledged (a PUBACK), or held while its rider is
 offline and sent again on reconnect (at most ``backlog`` per rider; beyond that the oldest is
@@ -45,6 +47,13 @@ from simulator.report.stats import LatencyHistogram
 
 #: IoT Core's limit of publishes per second on one connection.
 MAX_PUBLISHES_PER_SECOND = 100
+#: Publishes a connection may have unacknowledged at once. The broker counts publishes when they
+#: arrive, not when they were handed to the client: sends paced at ``PACE`` a second, plus at
+#: most this many sent earlier and still on their way, keep any second of arrivals within
+#: :data:`MAX_PUBLISHES_PER_SECOND` however late the network or the client's event loop is.
+MAX_IN_FLIGHT_PER_CONNECTION = 10
+#: Publishes handed to one connection in any one second.
+PACE = MAX_PUBLISHES_PER_SECOND - MAX_IN_FLIGHT_PER_CONNECTION
 #: Connections opened per second by default: well under IoT Core's per-account CONNECT limit.
 DEFAULT_CONNECT_RATE = 100
 #: QoS 1 messages held per rider while it is offline (ten minutes of riding).
@@ -99,8 +108,10 @@ class _Rider:
     ever_connected: bool = False
     connect_started: float = 0.0
     held: deque[Record] = field(default_factory=deque)
-    sent_at: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_PUBLISHES_PER_SECOND))
-    """When its last publishes went out: at most the limit in any one second."""
+    sent_at: deque[float] = field(default_factory=lambda: deque(maxlen=PACE))
+    """When its last publishes went out: at most :data:`PACE` in any one second."""
+    in_flight: int = 0
+    """Its publishes not yet acknowledged (or failed)."""
 
 
 class MqttFleet:
@@ -255,6 +266,7 @@ class MqttFleet:
         if entry is None:
             return
         _index, record, sent_at = entry
+        rider.in_flight -= 1
         if delivered:
             if self.options.qos == 1:
                 self.counts.acked += 1
@@ -293,8 +305,10 @@ class MqttFleet:
             self._holding.discard(rider.index)
 
     def _may_publish(self, rider: _Rider, now: float) -> bool:
+        if rider.in_flight >= MAX_IN_FLIGHT_PER_CONNECTION:
+            return False
         recent = rider.sent_at
-        return len(recent) < MAX_PUBLISHES_PER_SECOND or now - recent[0] >= 1.0
+        return len(recent) < PACE or now - recent[0] >= 1.0
 
     def _publish(self, rider: _Rider, record: Record, now: float) -> None:
         assert rider.link is not None
@@ -302,11 +316,13 @@ class MqttFleet:
         token = self._tokens
         self._in_flight[token] = (rider.index, record, self._monotonic())
         rider.sent_at.append(now)
+        rider.in_flight += 1
         self.counts.published += 1
         try:
             rider.link.publish(self.options.topic, record.data, self.options.qos, token)
         except Exception:  # a client that cannot take it now: as a failed publish
             self._in_flight.pop(token, None)
+            rider.in_flight -= 1
             self.counts.failed += 1
             if self.options.qos == 1:
                 self._hold(rider, record)
