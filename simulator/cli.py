@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import signal
-import sys
 import textwrap
 import time
-from collections.abc import Iterator
-from types import FrameType
 from typing import Any
 
 import click
@@ -301,7 +297,13 @@ def simulate(
     try:
         dispatcher = make_dispatcher(sink, clock, sink_options)
         simulation = Simulation(config, sink, clock, dispatcher=dispatcher, batching=batching)
-        with _stop_on_signals(simulation) as stopped_by:
+        # Ctrl-C or SIGTERM: stop generating and drain; a second one stops at once. The run
+        # loop sees the request between passes, so no record is caught half-way.
+        with StopSignal().watch(
+            simulation.stop,
+            say="stopping: sending what is buffered (Ctrl-C again to stop at once)",
+            again_stops_at_once=True,
+        ) as stopped_by:
             result = run_with_progress(
                 simulation,
                 json_output=as_json,
@@ -339,32 +341,6 @@ simulate.help = inspect.cleandoc(simulate.help or "") + "".join(
     "\n\n\b\n" + textwrap.fill(f"{strategy.value}: {trade_off}", 78, subsequent_indent="  ")
     for strategy, trade_off in STRATEGY_TRADE_OFFS.items()
 )
-
-
-@contextlib.contextmanager
-def _stop_on_signals(simulation: Simulation) -> Iterator[StopSignal]:
-    """Ctrl-C or SIGTERM: stop generating and drain; a second one stops at once.
-
-    The run loop sees the request between passes, so no record is caught half-way.
-
-    Yields:
-        Which signal stopped the run, for the exit status.
-    """
-    received = StopSignal()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        if received.signum is not None:
-            raise KeyboardInterrupt
-        received.signum = signum
-        print("stopping: sending what is buffered (Ctrl-C again to stop at once)", file=sys.stderr)
-        simulation.stop()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _summary(simulation: Simulation, result: RunResult) -> dict[str, Any]:

@@ -74,15 +74,31 @@ class StopSignal:
         """The first of ``signal.SIGINT`` (Ctrl-C) or ``signal.SIGTERM``; ``None`` until then."""
 
     @contextlib.contextmanager
-    def watch(self, stop: threading.Event, *, say: str | None = None) -> Iterator[StopSignal]:
-        """Set ``stop`` on Ctrl-C or SIGTERM (saying ``say`` on stderr), while the block runs."""
+    def watch(
+        self,
+        stop: threading.Event | Callable[[], None],
+        *,
+        say: str | None = None,
+        again_stops_at_once: bool = False,
+    ) -> Iterator[StopSignal]:
+        """Stop on Ctrl-C or SIGTERM (saying ``say`` on stderr), while the block runs.
+
+        Args:
+            stop: The event to set, or what to call, when the first signal comes.
+            say: A line for stderr at each signal.
+            again_stops_at_once: A second signal raises KeyboardInterrupt (a run that drains
+                what it holds lets the user give up on the drain).
+        """
+        request = stop.set if isinstance(stop, threading.Event) else stop
 
         def handler(signum: int, _frame: FrameType | None) -> None:
+            if self.signum is not None and again_stops_at_once:
+                raise KeyboardInterrupt
             if say is not None:
                 print(say, file=sys.stderr)
             if self.signum is None:
                 self.signum = signum
-            stop.set()
+            request()
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
