@@ -99,7 +99,8 @@ def test_every_command_has_help():
         assert len(result.output.splitlines()) > 5, name
 
 
-def test_sigterm_stops_generation_drains_and_still_reports():
+def _simulate_stopped_by(sig: signal.Signals) -> tuple[int, str, str]:
+    """A real-time ``simulate`` sent ``sig`` once under way: its status, stdout and stderr."""
     process = subprocess.Popen(
         [sys.executable, "-m", "alleycat", "simulate", "--riders", "200", "--speed", "5",
          "--json", "--no-dashboard"],
@@ -109,13 +110,18 @@ def test_sigterm_stops_generation_drains_and_still_reports():
         assert process.stderr is not None
         first_progress = process.stderr.readline()  # printed once the run is under way
         assert "generated" in first_progress
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         stdout, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 0
+    return process.returncode, stdout, stderr
+
+
+def test_sigterm_stops_generation_drains_and_still_reports():
+    returncode, stdout, stderr = _simulate_stopped_by(signal.SIGTERM)
+    assert returncode == 0
     assert "stopping" in stderr
     summary = json.loads(stdout)
     assert summary["interrupted"] is True
@@ -124,22 +130,8 @@ def test_sigterm_stops_generation_drains_and_still_reports():
 
 
 def test_ctrl_c_drains_reports_what_ran_then_exits_130():
-    process = subprocess.Popen(
-        [sys.executable, "-m", "alleycat", "simulate", "--riders", "200", "--speed", "5",
-         "--json", "--no-dashboard"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stderr is not None
-        first_progress = process.stderr.readline()  # printed once the run is under way
-        assert "generated" in first_progress
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 130  # after the summary, as shells expect of Ctrl-C
+    returncode, stdout, stderr = _simulate_stopped_by(signal.SIGINT)
+    assert returncode == 130  # after the summary, as shells expect of Ctrl-C
     assert "stopping" in stderr
     summary = json.loads(stdout)
     assert summary["interrupted"] is True and summary["stopped_by"] == "SIGINT"
