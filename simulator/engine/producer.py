@@ -385,7 +385,7 @@ class Producer:
             batch = [record for record in batch if not record.given_up]
         self.in_flight -= len(batch)
         for record in batch:
-            self._count_drop(record, unknown=False)
+            self._count_drop(record)
 
     def expire(self, now: float) -> None:
         """Give up on records whose TTL has ended, waiting or in flight."""
@@ -394,12 +394,10 @@ class Producer:
     def abandon(self) -> int:
         """Give up on everything not yet sent (the run was stopped); returns how many."""
         count = self.buffered
-        self.stats.dropped_interrupted += count
-        for queue in self._backlogs.values():
+        for queue in self._backlogs.values():  # fresh records were never sent
             for record in queue:
-                if record.maybe_written:  # sent before, no answer: may be in the stream
-                    self.stats.dropped_interrupted -= 1
-                    self.stats.dropped_unknown += 1
+                self._count_drop(record)
+        self.stats.dropped_interrupted += len(self._fresh)
         self._fresh.clear()
         self._fresh_bytes = 0
         self._backlogs.clear()
@@ -443,8 +441,9 @@ class Producer:
                 oldest = min(oldest, record.enqueued_at)
         flight.oldest = oldest
 
-    def _count_drop(self, record: Record, *, unknown: bool) -> None:
-        if unknown or record.maybe_written:
+    def _count_drop(self, record: Record) -> None:
+        """A record given up on when the run stops: unknown if it may be in the stream."""
+        if record.maybe_written:
             self.stats.dropped_unknown += 1
         else:
             self.stats.dropped_interrupted += 1
