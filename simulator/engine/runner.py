@@ -228,7 +228,8 @@ class Simulation:
 
     def _send(self, now: float, draining: bool) -> None:
         """Submit the batches that are due, as far as the dispatcher has room."""
-        self.producer.expire(now)
+        if not self.dispatcher.has_capacity:
+            self.producer.expire(now)  # take_batch expires what is due; it is not called now
         while self.dispatcher.has_capacity:
             batch = self.producer.take_batch(now, drain=draining)
             if batch is None:
