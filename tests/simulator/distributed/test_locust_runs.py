@@ -7,14 +7,18 @@ child ``--processes`` forks, is killed when the test ends, whatever happened.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.servers.kinesis import create_stream
-from tests.servers.ports import free_port
+from tests.servers.ports import free_port, wait_for_port
 from tests.servers.throttle import throttling_proxy
 from tests.simulator.distributed.locust_runs import (
     fleet_args,
@@ -25,6 +29,14 @@ from tests.simulator.distributed.locust_runs import (
 )
 
 pytestmark = pytest.mark.e2e
+
+
+def http_json(url: str, form: dict[str, str] | None = None) -> Any:
+    """GET ``url``, or POST ``form`` to it; its JSON answer (Locust's web UI, on 127.0.0.1)."""
+    data = None if form is None else urllib.parse.urlencode(form).encode()
+    with urllib.request.urlopen(url, data=data, timeout=10) as answer:
+        body = answer.read()
+    return json.loads(body) if body else None
 
 
 def assert_delivered_is_in_the_stream(summary, report):
@@ -156,3 +168,51 @@ def test_a_worker_that_dies_is_reported_with_what_it_held_and_the_other_goes_on(
     assert summary["lost"] == dead["lost"]
     assert alive["generated"] == alive["delivered"] and alive["lost"] == 0
     assert summary["generated"] == summary["delivered"] + summary["dropped"] + summary["lost"]
+
+
+def test_the_web_ui_starts_a_test_with_our_options_from_its_form_and_stops_it(
+    kinesis_server, kinesis_client, stream_name, tmp_path: Path
+):
+    """Locust's web UI, as a user drives it: the stream and endpoint typed into its form."""
+    create_stream(kinesis_client, stream_name, 2)
+    port = free_port()
+    ui = f"http://127.0.0.1:{port}"
+    summary_file = tmp_path / "summary.json"
+    with locust_processes(tmp_path) as locust:
+        web = locust.start(
+            "web",
+            *("--web-host", "127.0.0.1", "--web-port", str(port)),
+            *("--summary-json", str(summary_file)),
+        )
+        wait_for_port(port, timeout=30)
+        form = {
+            "user_count": "50",
+            "spawn_rate": "50",
+            "host": "",
+            "stream": stream_name,
+            "endpoint_url": kinesis_server,
+            "partition_key": "racer",
+        }
+        started = http_json(f"{ui}/swarm", form)
+        assert started["success"], started
+        rows: dict[str, Any] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            stats = http_json(f"{ui}/stats/requests")
+            rows = {row["name"]: row for row in stats["stats"]}
+            if rows.get(stream_name, {}).get("num_requests", 0) >= 3:
+                break
+            time.sleep(0.5)
+        assert rows[stream_name]["num_requests"] >= 3, rows
+        assert rows[stream_name]["method"] == "PutRecords"
+        http_json(f"{ui}/stop", {})
+        deadline = time.monotonic() + 30
+        while not summary_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert summary_file.exists(), locust.output("web")[-3000:]
+        web.send_signal(signal.SIGTERM)
+        locust.wait(web, "web", timeout=30)
+
+    summary = read_summary(summary_file)
+    assert summary["riders"] == 50
+    assert_delivered_is_in_the_stream(summary, verify_json(kinesis_server, stream_name))
