@@ -15,7 +15,7 @@ Starts :mod:`benchmarks.accept_all_kinesis` as its own process, then measures:
 Prints each rate, records/s per worker, the two-worker speed-up and the ratio to the AWS
 sample's reported ~15,000 events/s per core. Usage::
 
-    .venv/bin/python -m benchmarks.locust_throughput [--seconds 20] [--riders 80000]
+    .venv/bin/python -m benchmarks.locust_throughput [--seconds 20] [--riders 150000]
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def locust_run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--riders", type=int, default=80_000, help="riders offered per worker")
+    parser.add_argument("--riders", type=int, default=150_000, help="riders offered per worker")
     parser.add_argument("--riders-per-user", type=int, default=500)
     args = parser.parse_args()
     port = free_port()
