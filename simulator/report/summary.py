@@ -57,8 +57,9 @@ def summary_table(summary: dict[str, Any]) -> RenderableType:
     if rate is not None:  # how fast the simulator itself went: the figure of a --fast run
         rows.append(("records/s (wall)", f"{rate:,.0f}"))
     if summary.get("interrupted"):
-        how = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM"}.get(summary.get("stopped_by") or "")
-        rows.append(("stopped early", f"yes ({how})" if how else "yes"))
+        by = summary.get("stopped_by")  # SIGINT (Ctrl-C), SIGTERM, or None
+        how = "Ctrl-C" if by == "SIGINT" else by
+        rows.append(("stopped early", "yes" if how is None else f"yes ({how})"))
     for name, value in rows:
         totals.add_row(name, value)
     shards = Table(title="Shards", title_justify="left")
