@@ -103,7 +103,7 @@ def number(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.1f}"
+        return f"{value:,}"  # Python's shortest repr: the JSON's digits, no more, no fewer
     return html.escape(str(value))
 
 
