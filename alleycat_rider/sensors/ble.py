@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
+from bleak.backends.service import BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 
 from alleycat_rider.errors import SensorError
@@ -48,6 +49,25 @@ from alleycat_rider.sensors.frames import (
 NotificationHandler = Callable[[object, bytearray], None]
 """What bleak's ``start_notify`` calls for each notification: the characteristic (a
 ``BleakGATTCharacteristic``, unused: each subscription gets its own handler) and the bytes."""
+
+
+class GattClient(Protocol):
+    """What a sensor does with a connected ``BleakClient``: look, subscribe, write."""
+
+    @property
+    def services(self) -> BleakGATTServiceCollection:
+        """The bike's services and their characteristics."""
+        ...
+
+    async def start_notify(self, char_specifier: str, callback: NotificationHandler) -> None:
+        """Write the characteristic's CCCD and call ``callback`` with each notification."""
+        ...
+
+    async def write_gatt_char(
+        self, char_specifier: str, data: bytes | bytearray, response: bool | None = None
+    ) -> None:
+        """Write ``data`` to the characteristic."""
+        ...
 
 
 def uuid16(short: int) -> str:
@@ -176,7 +196,7 @@ class BleSensor(Sensor):
         self.stats = SensorStats()
         self._options = options
         self._clock = clock
-        self._latest = LatestReading(options.effective_silence_timeout, clock())
+        self._latest = LatestReading(options.effective_silence_timeout, clock(), self.stats)
         self._closing = threading.Event()
         self._ready = threading.Event()
         self._failure: SensorError | None = None
@@ -185,6 +205,9 @@ class BleSensor(Sensor):
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._connected_once = False
+
+    #: The name of the thread running bleak's loop.
+    thread_name = "alleycat-ble-sensor"
 
     @property
     def target(self) -> str:
@@ -226,9 +249,11 @@ class BleSensor(Sensor):
         """
         if self._thread is not None:
             return
-        self._latest = LatestReading(self._options.effective_silence_timeout, self._clock())
+        self._latest = LatestReading(
+            self._options.effective_silence_timeout, self._clock(), self.stats
+        )
         self._thread = threading.Thread(
-            target=asyncio.run, args=(self._main(),), name="alleycat-ble-sensor", daemon=True
+            target=asyncio.run, args=(self._main(),), name=self.thread_name, daemon=True
         )
         self._thread.start()
         self._ready.wait()
@@ -311,20 +336,30 @@ class BleSensor(Sensor):
         client = BleakClient(device, disconnected_callback=lambda _client: dropped.set())
         await client.connect()
         try:
-            offered = [c.uuid for service in client.services for c in service.characteristics]
-            profile = choose_profile(offered)
-            if profile is None:
-                raise SensorError(
-                    f"BLE device {self.target} offers neither FTMS Indoor Bike Data nor CSC "
-                    "Measurement: is it a bike? Pass the bike's --address"
-                )
-            await client.start_notify(
-                profile.characteristic_uuid, self.notification_handler(profile)
-            )
+            await self.subscribe(client)
             yield dropped
         finally:
             with suppress(BleakError, OSError, TimeoutError):
                 await client.disconnect()
+
+    async def subscribe(self, client: GattClient) -> None:
+        """Turn on the notifications to read, on a connected bike.
+
+        Raises:
+            SensorError: the device offers neither FTMS Indoor Bike Data nor CSC Measurement.
+        """
+        offered = [c.uuid for service in client.services for c in service.characteristics]
+        profile = choose_profile(offered)
+        if profile is None:
+            raise SensorError(
+                f"BLE device {self.target} offers neither FTMS Indoor Bike Data nor CSC "
+                "Measurement: is it a bike? Pass the bike's --address"
+            )
+        await client.start_notify(profile.characteristic_uuid, self.notification_handler(profile))
+
+    def is_bike(self, advertisement: AdvertisementData) -> bool:
+        """Whether a device advertising this, found by a scan, is a bike this sensor reads."""
+        return advertises_bike(advertisement.service_uuids)
 
     async def _locate(self) -> BLEDevice:
         timeout = self._options.scan_timeout
@@ -336,7 +371,7 @@ class BleSensor(Sensor):
         else:
 
             def is_bike(_device: BLEDevice, advertisement: AdvertisementData) -> bool:
-                return advertises_bike(advertisement.service_uuids)
+                return self.is_bike(advertisement)
 
             device = await BleakScanner.find_device_by_filter(is_bike, timeout)
         if device is None:
