@@ -7,17 +7,22 @@ out byte by byte from Keiser's broadcast format; there is no radio here.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakError
 from hypothesis import given
 from hypothesis import strategies as st
 
 from alleycat_rider.errors import SensorError
 from alleycat_rider.sensors import Reading, SensorOptions, open_sensor
+from alleycat_rider.sensors import keiser as keiser_module
 from alleycat_rider.sensors.frames import FrameError
 from alleycat_rider.sensors.keiser import KeiserSensor
 from alleycat_rider.sensors.keiser_frames import (
@@ -345,6 +350,10 @@ def test_calibration_is_applied_once_to_the_bikes_reading() -> None:
     assert reading.resistance == pytest.approx(50.0 * 0.8 + 5)
 
 
+@pytest.mark.skipif(
+    Path("/run/dbus/system_bus_socket").exists() or "DBUS_SYSTEM_BUS_ADDRESS" in os.environ,
+    reason="this machine may have a Bluetooth service, where the scan would start",
+)
 def test_no_bluetooth_here_fails_start_with_advice_and_leaves_no_thread() -> None:
     sensor = open_sensor(SensorOptions(kind="keiser", keiser_id=7))
 
@@ -352,3 +361,101 @@ def test_no_bluetooth_here_fails_start_with_advice_and_leaves_no_thread() -> Non
         sensor.start()
     sensor.close()
     assert not [t for t in threading.enumerate() if t.name == KeiserSensor.thread_name]
+
+
+# --- The scan, with bleak's scanner replaced by one the test drives -----------------------------
+
+
+class ScriptedScanner:
+    """Stands in for ``BleakScanner``: each start follows the script (``up`` or ``fail``) and
+    the test delivers advertisements through the callback the sensor gave it."""
+
+    script: list[str] = []
+    made: list[ScriptedScanner] = []
+
+    def __init__(self, detection_callback: object, **kwargs: object) -> None:
+        self.callback = detection_callback
+        self.kwargs = kwargs
+        self.started = self.stopped = False
+        ScriptedScanner.made.append(self)
+
+    async def start(self) -> None:
+        if ScriptedScanner.script.pop(0) == "fail":
+            raise BleakError("org.bluez.Error.InProgress")
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the sensor never got there")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def scanner(monkeypatch: pytest.MonkeyPatch) -> type[ScriptedScanner]:
+    monkeypatch.setattr(keiser_module, "BleakScanner", ScriptedScanner)
+    ScriptedScanner.script = []
+    ScriptedScanner.made = []
+    return ScriptedScanner
+
+
+def sensor_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == KeiserSensor.thread_name]
+
+
+def test_the_scan_hears_the_bike_and_stops_with_the_sensor(
+    scanner: type[ScriptedScanner],
+) -> None:
+    scanner.script = ["up"]
+    sensor = KeiserSensor(SensorOptions(kind="keiser", keiser_id=7))
+
+    with sensor:
+        (scan,) = scanner.made
+        assert scan.started
+        assert scan.kwargs == {"bluez": {"filters": {"DuplicateData": True}}}
+        scan.callback(device(BIKE_7), advert(M3I_630))  # type: ignore[operator]
+        assert sensor.read(time.monotonic()).cadence == 85.3
+
+    assert scan.stopped
+    assert not sensor_threads()
+
+
+def test_a_bike_gone_for_the_rescan_time_restarts_the_scan_without_a_reconnect(
+    scanner: type[ScriptedScanner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keiser_module, "RESCAN_AFTER", 0.05)
+    scanner.script = ["up", "up", "up"]
+    options = SensorOptions(kind="keiser", keiser_id=7, reconnect_min_delay=0.01)
+
+    with KeiserSensor(options) as sensor:
+        wait_until(lambda: len(scanner.made) == 3)
+        assert all(scan.stopped for scan in scanner.made[:2])
+        assert sensor.stats.reconnects == 0
+    assert not sensor_threads()
+
+
+def test_a_scan_that_fails_after_starting_is_retried_and_counted(
+    scanner: type[ScriptedScanner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keiser_module, "RESCAN_AFTER", 0.05)
+    scanner.script = ["up", "fail", "fail", "up"]
+    options = SensorOptions(kind="keiser", keiser_id=7, reconnect_min_delay=0.01)
+
+    with KeiserSensor(options) as sensor:
+        wait_until(lambda: sensor.stats.reconnects == 1)
+        assert [scan.started for scan in scanner.made] == [True, False, False, True]
+
+
+def test_a_scan_that_cannot_start_fails_start(scanner: type[ScriptedScanner]) -> None:
+    scanner.script = ["fail"]
+    sensor = KeiserSensor(SensorOptions(kind="keiser", keiser_id=7))
+
+    with pytest.raises(SensorError, match="Keiser with equipment id 7"):
+        sensor.start()
+    sensor.close()
+    assert not sensor_threads()
