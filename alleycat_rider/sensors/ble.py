@@ -9,6 +9,9 @@ between it reads as silent, so cadence drops to zero.
 The seam with bleak is :meth:`BleSensor.notification_handler`: the function bleak calls with
 ``(characteristic, bytearray)`` for each notification. Everything behind it is pure.
 
+:class:`BleakSensor`, the thread, its loop and the backoff, is shared with the Keiser and Echelon
+sensors.
+
 Imported only when ``--sensor ble`` is chosen, because it imports bleak.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager, suppress
 from enum import Enum
@@ -185,8 +189,14 @@ def ble_error_message(exc: BaseException, target: str) -> str:
     return f"Bluetooth failed with bike {target}: {exc!r}"
 
 
-class BleSensor(Sensor):
-    """A BLE bike read on a background thread running bleak's asyncio loop."""
+class BleakSensor(Sensor):
+    """A bike read by bleak on an asyncio loop of its own thread.
+
+    :meth:`start` returns once the first :meth:`_session` is up, or raises what kept it from
+    coming up; after that, a session that ends or fails is started again with a bounded
+    backoff, and :meth:`close` stops whatever is running. Subclasses say what a session is:
+    a connection (:class:`BleSensor`) or a scan (``KeiserSensor``).
+    """
 
     def __init__(self, options: SensorOptions, *, clock: Clock = time.monotonic) -> None:
         """Args:
@@ -210,36 +220,14 @@ class BleSensor(Sensor):
     thread_name = "alleycat-ble-sensor"
 
     @property
+    @abstractmethod
     def target(self) -> str:
         """How the bike is named in messages."""
-        if self._options.address:
-            return self._options.address
-        if self._options.ble_name:
-            return f"named {self._options.ble_name!r}"
-        return "advertising FTMS or CSC"
 
-    def notification_handler(self, profile: BleProfile) -> NotificationHandler:
-        """The function to give bleak's ``start_notify`` for ``profile``'s characteristic.
-
-        Malformed notifications are counted and skipped; nothing a bike sends raises here.
-        """
-        decode: NotificationDecoder = (
-            FtmsDecoder(self._options.ftms_resistance_scale)
-            if profile is BleProfile.FTMS
-            else CscDecoder()
-        )
-
-        def handle(_characteristic: object, data: bytearray) -> None:
-            now = self._clock()
-            try:
-                cadence, resistance = decode(bytes(data), now)
-            except FrameError:
-                self.stats.malformed += 1
-                return
-            self.stats.frames += 1
-            self._latest.update(now, cadence=cadence, resistance=resistance)
-
-        return handle
+    @abstractmethod
+    async def _session(self) -> None:
+        """Reach the bike, then set ``_connected_once`` and ``_ready`` once readings can come;
+        return or raise when they stop."""
 
     def start(self) -> None:
         """Find the bike, connect, subscribe; return once notifications are on.
@@ -318,6 +306,42 @@ class BleSensor(Sensor):
                 await task
             return
         task.result()
+
+
+class BleSensor(BleakSensor):
+    """A BLE bike read on a background thread running bleak's asyncio loop."""
+
+    @property
+    def target(self) -> str:
+        """How the bike is named in messages."""
+        if self._options.address:
+            return self._options.address
+        if self._options.ble_name:
+            return f"named {self._options.ble_name!r}"
+        return "advertising FTMS or CSC"
+
+    def notification_handler(self, profile: BleProfile) -> NotificationHandler:
+        """The function to give bleak's ``start_notify`` for ``profile``'s characteristic.
+
+        Malformed notifications are counted and skipped; nothing a bike sends raises here.
+        """
+        decode: NotificationDecoder = (
+            FtmsDecoder(self._options.ftms_resistance_scale)
+            if profile is BleProfile.FTMS
+            else CscDecoder()
+        )
+
+        def handle(_characteristic: object, data: bytearray) -> None:
+            now = self._clock()
+            try:
+                cadence, resistance = decode(bytes(data), now)
+            except FrameError:
+                self.stats.malformed += 1
+                return
+            self.stats.frames += 1
+            self._latest.update(now, cadence=cadence, resistance=resistance)
+
+        return handle
 
     async def _session(self) -> None:
         """One connection: subscribe, count it, then wait for the bike to drop it."""

@@ -34,7 +34,7 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
 from alleycat_rider.sensors.base import Clock, SensorOptions
-from alleycat_rider.sensors.ble import BleSensor
+from alleycat_rider.sensors.ble import BleakSensor
 from alleycat_rider.sensors.frames import FrameError
 from alleycat_rider.sensors.keiser_frames import KEISER_COMPANY_ID, BikeChooser, parse_keiser_frame
 
@@ -45,7 +45,7 @@ AdvertisementHandler = Callable[[BLEDevice, AdvertisementData], None]
 """What bleak's scanner calls with each advertisement it receives."""
 
 
-class KeiserSensor(BleSensor):
+class KeiserSensor(BleakSensor):
     """A Keiser bike heard by a BLE scan on a background thread running bleak's asyncio loop."""
 
     thread_name = "alleycat-keiser-sensor"
