@@ -35,6 +35,7 @@ from alleycat_rider.sensors.echelon_frames import (
     parse_echelon_packet,
 )
 from alleycat_rider.sensors.frames import FrameError
+from tests.alleycat_rider.sensors.helpers import Clock
 
 # D1: 60 s elapsed, distance 300, 78 rpm, no heart rate.
 CADENCE_78 = bytes.fromhex("F0 D1 09 00 3C 00 00 01 2C 00 4E 00 81")
@@ -122,16 +123,6 @@ def test_any_well_framed_packet_parses_or_is_refused_for_its_content(
 
 
 # --- The sensor, through the notification seam ------------------------------------------------
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 OPTIONS = SensorOptions(kind="echelon", address="AA:BB:CC:DD:EE:FF")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from alleycat_rider.sensors.keiser_frames import (
     gear_to_resistance,
     parse_keiser_frame,
 )
+from tests.alleycat_rider.sensors.helpers import Clock, wait_until
 
 # Console 6.30, real time, bike 7: 85.3 rpm, 132 bpm, 187 W, 42 kcal, 12:34, 5.2 km, gear 12.
 M3I_630 = bytes.fromhex("06 30 00 07 55 03 28 05 BB 00 2A 00 0C 22 34 80 0C")
@@ -192,16 +192,6 @@ def test_chooser_with_id_and_address_needs_both() -> None:
 
 
 # --- The sensor, fed advertisements as bleak's scanner delivers them --------------------------
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def advert(
@@ -386,14 +376,6 @@ class ScriptedScanner:
 
     async def stop(self) -> None:
         self.stopped = True
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the sensor never got there")
-        time.sleep(0.005)
 
 
 @pytest.fixture
