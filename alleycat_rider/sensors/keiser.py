@@ -84,7 +84,7 @@ class KeiserSensor(BleakSensor):
 
         def handle(device: BLEDevice, advertisement: AdvertisementData) -> None:
             data = advertisement.manufacturer_data.get(KEISER_COMPANY_ID)
-            if data is None:
+            if data is None or self._chooser.passes_over(device.address, data):
                 return
             now = self._clock()
             try:

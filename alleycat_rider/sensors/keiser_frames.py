@@ -48,6 +48,8 @@ SUPPORTED_MAJOR = 6
 GEAR_SINCE_MINOR = 0x21
 #: The M-series' highest gear; the message's resistance 100.
 TOP_GEAR = 24
+#: Where the equipment id is in a frame.
+EQUIPMENT_ID_OFFSET = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,7 +133,7 @@ def parse_keiser_frame(data: bytes) -> KeiserFrame:
     return KeiserFrame(
         version=f"{major:x}.{minor:02x}",
         data_type=data[2],
-        equipment_id=data[3],
+        equipment_id=data[EQUIPMENT_ID_OFFSET],
         cadence_rpm=u16(4) / 10,
         heart_rate_bpm=heart_rate or None,
         power_w=u16(8),
@@ -184,6 +186,17 @@ class BikeChooser:
     def is_chosen_address(self, address: str) -> bool:
         """Whether ``address`` is the bike's: unreadable data from it is the bike's fault."""
         return self._kept is not None and address.upper() == self._kept
+
+    def passes_over(self, address: str, data: bytes) -> bool:
+        """Whether ``data`` from ``address`` is plainly another bike's: the id it shows is not
+        the one asked for, and it does not come from the chosen address. A room's other bikes
+        are passed over so, without parsing their frames."""
+        return (
+            self._equipment_id is not None
+            and len(data) > EQUIPMENT_ID_OFFSET
+            and data[EQUIPMENT_ID_OFFSET] != self._equipment_id
+            and not self.is_chosen_address(address)
+        )
 
     def claims(self, address: str, equipment_id: int, now: float) -> bool:
         """Whether a frame from ``address`` showing ``equipment_id``, heard at ``now``, is the

@@ -174,6 +174,19 @@ def test_chooser_by_id_keeps_the_first_address_until_it_falls_silent() -> None:
     assert chooser.address == "F0:00:00:00:00:77"
 
 
+def test_chooser_passes_over_other_ids_unless_they_come_from_the_chosen_address() -> None:
+    chooser = BikeChooser(equipment_id=7, address=None, lost_after=7.0)
+    other_bike = frame_of_bike(9, cadence=80.0, gear=3)
+
+    assert chooser.passes_over(BIKE_9, other_bike)
+    assert not chooser.passes_over(BIKE_9, M3I_630)  # shows id 7: parsed and judged
+    assert not chooser.passes_over(BIKE_9, b"\x06\x30")  # too short to show an id
+    assert chooser.claims(BIKE_7, 7, 0.0)
+    assert not chooser.passes_over(BIKE_7, other_bike)  # from the chosen bike: judged in full
+    anyone = BikeChooser(equipment_id=None, address=None, lost_after=7.0)
+    assert not anyone.passes_over(BIKE_9, other_bike)
+
+
 def test_chooser_by_address_takes_that_device_only() -> None:
     chooser = BikeChooser(equipment_id=None, address=BIKE_9.lower(), lost_after=7.0)
 
