@@ -169,6 +169,20 @@ def test_garbage_is_counted_other_packets_ignored_and_the_reading_kept() -> None
     assert (stats.frames, stats.malformed, stats.ignored) == (2, len(GARBAGE), 2)
 
 
+@given(st.lists(st.binary(max_size=16), max_size=10))
+def test_whatever_the_bike_notifies_is_counted_once_and_never_raises(
+    payloads: list[bytes],
+) -> None:
+    sensor = EchelonSensor(OPTIONS, clock=Clock())
+    handle = sensor.echelon_handler()
+
+    for data in payloads:
+        handle(None, bytearray(data))
+
+    stats = sensor.stats
+    assert stats.frames + stats.malformed + stats.ignored == len(payloads)
+
+
 def test_bike_that_stops_notifying_reads_zero_after_three_seconds_and_is_counted() -> None:
     clock = Clock()
     sensor = EchelonSensor(OPTIONS, clock=clock)

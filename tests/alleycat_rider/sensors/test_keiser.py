@@ -316,6 +316,21 @@ def test_other_devices_and_other_bikes_garbage_are_not_counted() -> None:
     }
 
 
+@given(st.lists(st.binary(max_size=20), max_size=10))
+def test_whatever_the_chosen_bike_sends_is_counted_once_and_never_raises(
+    payloads: list[bytes],
+) -> None:
+    sensor = keiser(Clock(), address=BIKE_7)
+    handle = sensor.advertisement_handler()
+
+    for data in payloads:
+        handle(device(BIKE_7), advert(data))
+
+    stats = sensor.stats
+    assert stats.frames + stats.malformed + stats.ignored == len(payloads)
+    assert 0.0 <= sensor.read(100.0).cadence < 256
+
+
 def test_older_console_keeps_resistance_at_its_last_value() -> None:
     clock = Clock()
     sensor = keiser(clock, keiser_id=7)
