@@ -116,6 +116,7 @@ def test_bike_that_stops_notifying_reads_zero_cadence() -> None:
     sensor.notification_handler(BleProfile.FTMS)(None, bytearray(ZWIFT_HUB))
 
     assert sensor.read(clock.now + 3.5) == Reading(0.0, 20.0, clock.now)
+    assert sensor.stats.dropouts == 1
 
 
 # --- CSC through the notification seam --------------------------------------------------------
