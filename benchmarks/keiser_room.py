@@ -20,28 +20,18 @@ from bleak.backends.scanner import AdvertisementData
 
 from alleycat_rider.sensors.base import SensorOptions
 from alleycat_rider.sensors.keiser import KeiserSensor
-from alleycat_rider.sensors.keiser_frames import KEISER_COMPANY_ID, KeiserFrame, encode_keiser_frame
+from alleycat_rider.sensors.keiser_frames import EQUIPMENT_ID_OFFSET, KEISER_COMPANY_ID
+
+#: A console 6.30 real-time frame (85.3 rpm, gear 12) as bleak hands it over; byte 3 is the id.
+FRAME = bytes.fromhex("06 30 00 07 55 03 28 05 BB 00 2A 00 0C 22 34 80 0C")
 
 
 def room(bikes: int) -> list[tuple[BLEDevice, AdvertisementData]]:
     """One advertisement from each bike of a room, bike ``i`` set to equipment id ``i``."""
     adverts = []
     for bike in range(1, bikes + 1):
-        frame = KeiserFrame(
-            version="6.30",
-            data_type=0,
-            equipment_id=bike,
-            cadence_rpm=70.0 + bike,
-            heart_rate_bpm=None,
-            power_w=150,
-            energy_kcal=10,
-            elapsed_s=300,
-            distance=3.0,
-            distance_unit="km",
-            gear=bike % 24 + 1,
-        )
-        data = AdvertisementData("M3", {KEISER_COMPANY_ID: encode_keiser_frame(frame)}, {}, [],
-                                 None, -60, ())  # fmt: skip
+        frame = FRAME[:EQUIPMENT_ID_OFFSET] + bytes([bike]) + FRAME[EQUIPMENT_ID_OFFSET + 1 :]
+        data = AdvertisementData("M3", {KEISER_COMPANY_ID: frame}, {}, [], None, -60, ())
         adverts.append((BLEDevice(f"F0:00:00:00:00:{bike:02X}", "M3", None), data))
     return adverts
 
