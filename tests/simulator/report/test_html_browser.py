@@ -23,7 +23,6 @@ from PIL import Image, ImageChops
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
 from alleycat.cli import cli
-from tests.servers.ports import free_port
 from tests.simulator.distributed.locust_runs import locust_processes, read_summary
 from tests.simulator.report.pages import ReportPage, mismatches
 
@@ -234,17 +233,11 @@ def test_the_compare_report_of_batching_modes_and_of_ingestion_paths(
 
 def test_the_locust_master_writes_its_summary_as_a_page(browser: Browser, tmp_path: Path):
     summary_file, path = tmp_path / "summary.json", tmp_path / "locust.html"
-    port = free_port()
     with locust_processes(tmp_path) as locust:
-        master = locust.start(
-            "master",
-            *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
-            *("--headless", "--expect-workers", "2", "-u", "40", "-r", "40", "-t", "4s"),
-            *("--riders-per-user", "10", "--summary-json", str(summary_file)),
-            *("--summary-html", str(path)),
+        master = locust.master_and_workers(
+            *("-u", "40", "-r", "40", "-t", "4s", "--riders-per-user", "10"),
+            *("--summary-json", str(summary_file), "--summary-html", str(path)),
         )
-        for name in ("worker-a", "worker-b"):
-            locust.start(name, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port))
         assert locust.wait(master, "master") == 0, locust.output("master")[-3000:]
         assert f"wrote the HTML report to {path}" in locust.output("master")
     summary = read_summary(summary_file)
