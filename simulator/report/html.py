@@ -168,6 +168,11 @@ def heat_map(
     )
 
 
+def heat_height(shards: int) -> int:
+    """Pixels for a heat map of ``shards`` rows: a row a line, up to a screen's height."""
+    return min(900, max(340, 140 + 22 * shards))
+
+
 def heat_layout(title: str) -> dict[str, Any]:
     """The layout every heat map shares: the colour bar names the limit."""
     return {
@@ -282,7 +287,7 @@ def simulate_page(summary: dict[str, Any], timeline: dict[str, Any]) -> str:
     heat.update_layout(
         **heat_layout("Records each shard accepted, each second, against its limit"),
         xaxis={"title": {"text": "second of the run"}},
-        height=max(320, 120 + 22 * len(shard_ids)),
+        height=heat_height(len(shard_ids)),
     )
     curve = latency_figure(
         [("all records", timeline["latency_ms"])], timeline["latency_percentiles"]
@@ -453,7 +458,7 @@ def compare_page(
         )  # fmt: skip
     heat.update_layout(
         **heat_layout("Entries offered to each shard, each second (retries included)"),
-        height=max(340, 140 + 22 * workload["shards"]),
+        height=heat_height(workload["shards"]),
     )
     costs = go.Figure()
     if "iot_cost" in runs[0]:
