@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from benchmarks.command import alleycat_command, run_measured, simulator_build
@@ -35,6 +36,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for html in (False, True):
                 results[html].append(_round(args, page if html else None))
+    _in_process(args)
     for html, runs in results.items():
         rates, walls = [r for r, _ in runs], [w for _, w in runs]
         print(f"{'with --html' if html else 'without   '}: run loop median "
@@ -58,6 +60,40 @@ def _round(args: argparse.Namespace, page: Path | None) -> tuple[float, float]:
     print(f"{'html ' if page else 'plain'}: run loop {rate:,.0f} records/s, process "
           f"{measured.wall:.2f} s wall, {measured.cpu:.2f} s CPU{size}")  # fmt: skip
     return float(rate), measured.wall
+
+
+def _in_process(args: argparse.Namespace) -> None:
+    """The same run in this process: the time spent in the timeline, and building the page."""
+    from simulator.cli import _summary
+    from simulator.engine.clock import VirtualClock
+    from simulator.engine.fleet import FleetConfig
+    from simulator.engine.runner import Simulation, SimulationConfig
+    from simulator.engine.shards import LocalStream
+    from simulator.report.html import simulate_page
+    from simulator.report.timeline import RunTimeline
+
+    fleet = FleetConfig(riders=args.riders)
+    config = SimulationConfig(fleet=fleet, duration=args.duration, seed=1)
+    simulation = Simulation(config, LocalStream(args.shards), VirtualClock(1_764_187_200.0))
+    timeline = RunTimeline(simulation.stats, simulation.start)
+    spent = [0.0, 0]
+
+    def observe(running: Simulation) -> None:
+        started = time.perf_counter()
+        timeline(running)
+        spent[0] += time.perf_counter() - started
+        spent[1] += 1
+
+    started = time.perf_counter()
+    result = simulation.run(on_pass=observe)
+    run = time.perf_counter() - started
+    timeline.finish(result.stats, simulation.clock.now())
+    started = time.perf_counter()
+    page = simulate_page(_summary(simulation, result), timeline.to_dict())
+    built = time.perf_counter() - started
+    print(f"in process: run loop {run:.2f} s, {spent[1]:,} passes, the timeline "
+          f"{spent[0] * 1000:.1f} ms ({spent[0] / run:.2%}); the page built in {built:.2f} s, "
+          f"{len(page.encode()) / 1e6:.2f} MB")  # fmt: skip
 
 
 if __name__ == "__main__":
