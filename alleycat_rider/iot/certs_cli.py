@@ -43,9 +43,13 @@ def _client_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return _client_ids(ctx, param, [value])[0]
 
 
-def ride_command(pki: DevPki, client_id: str, port: int, racer_id: int) -> str:
-    """The ``alleycat ride`` command line that connects ``client_id`` to the local broker."""
+def ride_command(
+    pki: DevPki, client_id: str, port: int, racer_id: int, *, spool: Path | None = None
+) -> str:
+    """The ``alleycat ride`` command line that connects ``client_id`` to the local broker
+    (with its own ``spool``, when several bikes ride on one machine)."""
     cert, key = pki.client(client_id)
+    own_spool = [] if spool is None else ["--spool", str(spool)]
     return shlex.join(
         [
             "alleycat",
@@ -64,6 +68,7 @@ def ride_command(pki: DevPki, client_id: str, port: int, racer_id: int) -> str:
             client_id,
             "--racer-id",
             str(racer_id),
+            *own_spool,
         ]
     )
 

@@ -197,6 +197,31 @@ def run_standings(
         standings.store.close()
 
 
+def tail_for(
+    standings: Standings, client: Any, stream: str, *, start: str, say: Say, where: str
+) -> StreamTail:
+    """A tail of ``stream`` that carries on from ``standings``' state if it was kept for this
+    very stream; else the state starts over, the stream is read from its beginning, and one
+    line (naming ``where`` the state was kept) says so."""
+    from simulator.backend.tail import stream_identity
+
+    identity = stream_identity(client, stream)
+    if standings.follow(identity):
+        say(
+            f"standings: {where} was kept for another stream than {stream} ({identity}): "
+            "starting over from the stream's beginning"
+        )
+        start = "TRIM_HORIZON"
+    return StreamTail(
+        client,
+        stream,
+        start=start,
+        positions=standings.positions,
+        done=standings.done_shards,
+        warn=say,
+    )
+
+
 def standings_link(settings: MqttSettings, *, say: Say) -> BackendLink:
     """The standings backend's connection: it only publishes (QoS 0)."""
     return BackendLink(settings, say=say, name="standings")

@@ -8,7 +8,9 @@ Where it starts on a shard:
 - a shard open when the tail starts: ``LATEST`` or ``TRIM_HORIZON``, as asked;
 - a shard that appears later (a reshard's children): its beginning, so nothing is skipped.
 
-A closed shard read to its end is reported ``done`` and never read again. Errors that can pass
+A closed shard read to its end is reported ``done`` and never read again. How far behind the
+reading is (:attr:`StreamTail.lag_ms`) is unknown until every shard has answered a read: a tail
+that reads nothing never looks up to date. Errors that can pass
 (throttling, a server restarting, an expired iterator) are retried; the others raise
 :class:`~simulator.errors.FatalSinkError` with one line saying what to do.
 """
@@ -94,8 +96,11 @@ class StreamTail:
         self._trouble: str | None = None
 
     @property
-    def lag_ms(self) -> int:
-        """How far the furthest-behind shard is from its tip, as Kinesis last said."""
+    def lag_ms(self) -> int | None:
+        """How far the furthest-behind shard is from its tip, as Kinesis last said; None until
+        every shard being read has answered once."""
+        if self._first_listing or any(s not in self._behind for s in self._shards):
+            return None
         return max(self._behind.values(), default=0)
 
     @property
@@ -208,6 +213,23 @@ class StreamTail:
     @property
     def _endpoint(self) -> str | None:
         return getattr(getattr(self._client, "meta", None), "endpoint_url", None)
+
+
+def stream_identity(client: Any, stream: str) -> str:
+    """What tells this stream from another of the same name: its ARN and creation time.
+
+    A stream deleted and made again (or the stream of a restarted local Kinesis server) has the
+    same name and ARN, but not the same creation time; sequence numbers of one mean nothing in
+    the other. Raises :class:`~simulator.errors.SinkError` as reading does.
+    """
+    try:
+        summary = client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+    except (ClientError, BotoCoreError) as exc:
+        endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
+        raise translate_error(exc, stream=stream, endpoint=endpoint) from exc
+    created = summary.get("StreamCreationTimestamp")
+    when = created.isoformat() if hasattr(created, "isoformat") else str(created)
+    return f"{summary.get('StreamARN', stream)} created {when}"
 
 
 class _ExpiredIterator(Exception):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from alleycat_rider.core.message import RideEvent, RideMessage
 from simulator.backend import tail as tail_module
+from simulator.backend.services import tail_for
+from simulator.backend.standings import Standings, StandingsStore
 from simulator.backend.tail import StreamTail
 from tests.servers.kinesis import create_stream
 
@@ -79,3 +84,75 @@ def test_latest_skips_what_was_there_and_stored_positions_carry_on(
     after_fourth = {"shardId-000000000000": first[3]["SequenceNumber"]}
     resumed = StreamTail(kinesis_client, stream_name, start="LATEST", positions=after_fourth)
     assert [int(d) for _s, d in read_all(resumed, 11)] == list(range(4, 15))
+
+
+def ride_record(n: int) -> bytes:
+    """A ride message of racer 100 + ``n``."""
+    return RideMessage(
+        uuid=str(uuid.UUID(int=n + 1, version=4)), event=RideEvent.UPDATE,
+        device_timestamp=1_764_186_600_000 + n * 1000, second=n + 1, race_id=5_880_622,
+        name=f"r{n}", racer_id=100 + n, class_id=1, cadence=80, resistance=50,
+    ).to_json()  # fmt: skip
+
+
+def read_standings(backend: Standings, tail: StreamTail, records: int) -> None:
+    deadline = time.monotonic() + 20
+    while backend.counts.records < records and time.monotonic() < deadline:
+        for page in tail.poll():
+            backend.add_records(page.shard_id, page.records, done=page.done)
+        time.sleep(0.05)
+
+
+def test_standings_kept_for_a_stream_made_again_start_over_from_its_beginning(
+    kinesis_client: Any, stream_name: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "standings.db"
+    said: list[str] = []
+    create_stream(kinesis_client, stream_name, 1)
+    kinesis_client.put_records(
+        StreamName=stream_name,
+        Records=[{"Data": ride_record(n), "PartitionKey": f"k{n}"} for n in range(30)],
+    )
+    first = Standings(lambda _p: None, store=StandingsStore(state))
+    tail = tail_for(first, kinesis_client, stream_name, start="TRIM_HORIZON", say=said.append,
+                    where=str(state))  # fmt: skip
+    read_standings(first, tail, 30)
+    assert first.counts.records == 30 and first.riders() == 30
+    assert tail.lag_ms is not None
+    first.store.close()
+    assert said == []  # a new state for its first stream: nothing to say
+
+    # The stream is deleted and made again, as a restarted local Kinesis server has it.
+    kinesis_client.delete_stream(StreamName=stream_name)
+    kinesis_client.get_waiter("stream_not_exists").wait(
+        StreamName=stream_name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 200}
+    )
+    time.sleep(1.1)  # kinesalite's creation times are whole seconds
+    create_stream(kinesis_client, stream_name, 1)
+    kinesis_client.put_records(
+        StreamName=stream_name,
+        Records=[{"Data": ride_record(n), "PartitionKey": f"k{n}"} for n in range(5)],
+    )
+    again = Standings(lambda _p: None, store=StandingsStore(state))
+    tail = tail_for(again, kinesis_client, stream_name, start="LATEST", say=said.append,
+                    where=str(state))  # fmt: skip
+    assert tail.lag_ms is None  # nothing read yet: not reported as up to date
+    read_standings(again, tail, 5)
+    assert len(said) == 1 and "starting over from the stream's beginning" in said[0]
+    assert str(state) in said[0]
+    # Every record of the new stream, from its first, and none of the old stream's riders.
+    assert again.counts.records == again.counts.messages == 5
+    assert again.counts.duplicates == 0 and again.riders() == 5
+    again.store.close()
+
+    # Restarted on the same stream, it carries on: nothing said, nothing read twice.
+    kept = Standings(lambda _p: None, store=StandingsStore(state))
+    tail = tail_for(kept, kinesis_client, stream_name, start="TRIM_HORIZON", say=said.append,
+                    where=str(state))  # fmt: skip
+    assert len(said) == 1 and kept.counts.records == 5
+    kinesis_client.put_records(
+        StreamName=stream_name, Records=[{"Data": ride_record(9), "PartitionKey": "k9"}]
+    )
+    read_standings(kept, tail, 6)
+    assert kept.counts.records == 6 and kept.counts.duplicates == 0
+    kept.store.close()
