@@ -593,7 +593,7 @@ def _stack_line(status: dict[str, Any]) -> str:
         f"stack: messages in {rule_counts['received']:,}, records written "
         f"{rule_counts['written']:,}, retried {rule_counts['retried']:,}, error action "
         f"{rule_counts['error_action']:,}, pending {rule_counts['pending']:,} | standings: "
-        f"{report['messages']:,} read, {report['duplicates']:,} duplicates, "
+        f"{report['messages']:,} read, {counted(report['duplicates'], 'duplicate')}, "
         f"{report['rejected']:,} rejected, {report['published']:,} published, "
         f"{counted(report['races'], 'race')}, {_lag(report['lag_ms'])}"
     )
