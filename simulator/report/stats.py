@@ -223,9 +223,16 @@ class RunStats:
         self.generated_rate.add(int(now), count)
 
     def record_delivered(
-        self, records: list[Record], shard_ids: list[str | None], now: float
+        self,
+        records: list[Record],
+        shard_ids: list[str | None],
+        now: float,
+        *,
+        accepted_at: float | None = None,
     ) -> None:
-        """Count records accepted at ``now`` by the shards named in ``shard_ids``."""
+        """Count records answered at ``now`` as accepted by the shards in ``shard_ids``; per
+        second, they count in the second of ``accepted_at`` (when the stream took them), if
+        given: the built-in stream spends that second's budget however long the answer takes."""
         if not records:
             return
         count = len(records)
@@ -240,7 +247,7 @@ class RunStats:
         self.put_payload_units += count + sum(
             [put_payload_units(size) - 1 for size in sizes if size > PUT_PAYLOAD_UNIT_BYTES]
         )
-        second = int(now)
+        second = int(now if accepted_at is None else accepted_at)
         self.delivered_rate.add(second, count)
         per_shard: dict[str | None, list[int]] = {}  # shard -> [records, bytes]
         for shard_id, size in zip(shard_ids, sizes, strict=True):
