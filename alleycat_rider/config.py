@@ -435,14 +435,18 @@ def check_mqtt_host(value: str, *, port_option: str = "--port") -> str:
 
 
 def endpoint_url_param(ctx: Any, param: Any, value: str | None) -> str | None:
-    """:func:`check_endpoint_url` as a click callback for ``--endpoint-url``: a usage error."""
+    """:func:`check_endpoint_url` as a click callback for ``--endpoint-url``: a usage error,
+    naming the environment variable (``AWS_ENDPOINT_URL``) when the value came from it."""
     import click
+    from click.core import ParameterSource
 
     if value is None:
         return None
     try:
         return check_endpoint_url(value)
     except ValueError as exc:
+        if ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT:
+            raise click.BadParameter(str(exc), ctx=ctx, param_hint=param.envvar) from None
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 

@@ -88,7 +88,18 @@ def certs() -> None:
     """Make certificates for development."""
 
 
-@certs.command()
+EXAMPLES_DEV = """
+\b
+Examples:
+  # A CA, the broker's certificate, and bike-1's in certs/dev
+  alleycat certs dev
+\b
+  # Two bikes and the fleet's certificate for `simulate --via mqtt`
+  alleycat certs dev --client-id bike-1 --client-id bike-2 --client-id alleycat-fleet
+"""
+
+
+@certs.command(epilog=EXAMPLES_DEV)
 @dir_option
 @click.option(
     "--client-id",
@@ -130,7 +141,18 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
-@click.command()
+EXAMPLES_BROKER = """
+\b
+Examples:
+  # mosquitto on 127.0.0.1:8883 with certs/dev, and the ride command for bike-1
+  alleycat broker
+\b
+  # Another port, and the command for bike-2 as racer 102
+  alleycat broker --port 18883 --client-id bike-2 --racer-id 102
+"""
+
+
+@click.command(epilog=EXAMPLES_BROKER)
 @dir_option
 @click.option(
     "--port",

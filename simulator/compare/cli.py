@@ -97,7 +97,24 @@ def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
     )
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+EXAMPLES = """
+\b
+Examples:
+  # Every partition-key strategy, 1,000 riders for a race on 4 shards
+  alleycat compare
+\b
+  # Synchronised bikes on 2 shards: where `time` keys pile up
+  alleycat compare --strategies time,racer,balanced --shards 2 --phase-spread 0
+\b
+  # Batching modes and their monthly cost, as CSV
+  alleycat compare --batching --format csv
+\b
+  # The SDK against IoT Core's rule, one shard, with an error action
+  alleycat compare --ingest sdk,iot-rule --riders 1200 --shards 1 --error-action
+"""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.option("--riders", type=whole(1), default=1000, show_default=True,
               help="Virtual riders, one message a second each.")  # fmt: skip
 @click.option("--shards", type=whole(1, 1024), default=4, show_default=True,
