@@ -480,6 +480,8 @@ class Agent:
             output=standings.output,
             leader_output=standings.leader_output,
         )
+        # Redrawn now, not at the next second: the panel shows the leader the log just gave.
+        self._reporter.update(self.status)
 
     def _finish(self, schedule: TickSchedule) -> None:
         final_uuid = None
