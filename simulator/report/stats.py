@@ -132,11 +132,15 @@ class RateWindow:
                     entry[1] += count
                     break
 
-    def per_second(self, now_second: int, window: int = 5) -> float:
-        """The mean rate over the ``window`` complete seconds before ``now_second``."""
-        first = now_second - window
+    def per_second(self, now_second: int, window: int = 5, *, since: int | None = None) -> float:
+        """The mean rate over the ``window`` complete seconds before ``now_second``, counting
+        none before ``since`` (the run's first whole second): a run's first seconds are not
+        averaged with seconds before it began. 0 until a second is complete."""
+        first = now_second - window if since is None else max(now_second - window, since)
+        if first >= now_second:
+            return 0.0
         total = sum(c for s, c in self._seconds if first <= s < now_second)
-        return total / window
+        return total / (now_second - first)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -304,8 +308,8 @@ class RunStats:
             in_flight_requests=in_flight_requests,
             buffered=buffered,
             batch_fill=self.batch_records / self.batches if self.batches else 0.0,
-            generated_per_s=self.generated_rate.per_second(second),
-            delivered_per_s=self.delivered_rate.per_second(second),
+            generated_per_s=self.generated_rate.per_second(second, since=math.ceil(start)),
+            delivered_per_s=self.delivered_rate.per_second(second, since=math.ceil(start)),
             latency_p50_ms=self.latency.percentile(50),
             latency_p95_ms=self.latency.percentile(95),
             latency_p99_ms=self.latency.percentile(99),
