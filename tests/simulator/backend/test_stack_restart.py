@@ -70,6 +70,10 @@ def test_a_restarted_stack_starts_standings_over_on_its_new_stream(
     first = start(services, tmp_path, "stack-1")
     rides = printed_rides(first)
     assert set(rides) == {"bike-1", "bike-2"}
+    # Racers below a fleet's (100 and up), each bike its own spool.
+    assert [ride[ride.index("--racer-id") + 1] for ride in rides.values()] == ["1", "2"]
+    assert len({ride[ride.index("--spool") + 1] for ride in rides.values()}) == 2
+    assert "(1 shard)" in first.stderr
     # Both printed commands at once, as printed: each bike has its own spool.
     with agent(rides["bike-1"] + RIDE_EXTRA) as one, agent(rides["bike-2"] + RIDE_EXTRA) as two:
         for rider in (one, two):
