@@ -103,19 +103,28 @@ def read_standings(backend: Standings, tail: StreamTail, records: int) -> None:
         time.sleep(0.05)
 
 
+def put_rides(client: Any, stream: str, riders: range) -> None:
+    client.put_records(
+        StreamName=stream,
+        Records=[{"Data": ride_record(n), "PartitionKey": f"k{n}"} for n in riders],
+    )
+
+
 def test_standings_kept_for_a_stream_made_again_start_over_from_its_beginning(
     kinesis_client: Any, stream_name: str, tmp_path: Path
 ) -> None:
     state = tmp_path / "standings.db"
     said: list[str] = []
+
+    def restart(start: str) -> tuple[Standings, StreamTail]:
+        backend = Standings(lambda _p: None, store=StandingsStore(state))
+        tail = tail_for(backend, kinesis_client, stream_name, start=start, say=said.append,
+                        where=str(state))  # fmt: skip
+        return backend, tail
+
     create_stream(kinesis_client, stream_name, 1)
-    kinesis_client.put_records(
-        StreamName=stream_name,
-        Records=[{"Data": ride_record(n), "PartitionKey": f"k{n}"} for n in range(30)],
-    )
-    first = Standings(lambda _p: None, store=StandingsStore(state))
-    tail = tail_for(first, kinesis_client, stream_name, start="TRIM_HORIZON", say=said.append,
-                    where=str(state))  # fmt: skip
+    put_rides(kinesis_client, stream_name, range(30))
+    first, tail = restart("TRIM_HORIZON")
     read_standings(first, tail, 30)
     assert first.counts.records == 30 and first.riders() == 30
     assert tail.lag_ms is not None
@@ -129,13 +138,8 @@ def test_standings_kept_for_a_stream_made_again_start_over_from_its_beginning(
     )
     time.sleep(1.1)  # kinesalite's creation times are whole seconds
     create_stream(kinesis_client, stream_name, 1)
-    kinesis_client.put_records(
-        StreamName=stream_name,
-        Records=[{"Data": ride_record(n), "PartitionKey": f"k{n}"} for n in range(5)],
-    )
-    again = Standings(lambda _p: None, store=StandingsStore(state))
-    tail = tail_for(again, kinesis_client, stream_name, start="LATEST", say=said.append,
-                    where=str(state))  # fmt: skip
+    put_rides(kinesis_client, stream_name, range(5))
+    again, tail = restart("LATEST")
     assert tail.lag_ms is None  # nothing read yet: not reported as up to date
     read_standings(again, tail, 5)
     assert len(said) == 1 and "starting over from the stream's beginning" in said[0]
@@ -146,13 +150,9 @@ def test_standings_kept_for_a_stream_made_again_start_over_from_its_beginning(
     again.store.close()
 
     # Restarted on the same stream, it carries on: nothing said, nothing read twice.
-    kept = Standings(lambda _p: None, store=StandingsStore(state))
-    tail = tail_for(kept, kinesis_client, stream_name, start="TRIM_HORIZON", say=said.append,
-                    where=str(state))  # fmt: skip
+    kept, tail = restart("TRIM_HORIZON")
     assert len(said) == 1 and kept.counts.records == 5
-    kinesis_client.put_records(
-        StreamName=stream_name, Records=[{"Data": ride_record(9), "PartitionKey": "k9"}]
-    )
+    put_rides(kinesis_client, stream_name, range(9, 10))
     read_standings(kept, tail, 6)
     assert kept.counts.records == 6 and kept.counts.duplicates == 0
     kept.store.close()
