@@ -27,7 +27,7 @@ from alleycat_rider.mqtt import (
 )
 from simulator.backend.rule import IotRule
 from simulator.backend.standings import Standings
-from simulator.backend.tail import StreamTail
+from simulator.backend.tail import Page, StreamTail
 from simulator.errors import BackendError
 
 if TYPE_CHECKING:
@@ -179,10 +179,7 @@ def run_standings(
         while not stop.is_set():
             if link.refused is not None:
                 raise BackendError(f"standings: {link.refused}")
-            pages = tail.poll()
-            for page in pages:
-                standings.add_records(page.shard_id, page.records, done=page.done)
-            standings.lag_ms = tail.lag_ms
+            pages = read_once(standings, tail)
             if link.connected:
                 standings.publish_due()
             if time.monotonic() - expired_at >= EXPIRE_EVERY:
@@ -219,7 +216,20 @@ def tail_for(
         positions=standings.positions,
         done=standings.done_shards,
         warn=say,
+        identity=identity,
     )
+
+
+def read_once(standings: Standings, tail: StreamTail) -> list[Page]:
+    """One poll of the tail into the standings; a stream made again starts them over first."""
+    pages = tail.poll()
+    if tail.new_stream is not None:
+        standings.follow(tail.new_stream)
+        tail.new_stream = None
+    for page in pages:
+        standings.add_records(page.shard_id, page.records, done=page.done)
+    standings.lag_ms = tail.lag_ms
+    return pages
 
 
 def standings_link(settings: MqttSettings, *, say: Say) -> BackendLink:

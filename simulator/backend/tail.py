@@ -8,6 +8,10 @@ Where it starts on a shard:
 - a shard open when the tail starts: ``LATEST`` or ``TRIM_HORIZON``, as asked;
 - a shard that appears later (a reshard's children): its beginning, so nothing is skipped.
 
+A tail given the stream's identity (:func:`stream_identity`) checks it at each listing: a
+stream deleted and made again under it (a local Kinesis server restarted) is read from its
+beginning, and :attr:`StreamTail.new_stream` tells the reader to start its state over.
+
 A closed shard read to its end is reported ``done`` and never read again. How far behind the
 reading is (:attr:`StreamTail.lag_ms`) is unknown until every shard has answered a read: a tail
 that reads nothing never looks up to date. Errors that can pass
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator.backend.standings import ReadRecord
-from simulator.errors import FatalSinkError, RetryableSinkError
+from simulator.errors import FatalSinkError, RetryableSinkError, SinkError
 from simulator.sinks.kinesis import list_shards
 from simulator.sinks.kinesis_errors import BotoCoreError, ClientError, translate_error
 
@@ -69,6 +73,7 @@ class StreamTail:
         positions: The last sequence number stored per shard.
         done: Shards read to their end already.
         warn: Where passing trouble is reported, one line each time it starts.
+        identity: The stream's :func:`stream_identity`, to notice it being made again.
     """
 
     def __init__(
@@ -81,8 +86,13 @@ class StreamTail:
         done: set[str] | None = None,
         warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
         monotonic: Callable[[], float] = time.monotonic,
+        identity: str | None = None,
     ) -> None:
         self._client = client
+        self.identity = identity
+        self.new_stream: str | None = None
+        """The identity of a stream made again under this tail, until the reader takes note
+        (and sets it back to None): what was read before belongs to another stream."""
         self._stream = stream
         self._start = start
         self._positions = dict(positions or {})
@@ -124,6 +134,13 @@ class StreamTail:
         return pages
 
     def _list_shards(self) -> None:
+        if self.identity is not None and not self._first_listing:
+            try:
+                identity = stream_identity(self._client, self._stream)
+            except SinkError:
+                return  # the next listing will tell; reading the known shards goes on
+            if identity != self.identity:
+                self._start_over(identity)
         try:
             listed = list_shards(self._client, self._stream, open_only=False)
             open_ids = {s.shard_id for s in list_shards(self._client, self._stream)}
@@ -146,6 +163,18 @@ class StreamTail:
                 position = ("TRIM_HORIZON", None)
             self._shards[shard_id] = _Shard(shard_id, position)
         self._first_listing = False
+
+    def _start_over(self, identity: str) -> None:
+        """The stream was made again: forget its shards and read the new ones from the start."""
+        self._warn(
+            f"standings: stream {self._stream} was made again ({identity}): starting over from "
+            "its beginning"
+        )
+        self.identity = self.new_stream = identity
+        self._shards.clear()
+        self._positions.clear()
+        self._done.clear()
+        self._behind.clear()
 
     def _iterator(self, shard_id: str, position: tuple[str, str | None]) -> str | None:
         kind, sequence = position

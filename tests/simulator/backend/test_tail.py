@@ -11,7 +11,7 @@ import pytest
 
 from alleycat_rider.core.message import RideEvent, RideMessage
 from simulator.backend import tail as tail_module
-from simulator.backend.services import tail_for
+from simulator.backend.services import read_once, tail_for
 from simulator.backend.standings import Standings, StandingsStore
 from simulator.backend.tail import StreamTail
 from tests.servers.kinesis import create_stream
@@ -97,10 +97,19 @@ def ride_record(n: int) -> bytes:
 
 def read_standings(backend: Standings, tail: StreamTail, records: int) -> None:
     deadline = time.monotonic() + 20
-    while backend.counts.records < records and time.monotonic() < deadline:
-        for page in tail.poll():
-            backend.add_records(page.shard_id, page.records, done=page.done)
+    while backend.counts.records != records and time.monotonic() < deadline:
+        read_once(backend, tail)
         time.sleep(0.05)
+
+
+def make_again(client: Any, stream: str) -> None:
+    """Delete the stream and make it again, as a restarted local Kinesis server has it."""
+    client.delete_stream(StreamName=stream)
+    client.get_waiter("stream_not_exists").wait(
+        StreamName=stream, WaiterConfig={"Delay": 0.05, "MaxAttempts": 200}
+    )
+    time.sleep(1.1)  # kinesalite's creation times are whole seconds
+    create_stream(client, stream, 1)
 
 
 def put_rides(client: Any, stream: str, riders: range) -> None:
@@ -111,8 +120,9 @@ def put_rides(client: Any, stream: str, riders: range) -> None:
 
 
 def test_standings_kept_for_a_stream_made_again_start_over_from_its_beginning(
-    kinesis_client: Any, stream_name: str, tmp_path: Path
+    kinesis_client: Any, stream_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(tail_module, "LIST_EVERY", 0.2)
     state = tmp_path / "standings.db"
     said: list[str] = []
 
@@ -131,13 +141,7 @@ def test_standings_kept_for_a_stream_made_again_start_over_from_its_beginning(
     first.store.close()
     assert said == []  # a new state for its first stream: nothing to say
 
-    # The stream is deleted and made again, as a restarted local Kinesis server has it.
-    kinesis_client.delete_stream(StreamName=stream_name)
-    kinesis_client.get_waiter("stream_not_exists").wait(
-        StreamName=stream_name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 200}
-    )
-    time.sleep(1.1)  # kinesalite's creation times are whole seconds
-    create_stream(kinesis_client, stream_name, 1)
+    make_again(kinesis_client, stream_name)
     put_rides(kinesis_client, stream_name, range(5))
     again, tail = restart("LATEST")
     assert tail.lag_ms is None  # nothing read yet: not reported as up to date
@@ -155,4 +159,11 @@ def test_standings_kept_for_a_stream_made_again_start_over_from_its_beginning(
     put_rides(kinesis_client, stream_name, range(9, 10))
     read_standings(kept, tail, 6)
     assert kept.counts.records == 6 and kept.counts.duplicates == 0
+
+    # Made again while the standings read it: they start over at the next listing.
+    make_again(kinesis_client, stream_name)
+    put_rides(kinesis_client, stream_name, range(20, 23))
+    read_standings(kept, tail, 3)
+    assert len(said) == 2 and "was made again" in said[1]
+    assert kept.counts.records == 3 and kept.riders() == 3
     kept.store.close()
