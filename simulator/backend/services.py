@@ -203,10 +203,11 @@ def tail_for(
     from simulator.backend.tail import stream_identity
 
     identity = stream_identity(client, stream)
-    if standings.follow(identity):
+    kept_for = standings.follow(identity)
+    if kept_for is not None:
         say(
-            f"standings: {where} was kept for another stream than {stream} ({identity}): "
-            "starting over from the stream's beginning"
+            f"standings: {where} was kept for another stream ({kept_for}) than {stream} "
+            f"({identity}): starting over from the stream's beginning"
         )
         start = "TRIM_HORIZON"
     return StreamTail(

@@ -294,20 +294,21 @@ class Standings:
         self.lag_ms: int | None = None
         """How far the reading is behind the stream's tip; None until every shard answered."""
 
-    def follow(self, identity: str) -> bool:
+    def follow(self, identity: str) -> str | None:
         """Keep the state for the stream ``identity``; start over if it was kept for another.
 
-        Returns True when a state read from another stream (or from a stream it does not name)
-        was dropped: the stream must then be read from its beginning.
+        Returns the stream a dropped state was read from (``"an unnamed stream"`` for a state
+        that does not say), or None when nothing was dropped. After a drop the stream must be
+        read from its beginning.
         """
         store = self.store
         kept_for = store.stream()
         if kept_for == identity:
-            return False
+            return None
         dropped = kept_for is not None or not store.is_empty()
         store.start_over(identity)
         self.counts, self.races, self.positions, self.done_shards = store.load()
-        return dropped
+        return (kept_for or "an unnamed stream") if dropped else None
 
     def add_records(self, shard_id: str, records: list[ReadRecord], *, done: bool = False) -> None:
         """Take one GetRecords page of ``shard_id``; ``done``: the shard is read to its end."""
