@@ -151,3 +151,13 @@ def test_another_comparison_with_ingest_is_a_usage_error(extra: list[str]) -> No
     result = CliRunner().invoke(compare, [*INGEST, *extra])
     assert result.exit_code == 2
     assert "and --ingest are two comparisons: run them one at a time" in result.output
+
+
+def test_one_shard_is_one_shard_in_the_notes() -> None:
+    result = CliRunner().invoke(compare, [*INGEST, "--duration", "2"])
+    text = " ".join(result.output.split())  # the notes wrap at 80 columns
+    assert "(1 shard × $" in text and "1 shards" not in text
+    batching = CliRunner().invoke(
+        compare, ["--batching", "--riders", "10", "--shards", "1", "--duration", "2"]
+    )
+    assert "Provisioned: 1 shard × $" in " ".join(batching.output.split())
