@@ -463,7 +463,8 @@ def compare_page(
     costs = go.Figure()
     if "iot_cost" in runs[0]:
         cost_series = [
-            ("stream (provisioned)", [r["cost"]["provisioned"] for r in runs]),
+            # The ingestion paths name the stream's bill stream_cost beside iot_cost.
+            ("stream (provisioned)", [r["stream_cost"]["provisioned"] for r in runs]),
             ("IoT Core", [r["iot_cost"]["total"] for r in runs]),
         ]
         barmode = "stack"
@@ -537,6 +538,7 @@ def runs_table(runs: Sequence[dict[str, Any]], names: Sequence[str], *, batching
             ("riders on 1 shard", "riders_on_one_shard"),
             ("$/month", "monthly_total_usd"),
             ("$/month prov.", "cost.provisioned"),
+            ("stream $/month prov.", "stream_cost.provisioned"),
         )
     report = {"runs": list(runs)}
     present = [(label, key) for label, key in columns if _has(report, f"runs.0.{key}")]

@@ -226,6 +226,15 @@ def test_the_compare_report_of_batching_modes_and_of_ingestion_paths(
         assert_opened_offline_and_quietly(opened)
         assert_tables_and_json_are(opened, path, report)
         assert len(opened.chart_data("shard-heat-maps")) == count
+        costs = {trace["name"]: trace["y"] for trace in opened.chart_data("costs")}
+        if how[0] == "--ingest":
+            stream = [run["stream_cost"]["provisioned"] for run in report["runs"]]
+            assert costs == {
+                "stream (provisioned)": stream,
+                "IoT Core": [run["iot_cost"]["total"] for run in report["runs"]],
+            }
+        else:
+            assert costs["provisioned"] == [run["cost"]["provisioned"] for run in report["runs"]]
         assert min(opened.drawn_share("shard-heat-maps")) > 0.5
         assert min(opened.drawn_share("costs")) > 0.05
         opened.page.context.close()
