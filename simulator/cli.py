@@ -54,6 +54,9 @@ Examples:
   # A minute of 1,200 riders on one shard, in virtual time, as JSON
   alleycat simulate --riders 1200 --shards 1 --duration 60 --fast --json
 \b
+  # The same run as a page with charts, to open in a browser (the report extra)
+  alleycat simulate --riders 1200 --shards 1 --duration 60 --fast --html run.html
+\b
   # Into a real stream (local or AWS), keyed by racer
   alleycat simulate --stream alleycat --endpoint-url http://127.0.0.1:4567 --partition-key racer
 \b
