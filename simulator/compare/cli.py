@@ -108,7 +108,7 @@ Examples:
   alleycat compare --strategies time,racer,balanced --shards 2 --phase-spread 0
 \b
   # The same as a page with charts, each shard second by second (the report extra)
-  alleycat compare --phase-spread 0 --html compare.html
+  alleycat compare --strategies time,racer,balanced --shards 2 --phase-spread 0 --html c.html
 \b
   # Batching modes and their monthly cost, as CSV
   alleycat compare --batching --format csv
