@@ -31,12 +31,12 @@ from simulator.compare.replay import (
 )
 from simulator.engine.aggregation import PER_SECOND, BatchingMode, BatchingStage
 from simulator.engine.clock import VirtualClock
+from simulator.engine.counters import RunStats
 from simulator.engine.fleet import FleetConfig
 from simulator.engine.keys import PartitionKeyStrategy
 from simulator.engine.runner import Simulation, SimulationConfig
 from simulator.engine.shards import SHARD_RECORDS_PER_SECOND, LocalStream
 from simulator.errors import SimulatorError
-from simulator.report.stats import RunStats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from simulator.engine.batching import DEFAULT_BATCH_LIMITS, BatchLimits, Record
+from simulator.engine.counters import RunStats
 from simulator.engine.shards import DEFAULT_SHARD_LIMITS, THROTTLED, ShardLimits, ShardRouter
 from simulator.engine.sink import PutRecordsOutcome
-from simulator.report.stats import RunStats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

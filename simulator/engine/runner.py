@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from simulator.engine.aggregation import PER_SECOND, BatchingMode, BatchingStage
 from simulator.engine.batching import Record
 from simulator.engine.clock import Clock, VirtualClock
+from simulator.engine.counters import RunStats, StatsSnapshot
 from simulator.engine.dispatch import Dispatcher, InlineDispatcher
 from simulator.engine.fleet import Fleet, FleetConfig
 from simulator.engine.keys import Keyer, PartitionKeyStrategy, make_keyer
@@ -25,7 +26,6 @@ from simulator.engine.shards import ShardRouter
 from simulator.engine.sink import StreamDescription, StreamSink
 from simulator.engine.source import RecordSource
 from simulator.errors import FatalSinkError, RetryableSinkError, SimulatorError
-from simulator.report.stats import RunStats, StatsSnapshot
 
 #: The finest step the loop takes for a deadline (a flush, a backoff, a held record's hold).
 DEADLINE_STEP = 0.005

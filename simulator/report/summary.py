@@ -29,7 +29,7 @@ def _ridden(summary: dict[str, Any]) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> RenderableType:
-    """Render a run summary (:meth:`simulator.report.stats.RunStats.summary` plus run facts)."""
+    """Render a run summary (:meth:`simulator.engine.counters.RunStats.summary` plus run facts)."""
     totals = Table(title="Run summary", show_header=False, title_justify="left")
     totals.add_column("figure")
     totals.add_column("value", justify="right")
