@@ -38,7 +38,7 @@ from simulator.compare.runs import (
     usable_cpus,
 )
 from simulator.engine.aggregation import DEFAULT_BATCHING_MODES, BatchingMode, parse_batching
-from simulator.engine.keys import PartitionKeyStrategy
+from simulator.engine.keys import KEYLESS, PartitionKeyStrategy
 from simulator.engine.shards import SHARD_RECORDS_PER_SECOND
 from simulator.errors import SimulatorError
 
@@ -111,7 +111,7 @@ def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
               "(0 = synchronised riders, all on the whole second).")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True, help="The workload's seed.")
 @click.option("--strategies", callback=_strategies, show_default=True,
-              default=",".join(s.value for s in PartitionKeyStrategy),
+              default=",".join(s.value for s in PartitionKeyStrategy if s not in KEYLESS),
               help="Partition-key strategies to compare, comma-separated.")  # fmt: skip
 @click.option("--batching", "modes", callback=_modes, is_flag=False, flag_value=ALL_MODES,
               default=None, metavar="[MODES]", help="Compare batching modes instead "
