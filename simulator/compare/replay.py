@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from simulator.engine.batching import Record
-from simulator.engine.fleet import Fleet, FleetConfig
+from simulator.engine.fleet import Fleet, FleetConfig, fleet_messages
 from simulator.engine.keys import Keyer
 from simulator.engine.shards import LocalStream
 from simulator.engine.sink import PutRecordsOutcome, StreamDescription
@@ -34,6 +34,8 @@ class Workload:
     """0 synchronises the riders: all send on the whole second."""
     seed: int = 1
     race_seconds: int = 300
+    ramp_seconds: int = 0
+    """Riders join over this many seconds (0: all at once)."""
 
 
 #: A slice of a recorded workload: timestamps (ms), rider indexes and message bytes.
@@ -53,7 +55,7 @@ class RecordedWorkload:
 
     def __init__(self, workload: Workload, source: Callable[[], Chunk] | None = None) -> None:
         self.workload = workload
-        self.total = workload.riders * workload.duration
+        self.total = fleet_messages(workload.riders, workload.duration, workload.ramp_seconds)
         self.timestamps_ms: list[int] = []
         self.riders: list[int] = []
         self.data: list[bytes] = []
@@ -88,6 +90,7 @@ def record_workload(
             classes=workload.classes,
             race_seconds=workload.race_seconds,
             phase_spread_ms=workload.phase_spread_ms,
+            ramp_seconds=workload.ramp_seconds,
         ),
         start=WORKLOAD_START,
         duration=workload.duration,

@@ -420,14 +420,13 @@ class KinesisSink:
 
 
 def _entries(records: Sequence[Record]) -> list[dict[str, Any]]:
-    """PutRecords entries as boto3 takes them."""
-    return [
-        {"Data": r.data, "PartitionKey": r.partition_key}
-        if r.explicit_hash_key is None
-        else {
-            "Data": r.data,
-            "PartitionKey": r.partition_key,
-            "ExplicitHashKey": r.explicit_hash_key,
-        }
-        for r in records
-    ]
+    """PutRecords entries as boto3 takes them; a record without a key is sent without one."""
+    entries: list[dict[str, Any]] = []
+    for r in records:
+        entry: dict[str, Any] = {"Data": r.data}
+        if r.partition_key:
+            entry["PartitionKey"] = r.partition_key
+        if r.explicit_hash_key is not None:
+            entry["ExplicitHashKey"] = r.explicit_hash_key
+        entries.append(entry)
+    return entries
