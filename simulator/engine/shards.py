@@ -12,6 +12,7 @@ accepts at most 1,000 records and 1 MiB per second; entries over that budget are
 from __future__ import annotations
 
 import bisect
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -147,7 +148,7 @@ class LocalStream:
     policy's shards and splits them as the write rate grows (:mod:`simulator.engine.capacity`):
     the parents close, :attr:`closed` keeps them and :attr:`scale_outs` says when each split
     happened. With ``distribution`` AUTO (on-demand only), keys are ignored and records are
-    dealt over the open shards in turn.
+    dealt evenly over the open shards, in an order drawn from ``seed``.
     """
 
     def __init__(
@@ -159,6 +160,7 @@ class LocalStream:
         capacity: CapacityMode = CapacityMode.PROVISIONED,
         policy: OnDemandPolicy = DEFAULT_ON_DEMAND_POLICY,
         distribution: RecordDistribution = RecordDistribution.USER_PARTITION_KEY,
+        seed: int = 0,
     ) -> None:
         if distribution is RecordDistribution.AUTO and not capacity.on_demand:
             raise ValueError("service-managed distribution (AUTO) needs an on-demand stream")
@@ -178,7 +180,8 @@ class LocalStream:
         self._peak_records = 0
         self._peak_bytes = 0
         self._scale_at: float | None = None
-        self._deal = 0
+        self._bag: list[int] = []
+        self._rng = random.Random(seed)
         # Sequence numbers grow within a shard and look like Kinesis's 56-digit ones.
         # They are the shard's 40-digit prefix and a 16-digit counter: formatting a small
         # integer per record costs a fraction of formatting a 56-digit one.
@@ -191,6 +194,7 @@ class LocalStream:
 
     def _open(self, shards: list[Shard]) -> None:
         """Route to ``shards`` from now on, keeping each shard's sequence counter."""
+        self._bag.clear()
         self.router = ShardRouter(shards)
         self._ids = [s.shard_id for s in self.router.shards]
         self._sequence_prefix = [
@@ -247,9 +251,17 @@ class LocalStream:
         """The open shard each record goes to: by its key, or dealt in turn under AUTO."""
         if self.distribution is RecordDistribution.USER_PARTITION_KEY:
             return self.router.indices_for(records)
-        count, first = len(self._ids), self._deal
-        self._deal = (first + len(records)) % count
-        return [(first + i) % count for i in range(len(records))]
+        # Each run of N records goes one to each of the N open shards, in a random order: as
+        # even as dealing in turn, without pinning a rider who sends at the same place in
+        # every request to one shard.
+        bag, count = self._bag, len(self._ids)
+        indices: list[int] = []
+        for _ in range(len(records)):
+            if not bag:
+                bag.extend(range(count))
+                self._rng.shuffle(bag)
+            indices.append(bag.pop())
+        return indices
 
     def _scale(self, second: int) -> None:
         """At the turn of a second: note the write rate of the one that ended, and split
