@@ -24,12 +24,13 @@ from benchmarks.command import alleycat_command, run_measured, simulator_build
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare-rounds", type=int, default=None, help="default: --rounds")
     parser.add_argument("--riders", type=int, default=10_000, help="simulate --fast riders")
     parser.add_argument("--duration", type=int, default=60, help="simulate --fast seconds")
     parser.add_argument("--shards", type=int, default=16)
     args = parser.parse_args()
-    print(f"simulator: {simulator_build()}; load average {_load()}")
-    _compare(args.rounds)
+    print(f"installed simulator: {simulator_build()}; load average {_load()}")
+    _compare(args.rounds if args.compare_rounds is None else args.compare_rounds)
     _simulate(args)
     print(f"load average at the end {_load()}")
 
@@ -39,6 +40,8 @@ def _load() -> str:
 
 
 def _compare(rounds: int) -> None:
+    if rounds == 0:
+        return
     command = [
         *alleycat_command(), "compare", "--capacity", "provisioned:4,on-demand,on-demand-advantage",
         "--riders", "1000", "--duration", "300", "--format", "json",
@@ -74,7 +77,7 @@ def _simulate(args: argparse.Namespace) -> None:
             rate = summary["generated"] / summary["wall_seconds"]
             rates[name].append(rate)
             splits = [s["open_shards"] for s in summary.get("scale_outs") or []]
-            print(f"simulate --fast {name}: {rate:,.0f} records/s, throttled "
+            print(f"simulate --fast {name} ({summary['build']}): {rate:,.0f} records/s, throttled "
                   f"{summary['throttled']:,}, splits to {splits}")  # fmt: skip
     reference = statistics.median(rates["provisioned"])
     for name, values in rates.items():
