@@ -13,6 +13,8 @@ from typing import TypeVar
 
 import click
 
+from alleycat_rider.bounds import finite, whole
+
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -135,14 +137,14 @@ def on_demand_options(command: F) -> F:
     options = [
         click.option(
             "--warm-throughput",
-            type=click.FloatRange(0, policy.max_write_mibps),
+            type=finite(0, policy.max_write_mibps),
             default=0.0,
             metavar="MIBPS",
             help="On-demand Advantage: write capacity available at once (WarmThroughputMiBps).",
         ),
         click.option(
             "--scale-out-seconds",
-            type=click.FloatRange(0),
+            type=finite(0),
             default=policy.scale_out_seconds,
             show_default=True,
             metavar="SECONDS",
@@ -151,7 +153,7 @@ def on_demand_options(command: F) -> F:
         ),
         click.option(
             "--on-demand-shards",
-            type=click.IntRange(1, 1024),
+            type=whole(1, 1024),
             default=policy.initial_shards,
             show_default=True,
             metavar="N",
@@ -168,7 +170,7 @@ def ramp_option(command: F) -> F:
     """``--ramp SECONDS``: riders join over that time (a race start)."""
     return click.option(
         "--ramp",
-        type=click.IntRange(0),
+        type=whole(0),
         default=0,
         show_default=True,
         metavar="SECONDS",
