@@ -244,6 +244,11 @@ def compare(
         specs = parse_capacities(capacities, shards) if capacities else []
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--capacity") from None
+    if specs and (ingest or (modes and len(specs) > 1)):
+        raise click.UsageError(
+            "--capacity with --ingest, or several modes with --batching: compare one thing at "
+            "a time (--batching takes one --capacity mode)"
+        )
     if warm_throughput and not any(s.mode is CapacityMode.ON_DEMAND_ADVANTAGE for s in specs):
         raise click.UsageError("--warm-throughput needs on-demand-advantage in --capacity")
     jobs = jobs or usable_cpus()
@@ -316,7 +321,9 @@ def compare(
                     "--partition-key auto cannot be used with --batching: AWS warns that "
                     "consumers may drop aggregated records on a stream that spreads records itself"
                 )
-            comparison = compare_batching(workload, key, modes, prices=prices, processes=jobs)
+            comparison = compare_batching(
+                workload, key, modes, prices=prices, processes=jobs, spec=spec
+            )
         else:
             comparison = compare_strategies(
                 workload, strategies, prices=prices, processes=jobs, spec=spec

@@ -348,9 +348,11 @@ def compare_batching(
     *,
     prices: Prices = DEFAULT_PRICES,
     processes: int = 1,
+    spec: StreamSpec | None = None,
 ) -> Comparison:
-    """Run the same workload, keyed by ``strategy``, through each batching mode."""
-    jobs: list[Job] = [(strategy, mode, None) for mode in modes]
+    """Run the same workload, keyed by ``strategy``, through each batching mode (on the
+    stream ``spec``)."""
+    jobs: list[Job] = [(strategy, mode, spec) for mode in modes]
     runs, used = run_all(workload, jobs, prices=prices, processes=processes)
     return Comparison(
         workload=workload, runs=runs, processes=used, recommendation=recommend_batching(runs)

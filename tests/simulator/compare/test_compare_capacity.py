@@ -131,6 +131,9 @@ def test_one_on_demand_mode_runs_the_strategies_with_auto_among_them():
         (["--strategies", "auto"], "auto needs an on-demand stream"),
         (["--capacity", "on-demand", "--warm-throughput", "5"],
          "--warm-throughput needs on-demand-advantage"),
+        (["--capacity", "provisioned,on-demand", "--batching"],
+         "several modes with --batching: compare one thing at a time"),
+        (["--capacity", "on-demand", "--ingest", "sdk,iot-rule"], "--capacity with --ingest"),
     ],
 )  # fmt: skip
 def test_capacity_mistakes_are_one_line_usage_errors(args, says):
