@@ -348,6 +348,8 @@ class KinesisSink:
         self.distribution = distribution
         self.name = name
         self.shards = tuple(shards)
+        self._known: set[str | None] = {None, *[s.shard_id for s in self.shards]}
+        self._resharded = False
         self.endpoint: str = client.meta.endpoint_url
 
     @classmethod
@@ -414,7 +416,15 @@ class KinesisSink:
         return cls(client, options.stream, shards, wire=wire, distribution=options.distribution)
 
     def describe(self) -> StreamDescription:
-        """The stream's name and open shards, as ListShards gave them."""
+        """The stream's name and open shards, as ListShards gave them.
+
+        Listed again once an answer has named a shard not among them: the stream was
+        resharded (as an on-demand stream is when it scales), and the run asks for the new map.
+        """
+        if self._resharded:
+            self._resharded = False
+            self.shards = tuple(list_shards(self._client, self.name))
+            self._known = {None, *[s.shard_id for s in self.shards]}
         return StreamDescription(name=self.name, shards=self.shards, distribution=self.distribution)
 
     def put_records(self, records: Sequence[Record], now: float) -> PutRecordsOutcome:
@@ -426,9 +436,10 @@ class KinesisSink:
         """
         try:
             if self._wire is not None:
-                return self._wire.put_records(records)
-            answer = self._client.put_records(StreamName=self.name, Records=_entries(records))
-            return outcome_from_answer(answer, len(records))
+                outcome = self._wire.put_records(records)
+            else:
+                answer = self._client.put_records(StreamName=self.name, Records=_entries(records))
+                outcome = outcome_from_answer(answer, len(records))
         except (BotoCoreError, ClientError) as exc:
             raise translate_error(exc, stream=self.name, endpoint=self.endpoint) from exc
         except MismatchedAnswer as exc:
@@ -436,6 +447,9 @@ class KinesisSink:
                 f"{self.endpoint} answered {len(records)} records with {exc.results} results: "
                 "not a Kinesis-compatible endpoint?"
             ) from None
+        if not self._known.issuperset(outcome.shard_ids):
+            self._resharded = True
+        return outcome
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -242,3 +242,39 @@ def test_auto_on_moto_which_keeps_no_distribution_strategy_is_refused_before_the
     )  # fmt: skip
     assert result.exit_code == 1
     assert "places records by partition key (USER_PARTITION_KEY)" in result.output
+
+
+def test_after_an_answer_names_a_new_shard_the_sink_lists_the_shards_again(aws_test_env):
+    # An on-demand stream scales by resharding: the run asks for the new map (describe) when
+    # an answer names a shard it does not know.
+    client = make_client(endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    sink = KinesisSink(client, "rides", split_hash_space(1))
+    low, high = split_hash_space(2)
+
+    def listed(shard_id, shard):
+        return {
+            "ShardId": shard_id,
+            "HashKeyRange": {"StartingHashKey": str(shard.starting_hash_key),
+                             "EndingHashKey": str(shard.ending_hash_key)},
+            "SequenceNumberRange": {"StartingSequenceNumber": "1"},
+        }  # fmt: skip
+
+    with Stubber(client) as stub:
+        stub.add_response(
+            "put_records", {"Records": [{"ShardId": "shardId-000000000000", "SequenceNumber": "1"}]}
+        )
+        stub.add_response(
+            "put_records", {"Records": [{"ShardId": "shardId-000000000002", "SequenceNumber": "2"}]}
+        )
+        stub.add_response(
+            "list_shards",
+            {"Shards": [listed("shardId-000000000001", low), listed("shardId-000000000002", high)]},
+        )
+        sink.put_records(_keyless(1), now=0.0)
+        assert [s.shard_id for s in sink.describe().shards] == ["shardId-000000000000"]
+        sink.put_records(_keyless(1), now=1.0)
+        shards = sink.describe().shards
+        assert [s.shard_id for s in shards] == ["shardId-000000000001", "shardId-000000000002"]
+        assert [s.shard_id for s in sink.describe().shards] == [s.shard_id for s in shards]
+        stub.assert_no_pending_responses()
+    sink.close()
