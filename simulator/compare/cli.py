@@ -501,7 +501,10 @@ def comparison_csv(runs: Sequence[RunFigures]) -> str:
         rows.append(row)
     out = io.StringIO()
     if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        # Runs on an on-demand stream may end with more shards than others: every column of
+        # every row, empty where a run has no such shard.
+        columns = list(dict.fromkeys(name for row in rows for name in row))
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return out.getvalue()

@@ -1,5 +1,7 @@
 """``alleycat compare --capacity``: modes side by side, their costs by hand, a race start."""
 
+import csv
+import io
 import json
 
 import pytest
@@ -148,3 +150,24 @@ def test_capacity_specs_parse_with_their_shards():
         StreamSpec(mode=CapacityMode.PROVISIONED, shards=8),
         StreamSpec(mode=CapacityMode.ON_DEMAND, shards=4),
     ]
+
+
+def test_the_csv_has_a_column_for_every_shard_of_every_run():
+    result = CliRunner().invoke(
+        compare,
+        ["--capacity", "provisioned:4,on-demand", "--riders", "5000", "--duration", "12",
+         "--scale-out-seconds", "5", "--format", "csv", "--jobs", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert [(r["stream"], r["strategy"]) for r in rows] == [
+        ("provisioned:4", "balanced"),
+        ("on-demand", "balanced"),
+        ("on-demand", "auto"),
+    ]
+    # The on-demand stream split 4 shards into 8 at 6 s (and again later): its children have
+    # columns, empty for the provisioned run.
+    assert rows[0]["scale_outs"] == ""
+    assert [r["scale_outs"].split()[0] for r in rows[1:]] == ["6:8", "6:8"]
+    assert rows[0]["shard_11_records"] == ""
+    assert int(rows[1]["shard_11_records"]) > 0
