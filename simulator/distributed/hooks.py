@@ -159,16 +159,12 @@ class SummaryCollector:
     def _show(self, summary: dict[str, Any], path: str | None) -> None:
         from rich.console import Console
 
+        from simulator.distributed.summary import workers_line
         from simulator.report.summary import summary_table
 
         console = Console(stderr=True)
         console.print(summary_table(summary))
-        lost_workers = [w for w in summary["workers"] if not w["finished"]]
-        console.print(
-            f"workers: {len(summary['workers'])}; messages delivered: "
-            f"{summary['messages_delivered']:,}; lost with {len(lost_workers)} missing "
-            f"workers: {summary['lost']:,}"
-        )
+        console.print(workers_line(summary))
         if path is None:
             return
         text = json.dumps(summary)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from alleycat_rider.plural import counted
 from simulator.engine.counters import LatencyHistogram, RunStats
 
 #: Summary fields that are not counts to add up (they are recomputed or taken from one report).
@@ -134,3 +135,16 @@ def run_summary(
         **merged,
         "batching": batching,
     }
+
+
+def workers_line(summary: dict[str, Any]) -> str:
+    """The line under Locust's summary table: workers and messages delivered, and what was
+    lost with workers that went missing, when some did."""
+    workers = summary["workers"]
+    line = (
+        f"{counted(len(workers), 'worker')}; messages delivered: {summary['messages_delivered']:,}"
+    )
+    missing = sum(1 for w in workers if not w["finished"])
+    if missing:
+        line += f"; lost with {counted(missing, 'missing worker')}: {summary['lost']:,}"
+    return line

@@ -210,7 +210,9 @@ class Simulation:
         fatal: SimulatorError | None = None
         for done in self.dispatcher.completions():
             if done.outcome is not None:
-                self.producer.settle(done.batch, done.outcome, done.finished_at)
+                self.producer.settle(
+                    done.batch, done.outcome, done.finished_at, accepted_at=done.sent_at
+                )
                 if not self._known_shards.issuperset(done.outcome.shard_ids):
                     self._resharded(done.outcome.shard_ids)
             elif isinstance(done.error, FatalSinkError):

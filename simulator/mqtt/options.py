@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from alleycat_rider.bounds import finite, whole
-from alleycat_rider.config import is_loopback
+from alleycat_rider.config import check_mqtt_host, is_loopback
 from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, device_paths
 from alleycat_rider.mqtt import MqttSettings, check_credentials
 from simulator.mqtt.fleet import DEFAULT_CONNECT_RATE
@@ -22,6 +22,14 @@ F = TypeVar("F", bound=Callable[..., object])
 
 #: The certificate ``alleycat stack`` (and ``certs dev --client-id alleycat-fleet``) makes.
 FLEET_CERT_NAME = "alleycat-fleet"
+
+
+def _mqtt_host(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--mqtt-endpoint`` as a host name or address: anything else is a usage error."""
+    try:
+        return check_mqtt_host(value, port_option="--mqtt-port")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 def broker_options(cert_name: str, *, prefix: str = "", client_id: bool = True) -> Callable[[F], F]:
@@ -34,6 +42,7 @@ def broker_options(cert_name: str, *, prefix: str = "", client_id: bool = True) 
             "--mqtt-endpoint",
             default="127.0.0.1",
             show_default=True,
+            callback=_mqtt_host,
             help=f"{prefix}The MQTT broker (an AWS IoT data endpoint, or `alleycat stack`'s).",
         ),
         click.option("--mqtt-port", type=whole(1, 65535), default=8883, show_default=True),
