@@ -41,6 +41,7 @@ from simulator.compare.runs import (
 )
 from simulator.engine.aggregation import DEFAULT_BATCHING_MODES, BatchingMode, parse_batching
 from simulator.engine.capacity import CapacityMode, OnDemandPolicy
+from simulator.engine.fleet import fleet_messages
 from simulator.engine.keys import KEYLESS, PartitionKeyStrategy
 from simulator.engine.shards import SHARD_RECORDS_PER_SECOND
 from simulator.errors import SimulatorError
@@ -575,7 +576,7 @@ def render_comparison(
 ) -> RenderableType:
     """The comparison for a terminal: table, heat map or prices, and the recommendation."""
     w = comparison.workload
-    messages = w.riders * w.duration
+    messages = fleet_messages(w.riders, w.duration, w.ramp_seconds)
     parts: list[RenderableType] = []
     if batching:
         parts += [batching_table(comparison.runs), prices_note(prices, w.shards)]
@@ -593,9 +594,11 @@ def render_comparison(
         )
     runs = len(comparison.runs)
     what = counted(runs, "mode") if batching else counted(runs, "strategy", "strategies")
+    stream = comparison.runs[0].stream if comparison.runs else ""
+    where = f"an {stream} stream" if stream.startswith("on-demand") else counted(w.shards, "shard")
     ran = (
         f"{what} × {counted(w.riders, 'rider')} × {w.duration:,} s "
-        f"({counted(messages, 'message')} each) on {counted(w.shards, 'shard')}, seed {w.seed}, "
+        f"({counted(messages, 'message')} each) on {where}, seed {w.seed}, "
         f"in {counted(comparison.processes, 'process', 'processes')}"
     )
     parts.append(Text(f"Ran {ran}" + (f" in {wall:.1f} s." if wall is not None else "."), "dim"))

@@ -171,3 +171,15 @@ def test_the_csv_has_a_column_for_every_shard_of_every_run():
     assert [r["scale_outs"].split()[0] for r in rows[1:]] == ["6:8", "6:8"]
     assert rows[0]["shard_11_records"] == ""
     assert int(rows[1]["shard_11_records"]) > 0
+
+
+def test_the_strategies_on_an_on_demand_stream_say_so_and_count_the_ramps_messages():
+    result = CliRunner().invoke(
+        compare,
+        ["--capacity", "on-demand", "--riders", "20", "--duration", "10", "--ramp", "5",
+         "--jobs", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    # Riders join 4 a second over 5 s: 4 × (10 + 9 + 8 + 7 + 6) messages.
+    assert "× 20 riders × 10 s (160 messages each) on an on-demand stream" in text
