@@ -31,7 +31,7 @@ from simulator.engine.batching import (
 )
 from simulator.engine.capacity import CapacityMode, OnDemandPolicy
 from simulator.engine.clock import Clock, ScaledClock, VirtualClock
-from simulator.engine.fleet import FleetConfig
+from simulator.engine.fleet import FleetConfig, fleet_messages
 from simulator.engine.keys import KEYLESS, STRATEGY_TRADE_OFFS, PartitionKeyStrategy
 from simulator.engine.producer import ProducerConfig
 from simulator.engine.runner import RunResult, Simulation, SimulationConfig
@@ -411,7 +411,9 @@ def simulate(
     summary["messages_generated"] = simulation.batching.messages
     # A run stopped early (Ctrl-C, an error) rode fewer seconds than --duration: whole seconds
     # every rider finished.
-    summary["ridden_seconds"] = min(duration, simulation.batching.messages // riders)
+    summary["ridden_seconds"] = ridden_seconds(
+        simulation.batching.messages, riders=riders, duration=duration, ramp=ramp
+    )
     if stopped_by.signum is not None:
         summary["stopped_by"] = signal.Signals(stopped_by.signum).name  # SIGINT or SIGTERM
     if as_json:
@@ -431,6 +433,19 @@ simulate.help = inspect.cleandoc(simulate.help or "") + "".join(
     "\n\n\b\n" + textwrap.fill(f"{strategy.value}: {trade_off}", 78, subsequent_indent="  ")
     for strategy, trade_off in STRATEGY_TRADE_OFFS.items()
 )
+
+
+def ridden_seconds(messages: int, *, riders: int, duration: int, ramp: int) -> int:
+    """The whole seconds of the run every rider who had joined rode, from the messages made
+    (a fleet makes each second's messages before the next second's)."""
+    done, todo = 0, duration
+    while done < todo:  # the most seconds whose messages were all made
+        middle = (done + todo + 1) // 2
+        if fleet_messages(riders, middle, ramp) <= messages:
+            done = middle
+        else:
+            todo = middle - 1
+    return done
 
 
 def _summary(simulation: Simulation, result: RunResult) -> dict[str, Any]:

@@ -82,3 +82,15 @@ def test_a_ramp_spreads_the_start_so_fewer_messages_are_sent():
     summary = json.loads(result.output)
     # Rider i of 100 joins in second i // 10: 10 riders each second, each riding to the end.
     assert summary["generated"] == summary["delivered"] == sum(10 * (10 - s) for s in range(10))
+
+
+def test_a_ramped_run_rode_its_whole_duration_and_one_stopped_early_says_how_far():
+    from simulator.cli import ridden_seconds
+
+    # 10 riders joining over 5 s, 8 s long: 2 + 4 + 6 + 8 + 10 + 10 + 10 + 10 = 60 messages.
+    assert ridden_seconds(60, riders=10, duration=8, ramp=5) == 8
+    assert ridden_seconds(20, riders=10, duration=8, ramp=5) == 4  # 2 + 4 + 6 + 8
+    assert ridden_seconds(19, riders=10, duration=8, ramp=5) == 3
+    assert ridden_seconds(3000, riders=100, duration=300, ramp=0) == 30
+    table = _simulate("--riders", "10", "--duration", "8", "--ramp", "5")
+    assert "10 × 8 " in table.output and " of 8" not in table.output
