@@ -20,7 +20,7 @@ from simulator.mqtt.fleet import (
     MqttFleet,
     MqttFleetOptions,
 )
-from simulator.mqtt.options import broker_settings
+from simulator.mqtt.options import broker_settings, fleet_brokers, source_addresses
 
 #: Seconds between progress lines.
 PROGRESS_EVERY = 5.0
@@ -32,8 +32,14 @@ def run_mqtt_fleet(
     """Ride the fleet over MQTT in real time and print the summary."""
     if o["fast"] or o["speed"] is not None:
         raise click.UsageError("--via mqtt rides in real time: drop --fast and --speed")
+    brokers = fleet_brokers(o)
+    sources = source_addresses(o["source_addresses"])
     try:
-        settings = broker_settings(o, client_id="fleet")  # each rider gets its own id
+        # Each rider gets its own id; the first broker stands for them all in the settings.
+        host, port = brokers[0]
+        settings = broker_settings(
+            {**o, "mqtt_endpoint": host, "mqtt_port": port}, client_id="fleet"
+        )
     except AlleycatError as exc:
         raise click.ClickException(str(exc)) from None
     rng = random.Random(seed)
@@ -45,16 +51,23 @@ def run_mqtt_fleet(
         keyer=lambda riders, _stamps: [("", None)] * len(riders),
         rng=rng,
     )
-    run = MqttFleet(
-        fleet,
-        MqttFleetOptions(
-            settings=settings,
-            topic=o["topic"],
-            qos=o["qos"],
-            client_id_prefix=o["client_id_prefix"],
-            connect_rate=o["connect_rate"],
-        ),
-    )
+    try:
+        run = MqttFleet(
+            fleet,
+            MqttFleetOptions(
+                settings=settings,
+                topic=o["topic"],
+                qos=o["qos"],
+                client_id_prefix=o["client_id_prefix"],
+                connect_rate=o["connect_rate"],
+                brokers=tuple(brokers),
+                source_addresses=sources,
+                certs_dir=o["certs_dir"],
+                client=o["mqtt_client"],
+            ),
+        )
+    except AlleycatError as exc:
+        raise click.ClickException(str(exc)) from None
     started = time.monotonic()
     worker = threading.Thread(target=run.run, name="mqtt-fleet", daemon=True)
     with stopped_by_signals(

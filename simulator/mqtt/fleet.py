@@ -3,11 +3,13 @@
 The riders are the simulator's own (:class:`~simulator.engine.fleet.Fleet`: the rider model,
 phases, races, ``--seed``), and each message is the exact ride message. Rider ``i`` connects as
 ``<prefix><racerId>`` with the fleet's certificate and publishes its message once a second on the
-ride topic, QoS 0 or 1. Connections:
+ride topic, QoS 0 or 1. The connections are :mod:`simulator.mqtt.wire`'s, all on one event loop
+driven by one timer (``client="awscrt"`` gives each rider the rider agent's awscrt client
+instead, :class:`~alleycat_rider.mqtt.MqttLink`, for comparison). Connections:
 
 - are opened at most ``connect_rate`` a second (IoT Core limits CONNECTs per account), each
-  reconnecting by itself with backoff when it drops (the agent's adapter,
-  :class:`~alleycat_rider.mqtt.MqttLink`);
+  reconnecting by itself with backoff and jitter when it drops, dealt over the brokers given
+  (and the source addresses, when given);
 - never publish more than :data:`MAX_PUBLISHES_PER_SECOND` a second (IoT Core's limit per
   connection) as the broker counts them, on arrival: sends are paced at :data:`PACE` a second
   with at most :data:`MAX_IN_FLIGHT_PER_CONNECTION` unacknowledged, resends after a reconnect
@@ -24,12 +26,14 @@ without acknowledgement, or dropped (counted) when its rider is not connected::
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from alleycat_rider.mqtt import (
     Connected,
@@ -60,6 +64,16 @@ DEFAULT_CONNECT_RATE = 100
 DEFAULT_BACKLOG = 600
 #: How long the fleet waits at the end for what is in flight.
 DRAIN_SECONDS = 10.0
+#: Seconds between the fleet's passes over its riders (its one timer).
+TICK = 0.01
+
+
+class FleetLink(Protocol):
+    """A rider's connection, as the fleet uses it."""
+
+    def start(self) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int, token: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +87,14 @@ class MqttFleetOptions:
     client_id_prefix: str = "alleycat-"
     connect_rate: float = DEFAULT_CONNECT_RATE
     backlog: int = DEFAULT_BACKLOG
+    brokers: tuple[tuple[str, int], ...] = ()
+    """``(host, port)`` of each broker, riders dealt over them in turn; none: the settings'."""
+    source_addresses: tuple[str, ...] = ()
+    """Local addresses to connect from, in turn (past one address's ephemeral ports)."""
+    certs_dir: Path | None = None
+    """Riders' own certificates (``<client id>.crt/.key``); riders without one use the fleet's."""
+    client: str = "fleet"
+    """``fleet``: :mod:`simulator.mqtt.wire`'s connections; ``awscrt``: an awscrt client each."""
 
 
 @dataclass(slots=True)
@@ -103,7 +125,7 @@ class MqttCounts:
 @dataclass(slots=True)
 class _Rider:
     index: int
-    link: MqttLink | None = None
+    link: Any = None
     connected: bool = False
     ever_connected: bool = False
     connect_started: float = 0.0
@@ -139,18 +161,25 @@ class MqttFleet:
         wall: Callable[[], float] = time.time,
         make_link: Callable[[MqttSettings, Callable[[LinkEvent], None]], MqttLink] | None = None,
     ) -> None:
-        if make_link is None:
-            shared = None if options.settings.cert is None else make_tls_context(options.settings)
-
-            def make_link(settings: MqttSettings, sink: Callable[[LinkEvent], None]) -> MqttLink:
-                return MqttLink(settings, sink, tls_context=shared)
-
         self.fleet = fleet
         self.options = options
         self._monotonic = monotonic
         self._wall = wall
-        self._make_link = make_link
         self.riders = [_Rider(i) for i in range(fleet.config.riders)]
+        self.contexts = 0
+        """TLS contexts loaded (one per certificate in use)."""
+        self._on_loop = make_link is None and options.client == "fleet"
+        self._loop: Any = None
+        if self._on_loop:
+            self._prepare_links()
+        elif make_link is None:
+            shared = None if options.settings.cert is None else make_tls_context(options.settings)
+            self.contexts = 0 if shared is None else 1
+
+            def make_link(settings: MqttSettings, sink: Callable[[LinkEvent], None]) -> MqttLink:
+                return MqttLink(settings, sink, tls_context=shared)
+
+        self._make_link = make_link
         self.counts = MqttCounts()
         self.latency = LatencyHistogram()
         """Publish to PUBACK, milliseconds."""
@@ -164,9 +193,47 @@ class MqttFleet:
         self._opened = 0
         self._connect_budget = 0.0
         self._last_budget_at = monotonic()
+        self.connecting = 0
+        """Riders whose first connection is under way (or failed and being retried)."""
+        self.refused: set[int] = set()
+        """Riders a broker refused (their certificate, a CONNACK): counted, the others ride on."""
         self.stopped = threading.Event()
         self.failures: list[str] = []
         """The distinct reasons connections failed, first seen first."""
+
+    def _prepare_links(self) -> None:
+        """Every rider's :class:`~simulator.mqtt.wire.Link`, on a new event loop (not started).
+
+        Raises:
+            CertificateError: the fleet's certificate, or a rider's own, cannot be used.
+        """
+        from simulator.mqtt.wire import make_links, new_event_loop
+
+        options = self.options
+        settings = options.settings
+        loop = new_event_loop()
+        try:
+            links, contexts = make_links(
+                loop,
+                self,
+                client_ids=[self.client_id(r.index) for r in self.riders],
+                brokers=list(options.brokers) or [(settings.endpoint, settings.port)],
+                sources=list(options.source_addresses),
+                settings=settings,
+                certs_dir=options.certs_dir,
+                rng=random.Random(),
+            )
+        except BaseException:
+            loop.close()
+            raise
+        self._loop = loop
+        self.contexts = 0 if contexts is None else len(contexts)
+        for rider, link in zip(self.riders, links, strict=True):
+            rider.link = link
+
+    def client_id(self, index: int) -> str:
+        """Rider ``index``'s MQTT client id."""
+        return f"{self.options.client_id_prefix}{FIRST_RACER_ID + index}"
 
     @property
     def open_connections(self) -> int:
@@ -182,6 +249,9 @@ class MqttFleet:
 
     def run(self) -> None:
         """Ride until the fleet is done or :attr:`stopped` is set, then drain and disconnect."""
+        if self._on_loop:
+            self._run_on_loop()
+            return
         try:
             while not self.stopped.is_set() and not self.fleet.done:
                 self.step()
@@ -189,6 +259,52 @@ class MqttFleet:
             self._drain()
         finally:
             self.close()
+
+    def _run_on_loop(self) -> None:
+        """The whole run on the links' event loop, one timer doing every pass (:data:`TICK`)."""
+        loop = self._loop
+        links = [rider.link for rider in self.riders]
+        failure: list[BaseException] = []
+        phase = "riding"
+        until = next_check = 0.0
+
+        def tick() -> None:
+            nonlocal phase, until, next_check
+            try:
+                now = self._monotonic()
+                if phase == "riding":
+                    if self.stopped.is_set() or self.fleet.done:
+                        phase, until = "draining", now + DRAIN_SECONDS
+                    else:
+                        self.step()
+                if phase == "draining":
+                    self._send_all_held(now)
+                    if not (self._in_flight or self._holding) or now >= until:
+                        phase, until = "closing", now + 2.0
+                        for link in links[: self._opened]:
+                            link.stop()
+                if phase == "closing":
+                    if now >= until or all(link.closed for link in links[: self._opened]):
+                        loop.stop()
+                        return
+                if now >= next_check:
+                    next_check = now + 1.0
+                    for link in links[: self._opened]:
+                        link.check(now)
+                loop.call_later(TICK, tick)
+            except BaseException as exc:  # a defect: end the run, and say so in the thread
+                failure.append(exc)
+                loop.stop()
+
+        try:
+            loop.call_soon(tick)
+            loop.run_forever()
+        finally:
+            for rider in self.riders:
+                rider.connected = False
+            loop.close()
+        if failure:
+            raise failure[0]
 
     def step(self) -> None:
         """One pass: open connections, take events, publish what is due."""
@@ -219,9 +335,11 @@ class MqttFleet:
             rider = self.riders[self._opened]
             self._opened += 1
             self._connect_budget -= 1
-            client_id = f"{self.options.client_id_prefix}{FIRST_RACER_ID + rider.index}"
-            settings = replace(self.options.settings, client_id=client_id)
-            rider.link = self._make_link(settings, self._sink_for(rider.index))
+            if rider.link is None:
+                assert self._make_link is not None
+                settings = replace(self.options.settings, client_id=self.client_id(rider.index))
+                rider.link = self._make_link(settings, self._sink_for(rider.index))
+            self.connecting += 1
             rider.link.start()
             # Read the clock anew: a step that opens many connections takes a while.
             rider.connect_started = self._monotonic()
@@ -237,27 +355,52 @@ class MqttFleet:
                 index, event = self._events.get_nowait()
             except queue.Empty:
                 return
-            now = self._monotonic()  # latencies end when the event is taken, not at the step
-            rider = self.riders[index]
             match event:
                 case PublishDone(token=token, delivered=delivered, rejected=rejected, code=code):
-                    self._done(rider, token, delivered, rejected, code, now)
+                    self.publish_done(index, token, delivered, rejected, code)
                 case Connected():
-                    rider.connected = True
-                    if rider.ever_connected:
-                        self.counts.reconnects += 1
-                    else:
-                        self.counts.connects += 1
-                        self.connect_latency.add((now - rider.connect_started) * 1000)
-                    rider.ever_connected = True
-                case ConnectionFailed(message=message):
-                    self.counts.connect_failures += 1
-                    if message not in self.failures and len(self.failures) < 5:
-                        self.failures.append(message)
+                    self.link_connected(index)
+                case ConnectionFailed(message=message, refused=refused):
+                    self.link_failed(index, message, refused)
                 case Disconnected():
-                    if rider.connected:
-                        self.counts.disconnects += 1
-                    rider.connected = False
+                    self.link_lost(index)
+
+    # What the links tell (simulator.mqtt.wire.LinkEvents): on the loop, or from _take_events.
+
+    def link_connected(self, index: int) -> None:
+        """Rider ``index`` is connected (again)."""
+        now = self._monotonic()  # latencies end when the event is taken, not at the step
+        rider = self.riders[index]
+        rider.connected = True
+        if rider.ever_connected:
+            self.counts.reconnects += 1
+        else:
+            self.counts.connects += 1
+            self.connecting -= 1
+            self.connect_latency.add((now - rider.connect_started) * 1000)
+        rider.ever_connected = True
+        self.refused.discard(index)
+
+    def link_failed(self, index: int, message: str, refused: bool) -> None:
+        """An attempt of rider ``index`` failed (it tries again by itself)."""
+        self.counts.connect_failures += 1
+        if refused:
+            self.refused.add(index)
+        if message not in self.failures and len(self.failures) < 5:
+            self.failures.append(message)
+
+    def link_lost(self, index: int) -> None:
+        """Rider ``index``'s connection was lost (it reconnects by itself)."""
+        rider = self.riders[index]
+        if rider.connected:
+            self.counts.disconnects += 1
+        rider.connected = False
+
+    def publish_done(
+        self, index: int, token: int, delivered: bool, rejected: bool, code: str
+    ) -> None:
+        """A publish of rider ``index`` was acknowledged, written (QoS 0) or failed."""
+        self._done(self.riders[index], token, delivered, rejected, code, self._monotonic())
 
     def _done(
         self, rider: _Rider, token: int, delivered: bool, rejected: bool, code: str, now: float
@@ -339,7 +482,11 @@ class MqttFleet:
         self._take_events()
 
     def close(self) -> None:
-        """Disconnect every rider."""
+        """Disconnect every rider (their awscrt clients; the loop's links close in the run)."""
+        if self._on_loop:
+            if not self._loop.is_closed():
+                self._loop.close()
+            return
         for rider in self.riders:
             if rider.link is not None:
                 try:
@@ -348,6 +495,10 @@ class MqttFleet:
                     pass
                 rider.link = None
             rider.connected = False
+
+    def _brokers(self) -> list[tuple[str, int]]:
+        settings = self.options.settings
+        return list(self.options.brokers) or [(settings.endpoint, settings.port)]
 
     def summary(self) -> dict[str, Any]:
         """Everything counted, for ``--json`` and the summary table."""
@@ -360,6 +511,9 @@ class MqttFleet:
             "in_flight": self.in_flight,
             "held": self.held,
             "open_connections": self.open_connections,
+            "riders_refused": len(self.refused),
+            "brokers": [f"{h}:{p}" for h, p in self._brokers()],
+            "tls_contexts": self.contexts,
             "connect_failure_reasons": list(self.failures),
             "puback_latency_ms": {
                 "p50": self.latency.percentile(50),
