@@ -97,29 +97,22 @@ def _watch_live(run: MqttFleet, worker: threading.Thread, started: float) -> Non
     """A live panel on the terminal (stderr), redrawn twice a second, until the run ends."""
     from rich.console import Console
     from rich.live import Live
-    from rich.panel import Panel
-    from rich.table import Table
 
-    def panel() -> Panel:
-        c = run.counts
-        table = Table.grid(padding=(0, 2))
-        for _ in range(4):
-            table.add_column(justify="right")
-        table.add_row(
-            "connections", f"{run.open_connections:,}/{len(run.riders):,}",
-            "reconnects", f"{c.reconnects:,}",
-        )  # fmt: skip
-        table.add_row("generated", f"{c.generated:,}", "acked", f"{c.acked:,}")
-        table.add_row("in flight", f"{run.in_flight:,}", "held", f"{run.held:,}")
-        table.add_row("dropped", f"{c.dropped:,}", "failed", f"{c.failed:,}")
-        puback = f"{run.latency.percentile(50):.0f}/{run.latency.percentile(99):.0f} ms"
-        connect = f"{run.connect_latency.percentile(50):.0f} ms"
-        table.add_row("PUBACK p50/p99", puback, "connect p50", connect)
-        elapsed = time.monotonic() - started
-        title = f"MQTT fleet, QoS {run.options.qos}, {elapsed:.0f} s of {run.fleet.duration} s"
-        return Panel(table, title=title, title_align="left")
+    from simulator.mqtt.panel import PanelState, render_panel
 
-    with Live(panel(), console=Console(stderr=True), refresh_per_second=2) as live:
+    console = Console(stderr=True)
+    before: PanelState | None = None
+
+    def panel() -> Any:
+        nonlocal before
+        now = time.monotonic()
+        state = PanelState.take(run, at=now, elapsed=now - started)
+        shown = render_panel(state, before, console.width)
+        if before is None or now - before.at >= 2.0:  # rates over the last few seconds
+            before = state
+        return shown
+
+    with Live(panel(), console=console, refresh_per_second=2) as live:
         while worker.is_alive():
             worker.join(0.5)
             live.update(panel())

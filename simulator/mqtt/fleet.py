@@ -245,7 +245,7 @@ class MqttFleet:
 
     @property
     def held(self) -> int:
-        return sum(len(self.riders[i].held) for i in self._holding)
+        return sum(len(self.riders[i].held) for i in list(self._holding))  # read from other threads
 
     def run(self) -> None:
         """Ride until the fleet is done or :attr:`stopped` is set, then drain and disconnect."""
@@ -496,7 +496,8 @@ class MqttFleet:
                 rider.link = None
             rider.connected = False
 
-    def _brokers(self) -> list[tuple[str, int]]:
+    def summary_brokers(self) -> list[tuple[str, int]]:
+        """The brokers the riders are dealt over."""
         settings = self.options.settings
         return list(self.options.brokers) or [(settings.endpoint, settings.port)]
 
@@ -512,7 +513,7 @@ class MqttFleet:
             "held": self.held,
             "open_connections": self.open_connections,
             "riders_refused": len(self.refused),
-            "brokers": [f"{h}:{p}" for h, p in self._brokers()],
+            "brokers": [f"{h}:{p}" for h, p in self.summary_brokers()],
             "tls_contexts": self.contexts,
             "connect_failure_reasons": list(self.failures),
             "puback_latency_ms": {
