@@ -128,8 +128,8 @@ def _progress(run: MqttFleet, elapsed: float) -> str:
     )
 
 
-def _print_summary(s: dict[str, Any]) -> None:
-    from rich.console import Console
+def summary_table(s: dict[str, Any]) -> Any:
+    """The summary of ``simulate --via mqtt`` (and of ``locust --via mqtt``) as a table."""
     from rich.table import Table
 
     title = f"MQTT fleet: {counted(s['riders'], 'rider')}, QoS {s['qos']}"
@@ -156,8 +156,16 @@ def _print_summary(s: dict[str, Any]) -> None:
             ("publish to PUBACK p50 / p95 / p99",
              f"{lat['p50']:.0f} / {lat['p95']:.0f} / {lat['p99']:.0f} ms")
         )  # fmt: skip
+    if s.get("riders_refused"):
+        rows.append(("riders refused by the broker", s["riders_refused"]))
     for name, value in rows:
         table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
-    Console().print(table)
+    return table
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    Console().print(summary_table(s))
     for reason in s["connect_failure_reasons"]:
         print(f"connection failure: {reason}", file=sys.stderr)

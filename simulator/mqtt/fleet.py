@@ -64,6 +64,8 @@ DEFAULT_CONNECT_RATE = 100
 DEFAULT_BACKLOG = 600
 #: How long the fleet waits at the end for what is in flight.
 DRAIN_SECONDS = 10.0
+#: Locust's request types for what the fleet reports (see :attr:`MqttFleet.report`).
+CONNECT, PUBLISH, MESSAGE = "CONNECT", "PUBLISH", "message"
 #: Seconds between the fleet's passes over its riders (its one timer).
 TICK = 0.01
 
@@ -93,6 +95,8 @@ class MqttFleetOptions:
     """Local addresses to connect from, in turn (past one address's ephemeral ports)."""
     certs_dir: Path | None = None
     """Riders' own certificates (``<client id>.crt/.key``); riders without one use the fleet's."""
+    first_rider: int = 0
+    """Rider ``i`` is racer ``100 + first_rider + i`` (a Locust worker's block of riders)."""
     client: str = "fleet"
     """``fleet``: :mod:`simulator.mqtt.wire`'s connections; ``awscrt``: an awscrt client each."""
 
@@ -166,6 +170,9 @@ class MqttFleet:
         self._monotonic = monotonic
         self._wall = wall
         self.riders = [_Rider(i) for i in range(fleet.config.riders)]
+        self.peak_riders = len(self.riders)
+        self._rng = random.Random()
+        self._tls: Any = None
         self.contexts = 0
         """TLS contexts loaded (one per certificate in use)."""
         self._on_loop = make_link is None and options.client == "fleet"
@@ -192,6 +199,13 @@ class MqttFleet:
         self._tokens = 0
         self._opened = 0
         self._connect_budget = 0.0
+        self.connect_rate = options.connect_rate
+        """Connections opened per second at most (Locust's workers each take their share)."""
+        self.report: deque[tuple[str, str, float, str | None]] | None = None
+        """When set, every CONNECT and PUBLISH outcome and every drop is appended here as
+        ``(request type, name, milliseconds, error or None)`` (for Locust's request rows)."""
+        self.on_tick: Callable[[], None] | None = None
+        """Called on every pass of the loop's timer (a Locust worker grows its fleet there)."""
         self._last_budget_at = monotonic()
         self.connecting = 0
         """Riders whose first connection is under way (or failed and being retried)."""
@@ -202,38 +216,60 @@ class MqttFleet:
         """The distinct reasons connections failed, first seen first."""
 
     def _prepare_links(self) -> None:
-        """Every rider's :class:`~simulator.mqtt.wire.Link`, on a new event loop (not started).
+        """The event loop, the TLS contexts and every rider's link (not started).
 
         Raises:
             CertificateError: the fleet's certificate, or a rider's own, cannot be used.
         """
-        from simulator.mqtt.wire import make_links, new_event_loop
+        from simulator.mqtt.wire import TlsContexts, new_event_loop
 
+        settings = self.options.settings
+        self._tls = None if settings.cert is None else TlsContexts(settings.ca)
+        if self._tls is not None:
+            assert settings.cert is not None and settings.key is not None
+            self._tls.get(settings.cert, settings.key)  # the fleet's: a bad one is said first
+        self._loop = new_event_loop()
+        try:
+            self._link_riders(self.riders)
+        except BaseException:
+            self._loop.close()
+            raise
+
+    def _link_riders(self, riders: list[_Rider]) -> None:
+        from simulator.mqtt.wire import make_links
+
+        if not riders:
+            return
         options = self.options
         settings = options.settings
-        loop = new_event_loop()
-        try:
-            links, contexts = make_links(
-                loop,
-                self,
-                client_ids=[self.client_id(r.index) for r in self.riders],
-                brokers=list(options.brokers) or [(settings.endpoint, settings.port)],
-                sources=list(options.source_addresses),
-                settings=settings,
-                certs_dir=options.certs_dir,
-                rng=random.Random(),
-            )
-        except BaseException:
-            loop.close()
-            raise
-        self._loop = loop
-        self.contexts = 0 if contexts is None else len(contexts)
-        for rider, link in zip(self.riders, links, strict=True):
+        links = make_links(
+            self._loop,
+            self,
+            client_ids=[self.client_id(r.index) for r in riders],
+            brokers=self.summary_brokers(),
+            sources=list(options.source_addresses),
+            settings=settings,
+            contexts=self._tls,
+            certs_dir=options.certs_dir,
+            rng=self._rng,
+            first_index=riders[0].index,
+        )
+        self.contexts = 0 if self._tls is None else len(self._tls)
+        for rider, link in zip(riders, links, strict=True):
             rider.link = link
+
+    def grow(self, riders: int) -> None:
+        """Ride with ``riders`` riders from now on (more than before: Locust's users joined);
+        their connections open at the connect rate. Only on the event loop's thread."""
+        added = [_Rider(i) for i in range(len(self.riders), riders)]
+        if added:
+            self._link_riders(added)
+            self.riders.extend(added)
+            self.peak_riders = len(self.riders)
 
     def client_id(self, index: int) -> str:
         """Rider ``index``'s MQTT client id."""
-        return f"{self.options.client_id_prefix}{FIRST_RACER_ID + index}"
+        return f"{self.options.client_id_prefix}{FIRST_RACER_ID + self.options.first_rider + index}"
 
     @property
     def open_connections(self) -> int:
@@ -263,7 +299,7 @@ class MqttFleet:
     def _run_on_loop(self) -> None:
         """The whole run on the links' event loop, one timer doing every pass (:data:`TICK`)."""
         loop = self._loop
-        links = [rider.link for rider in self.riders]
+        riders = self.riders
         failure: list[BaseException] = []
         phase = "riding"
         until = next_check = 0.0
@@ -272,6 +308,8 @@ class MqttFleet:
             nonlocal phase, until, next_check
             try:
                 now = self._monotonic()
+                if self.on_tick is not None:
+                    self.on_tick()
                 if phase == "riding":
                     if self.stopped.is_set() or self.fleet.done:
                         phase, until = "draining", now + DRAIN_SECONDS
@@ -281,16 +319,16 @@ class MqttFleet:
                     self._send_all_held(now)
                     if not (self._in_flight or self._holding) or now >= until:
                         phase, until = "closing", now + 2.0
-                        for link in links[: self._opened]:
-                            link.stop()
+                        for rider in riders[: self._opened]:
+                            rider.link.stop()
                 if phase == "closing":
-                    if now >= until or all(link.closed for link in links[: self._opened]):
+                    if now >= until or all(r.link.closed for r in riders[: self._opened]):
                         loop.stop()
                         return
                 if now >= next_check:
                     next_check = now + 1.0
-                    for link in links[: self._opened]:
-                        link.check(now)
+                    for rider in riders[: self._opened]:
+                        rider.link.check(now)
                 loop.call_later(TICK, tick)
             except BaseException as exc:  # a defect: end the run, and say so in the thread
                 failure.append(exc)
@@ -310,7 +348,8 @@ class MqttFleet:
         """One pass: open connections, take events, publish what is due."""
         now = self._monotonic()
         self._open_connections(now)
-        self._take_events()
+        if not self._on_loop:
+            self._take_events()
         due: list[Record] = []
         self.fleet.emit_until(self._wall(), due, 100_000)
         self.counts.generated += len(due)
@@ -328,7 +367,7 @@ class MqttFleet:
     def _open_connections(self, now: float) -> None:
         if self._opened >= len(self.riders):
             return
-        rate = self.options.connect_rate
+        rate = self.connect_rate
         self._connect_budget = min(rate, self._connect_budget + (now - self._last_budget_at) * rate)
         self._last_budget_at = now
         while self._connect_budget >= 1 and self._opened < len(self.riders):
@@ -377,13 +416,18 @@ class MqttFleet:
         else:
             self.counts.connects += 1
             self.connecting -= 1
-            self.connect_latency.add((now - rider.connect_started) * 1000)
+            took = (now - rider.connect_started) * 1000
+            self.connect_latency.add(took)
+            if self.report is not None:
+                self.report.append((CONNECT, "connect", took, None))
         rider.ever_connected = True
         self.refused.discard(index)
 
     def link_failed(self, index: int, message: str, refused: bool) -> None:
         """An attempt of rider ``index`` failed (it tries again by itself)."""
         self.counts.connect_failures += 1
+        if self.report is not None:
+            self.report.append((CONNECT, "connect", 0.0, message))
         if refused:
             self.refused.add(index)
         if message not in self.failures and len(self.failures) < 5:
@@ -411,17 +455,22 @@ class MqttFleet:
         _index, record, sent_at = entry
         rider.in_flight -= 1
         if delivered:
+            took = (now - sent_at) * 1000
             if self.options.qos == 1:
                 self.counts.acked += 1
-                self.latency.add((now - sent_at) * 1000)
+                self.latency.add(took)
             else:
                 self.counts.sent_unacknowledged += 1
+            if self.report is not None:
+                self.report.append((PUBLISH, self.options.topic, took, None))
             return
         self.counts.failed += 1
+        if self.report is not None:
+            self.report.append((PUBLISH, self.options.topic, (now - sent_at) * 1000, code))
         if rejected or self.options.qos == 0:
             if rejected:
                 self.counts.rejected += 1
-            self.counts.dropped += 1
+            self._drop(code)
             return
         self._hold(rider, record)  # lost with its connection: sent again on reconnect
 
@@ -431,12 +480,17 @@ class MqttFleet:
         elif self.options.qos == 1:
             self._hold(rider, record)
         else:
-            self.counts.dropped += 1  # QoS 0 with no connection: nothing to send it on
+            self._drop("not connected (QoS 0)")  # nothing to send it on
+
+    def _drop(self, reason: str) -> None:
+        self.counts.dropped += 1
+        if self.report is not None:
+            self.report.append((MESSAGE, "dropped", 0.0, reason))
 
     def _hold(self, rider: _Rider, record: Record) -> None:
         if len(rider.held) >= self.options.backlog:
             rider.held.popleft()
-            self.counts.dropped += 1
+            self._drop("held too long offline")
         rider.held.append(record)
         self._holding.add(rider.index)
 
@@ -470,7 +524,7 @@ class MqttFleet:
             if self.options.qos == 1:
                 self._hold(rider, record)
             else:
-                self.counts.dropped += 1
+                self._drop("not connected (QoS 0)")
 
     def _drain(self) -> None:
         deadline = self._monotonic() + DRAIN_SECONDS

@@ -456,20 +456,22 @@ def make_links(
     brokers: list[tuple[str, int]],
     sources: list[str],
     settings: MqttSettings,
+    contexts: TlsContexts | None,
     certs_dir: Path | None,
     rng: random.Random,
-) -> tuple[list[Link], TlsContexts | None]:
-    """A link per client id: rider ``i`` on broker ``i mod B``, from the source addresses in
-    turn over each broker's riders (the system's choice when ``sources`` is empty).
+    first_index: int = 0,
+) -> list[Link]:
+    """A link per client id, for riders ``first_index`` on: rider ``i`` on broker ``i mod B``,
+    from the source addresses in turn over each broker's riders (the system's choice when
+    ``sources`` is empty); TLS from ``contexts`` (None: plain TCP).
 
     Raises:
         CertificateError: the fleet's (or a rider's own) certificate cannot be used.
     """
-    contexts = None if settings.cert is None else TlsContexts(settings.ca)
     chosen: list[str | None] = list(sources) or [None]
     spread = [[Endpoint(host, port, source) for source in chosen] for host, port in brokers]
     links = []
-    for index, client_id in enumerate(client_ids):
+    for index, client_id in enumerate(client_ids, start=first_index):
         context = None
         cert = settings.cert
         if contexts is not None:
@@ -480,4 +482,4 @@ def make_links(
         per_broker = spread[index % len(spread)]
         endpoint = per_broker[index // len(spread) % len(per_broker)]
         links.append(Link(loop, events, index, client_id, endpoint, context, cert, settings, rng))
-    return links, contexts
+    return links
