@@ -13,6 +13,7 @@ Usage::
 
     .venv/bin/python -m benchmarks.mqtt_fleet --riders 2000 --clients fleet awscrt --duration 60
     .venv/bin/python -m benchmarks.mqtt_fleet --riders 19000 --duration 300
+    .venv/bin/python -m benchmarks.mqtt_fleet --riders 2000 --clients --locust-workers 1 2
 """
 
 from __future__ import annotations
@@ -109,13 +110,82 @@ def run(riders: int, client: str, args: argparse.Namespace, pki: DevPki, ports: 
         print(f"  failures: {summary['connect_failure_reasons'][:2]} {stderr[-300:]}")
 
 
+def run_locust(
+    riders: int, workers: int, args: argparse.Namespace, pki: DevPki, ports: list[int]
+) -> None:
+    """``alleycat locust --via mqtt --processes WORKERS`` with ``riders`` users (a rider each):
+    the workers' CPU once connected, their peak RSS, and the master's summary."""
+    cert, key = device_paths(pki.directory, "alleycat-fleet")
+    endpoints = ",".join(f"127.0.0.1:{port}" for port in ports)
+    master_port = free_port()
+    with tempfile.TemporaryDirectory(prefix="alleycat-locust-") as scratch:
+        summary_path = Path(scratch) / "summary.json"
+        command = [
+            *alleycat_command(), "locust", "--via", "mqtt", "--headless",
+            "--processes", str(workers), "-u", str(riders), "-r", str(args.connect_rate),
+            "-t", f"{int(args.duration)}s", "--mqtt-endpoint", endpoints,
+            "--ca", str(pki.ca_cert), "--cert", str(cert), "--key", str(key),
+            "--connect-rate", str(args.connect_rate), "--summary-json", str(summary_path),
+            "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
+            "--master-host", "127.0.0.1", "--master-port", str(master_port),
+            "--loglevel", "WARNING",
+        ]  # fmt: skip
+        load_before = load_average()
+        started = time.monotonic()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        master = psutil.Process(process.pid)
+        connected_at = started + riders / args.connect_rate + 15
+        ends_at = started + args.duration - 2
+        window: dict[str, float] = {}
+        peak = 0
+        while process.poll() is None:
+            try:
+                children = master.children()
+                peak = max([peak, *(c.memory_info().rss for c in children)])
+                now = time.monotonic()
+                used = sum(cpu_seconds(c) for c in children)
+                if "from" not in window and now >= connected_at:
+                    window["from"], window["cpu_from"] = now, used
+                elif "from" in window and now <= ends_at:
+                    window["to"], window["cpu_to"] = now, used
+            except psutil.NoSuchProcess:
+                pass
+            time.sleep(1.0)
+        _out, err = process.communicate()
+        load_after = load_average()
+        if not summary_path.exists():
+            print(f"locust {workers} workers: no summary: {err[-500:]!r}")
+            return
+        summary = json.loads(summary_path.read_text())
+    seconds = window.get("to", 0.0) - window.get("from", 0.0)
+    cpu = (window["cpu_to"] - window["cpu_from"]) / seconds if seconds > 0 else 0.0
+    print(
+        f"locust --processes {workers}: {summary['riders']:,} riders, connections "
+        f"{summary['connects']:,}; acked {summary['acked']:,} of {summary['generated']:,}, "
+        f"lost {summary['lost']:,}; PUBACK p50 {summary['puback_latency_ms']['p50']:.0f} ms "
+        f"p99 {summary['puback_latency_ms']['p99']:.0f} ms"
+    )
+    print(
+        f"  workers' CPU {cpu:.1%} of a core over {seconds:.0f} s once connected "
+        f"({cpu / max(1, summary['riders']) * 1000:.2%} per 1,000 riders); largest worker RSS "
+        f"{peak / 2**20:,.0f} MiB; load average before {load_before}, after {load_after}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--riders", type=int, nargs="+", default=[1000])
-    parser.add_argument("--clients", nargs="+", choices=["fleet", "awscrt"], default=["fleet"])
+    parser.add_argument("--clients", nargs="*", choices=["fleet", "awscrt"], default=["fleet"])
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--connect-rate", type=float, default=500.0)
     parser.add_argument("--brokers", type=int, default=2)
+    parser.add_argument(
+        "--locust-workers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also run `alleycat locust --via mqtt --processes W` with W times --riders riders",
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -136,6 +206,7 @@ def main() -> None:
             try:
                 for broker in brokers:
                     broker.start()
+                args.broker_pids = [broker.pid for broker in brokers if broker.pid is not None]
                 print(
                     f"open-file limit {hard:,}; connect rate {args.connect_rate:.0f}/s; "
                     f"{args.duration:.0f} s a run; QoS 1, mutual TLS, a message a second a rider"
@@ -143,6 +214,8 @@ def main() -> None:
                 for riders in args.riders:
                     for client in args.clients:
                         run(riders, client, args, pki, ports)
+                    for workers in args.locust_workers:
+                        run_locust(riders * workers, workers, args, pki, ports)
             finally:
                 for broker in brokers:
                     broker.stop()
