@@ -474,6 +474,7 @@ class Agent:
             unspooled=0 if self._spool is None else self._spool.unspooled,
             missed_ticks=schedule.missed,
             **self.lateness.summary_ms(),
+            **self._sensor.stats.summary(),
         )
 
     def status(self) -> AgentStatus:

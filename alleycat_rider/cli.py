@@ -79,6 +79,10 @@ Examples:
 \b
   # A Bluetooth LE bike, its certificate for AWS IoT Core in rider.toml
   alleycat ride --config rider.toml --sensor ble --ble-name "Zwift Hub"
+\b
+  # Keiser bike 7 of a studio, its cadence read 5% low corrected
+  alleycat ride --config rider-7.toml --sensor keiser --keiser-id 7 \\
+    --cadence-scale 1.05
 """
 
 
@@ -140,6 +144,12 @@ Examples:
 @click.option("--baud", type=BOUNDS["baud"].click_type(), help="Serial speed.")
 @click.option("--address", help="BLE address of the bike.")
 @click.option("--ble-name", help="Advertised BLE name to scan for.")
+@click.option(
+    "--keiser-id",
+    type=BOUNDS["keiser_id"].click_type(),
+    help="Equipment id set on the Keiser console (keiser).",
+    **default_in_help("the first Keiser bike heard"),
+)
 @click.option("--seed", type=int, help="Seed the mock rider.")
 @click.option(
     "--mock-cadence",
@@ -167,6 +177,24 @@ Examples:
     metavar="RAW:LEVEL,...",
     help="Turn the Peloton's raw resistance into a level through these points.",
     **default_in_help("the raw value"),
+)
+@click.option(
+    "--cadence-scale",
+    type=BOUNDS["cadence_scale"].click_type(),
+    help="Calibrate: multiply the sensor's cadence by this.",
+    **default_in_help("1"),
+)
+@click.option(
+    "--resistance-scale",
+    type=BOUNDS["resistance_scale"].click_type(),
+    help="Calibrate: multiply the sensor's resistance by this, then add the offset.",
+    **default_in_help("1"),
+)
+@click.option(
+    "--resistance-offset",
+    type=BOUNDS["resistance_offset"].click_type(),
+    help="Calibrate: add this to the sensor's resistance, after the scale.",
+    **default_in_help("0"),
 )
 @click.option(
     "--insecure/--no-insecure",
@@ -241,6 +269,10 @@ def sensor_options(config: RiderConfig) -> SensorOptions:
         seed=config.seed,
         ftms_resistance_scale=config.ftms_resistance_scale,
         peloton_resistance_map=config.peloton_resistance_map,
+        keiser_id=config.keiser_id,
+        cadence_scale=config.cadence_scale,
+        resistance_scale=config.resistance_scale,
+        resistance_offset=config.resistance_offset,
         bounds=RideBounds(
             cadence_min=config.mock_cadence[0],
             cadence_max=config.mock_cadence[1],

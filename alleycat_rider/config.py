@@ -83,6 +83,14 @@ class RiderConfig:
     peloton_resistance_map: tuple[tuple[float, float], ...] = ()
     """(raw, level) points, raw increasing, that turn the Peloton's raw resistance into a level;
     empty sends the raw value."""
+    keiser_id: int | None = None
+    """The equipment id set on the Keiser console to listen to."""
+    cadence_scale: float = 1.0
+    """Calibration: multiplies the sensor's cadence."""
+    resistance_scale: float = 1.0
+    """Calibration: multiplies the sensor's resistance (before the offset)."""
+    resistance_offset: float = 0.0
+    """Calibration: added to the sensor's resistance (after the scale)."""
     mock_cadence: tuple[float, float] = (DEFAULT_BOUNDS.cadence_min, DEFAULT_BOUNDS.cadence_max)
     """(min, max) rpm the mock rider pedals within."""
     mock_resistance: tuple[float, float] = (
@@ -221,6 +229,10 @@ SETTINGS: dict[str, str] = {
     "seed": "int",
     "ftms_resistance_scale": "float",
     "peloton_resistance_map": "point list",
+    "keiser_id": "int",
+    "cadence_scale": "float",
+    "resistance_scale": "float",
+    "resistance_offset": "float",
     "mock_cadence": "range",
     "mock_resistance": "range",
     "insecure": "bool",
@@ -240,6 +252,10 @@ BOUNDS: dict[str, Bounds] = {
     "spool_max": Bounds(minimum=1, integer=True),
     "baud": Bounds(minimum=1, integer=True),
     "ftms_resistance_scale": Bounds(minimum=0, min_open=True),
+    "keiser_id": Bounds(minimum=0, maximum=255, integer=True),
+    "cadence_scale": Bounds(minimum=0, maximum=10, min_open=True),
+    "resistance_scale": Bounds(minimum=0, maximum=100, min_open=True),
+    "resistance_offset": Bounds(minimum=-100, maximum=100),
     "drain_timeout": Bounds(minimum=0),
     "status_interval": Bounds(minimum=0),
 }

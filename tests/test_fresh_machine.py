@@ -1,4 +1,7 @@
-"""The README's first command, run as a fresh machine runs it.
+"""The first of the two commands on a fresh machine, run as a fresh machine runs it.
+
+The command is read from the documentation's install page, where the README's copy is checked
+against it (tests/test_docs.py).
 
 Debian's and Ubuntu's Python refuse ``pip install`` outside a virtual environment
 (``externally-managed-environment``); ``PIP_REQUIRE_VIRTUALENV=1`` makes any pip refuse the same
@@ -22,13 +25,23 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The page that says how to install Alleycat and run its tests.
+INSTALL_PAGE = ROOT / "docs" / "install.md"
+
+
+def fresh_machine_commands(page: Path) -> list[str]:
+    """The ```sh blocks under a page's "Two commands on a fresh machine", in order."""
+    text = page.read_text()
+    assert "## Two commands on a fresh machine" in text, f"no such section in {page}"
+    section = text.split("## Two commands on a fresh machine", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```sh\n(.+?)\n```", section, re.DOTALL)]
+
+
 def first_command() -> str:
-    """The one command under the README's "Two commands on a fresh machine"."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Two commands on a fresh machine", 1)[1]
-    match = re.search(r"```sh\n(.+?)\n```", section, re.DOTALL)
-    assert match is not None, "no ```sh block in the section"
-    command = match.group(1).strip()
+    """The first of the two commands: install, then ride a race."""
+    commands = fresh_machine_commands(INSTALL_PAGE)
+    assert commands, "no ```sh block in the section"
+    command = commands[0]
     assert "\n" not in command, "one command, one line"
     return command
 
@@ -45,7 +58,7 @@ def copy_of_the_checkout(target: Path) -> None:
     subprocess.run(["tar", "-xf", "-"], cwd=target, input=packed, check=True)
 
 
-def test_the_readme_first_command_installs_and_rides_where_pip_refuses_to_install_outside_a_venv(
+def test_the_first_command_installs_and_rides_where_pip_refuses_to_install_outside_a_venv(
     tmp_path: Path,
 ) -> None:
     command = first_command()

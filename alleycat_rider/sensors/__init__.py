@@ -1,5 +1,6 @@
 """Where the rider's cadence and resistance come from: one :class:`Sensor` interface, one module
-per kind (``mock``, ``serial``, ``peloton``, ``ble``), picked by :func:`open_sensor`.
+per kind (``mock``, ``serial``, ``peloton``, ``ble``, ``keiser``, ``echelon``), picked by
+:func:`open_sensor`, which also applies the rider's calibration.
 
 Importing this package imports neither bleak nor pyserial; only the chosen backend does.
 """

@@ -9,6 +9,9 @@ between it reads as silent, so cadence drops to zero.
 The seam with bleak is :meth:`BleSensor.notification_handler`: the function bleak calls with
 ``(characteristic, bytearray)`` for each notification. Everything behind it is pure.
 
+:class:`BleakSensor`, the thread, its loop and the backoff, is shared with the Keiser and Echelon
+sensors.
+
 Imported only when ``--sensor ble`` is chosen, because it imports bleak.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager, suppress
 from enum import Enum
@@ -25,6 +29,7 @@ from typing import Any, Protocol
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
+from bleak.backends.service import BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 
 from alleycat_rider.errors import SensorError
@@ -48,6 +53,25 @@ from alleycat_rider.sensors.frames import (
 NotificationHandler = Callable[[object, bytearray], None]
 """What bleak's ``start_notify`` calls for each notification: the characteristic (a
 ``BleakGATTCharacteristic``, unused: each subscription gets its own handler) and the bytes."""
+
+
+class GattClient(Protocol):
+    """What a sensor does with a connected ``BleakClient``: look, subscribe, write."""
+
+    @property
+    def services(self) -> BleakGATTServiceCollection:
+        """The bike's services and their characteristics."""
+        ...
+
+    async def start_notify(self, char_specifier: str, callback: NotificationHandler) -> None:
+        """Write the characteristic's CCCD and call ``callback`` with each notification."""
+        ...
+
+    async def write_gatt_char(
+        self, char_specifier: str, data: bytes | bytearray, response: bool | None = None
+    ) -> None:
+        """Write ``data`` to the characteristic."""
+        ...
 
 
 def uuid16(short: int) -> str:
@@ -165,8 +189,14 @@ def ble_error_message(exc: BaseException, target: str) -> str:
     return f"Bluetooth failed with bike {target}: {exc!r}"
 
 
-class BleSensor(Sensor):
-    """A BLE bike read on a background thread running bleak's asyncio loop."""
+class BleakSensor(Sensor):
+    """A bike read by bleak on an asyncio loop of its own thread.
+
+    :meth:`start` returns once the first :meth:`_session` is up, or raises what kept it from
+    coming up; after that, a session that ends or fails is started again with a bounded
+    backoff, and :meth:`close` stops whatever is running. Subclasses say what a session is:
+    a connection (:class:`BleSensor`) or a scan (``KeiserSensor``).
+    """
 
     def __init__(self, options: SensorOptions, *, clock: Clock = time.monotonic) -> None:
         """Args:
@@ -176,7 +206,7 @@ class BleSensor(Sensor):
         self.stats = SensorStats()
         self._options = options
         self._clock = clock
-        self._latest = LatestReading(options.effective_silence_timeout, clock())
+        self._latest = LatestReading(options.effective_silence_timeout, clock(), self.stats)
         self._closing = threading.Event()
         self._ready = threading.Event()
         self._failure: SensorError | None = None
@@ -186,37 +216,18 @@ class BleSensor(Sensor):
         self._thread: threading.Thread | None = None
         self._connected_once = False
 
+    #: The name of the thread running bleak's loop.
+    thread_name = "alleycat-ble-sensor"
+
     @property
+    @abstractmethod
     def target(self) -> str:
         """How the bike is named in messages."""
-        if self._options.address:
-            return self._options.address
-        if self._options.ble_name:
-            return f"named {self._options.ble_name!r}"
-        return "advertising FTMS or CSC"
 
-    def notification_handler(self, profile: BleProfile) -> NotificationHandler:
-        """The function to give bleak's ``start_notify`` for ``profile``'s characteristic.
-
-        Malformed notifications are counted and skipped; nothing a bike sends raises here.
-        """
-        decode: NotificationDecoder = (
-            FtmsDecoder(self._options.ftms_resistance_scale)
-            if profile is BleProfile.FTMS
-            else CscDecoder()
-        )
-
-        def handle(_characteristic: object, data: bytearray) -> None:
-            now = self._clock()
-            try:
-                cadence, resistance = decode(bytes(data), now)
-            except FrameError:
-                self.stats.malformed += 1
-                return
-            self.stats.frames += 1
-            self._latest.update(now, cadence=cadence, resistance=resistance)
-
-        return handle
+    @abstractmethod
+    async def _session(self) -> None:
+        """Reach the bike, then set ``_connected_once`` and ``_ready`` once readings can come;
+        return or raise when they stop."""
 
     def start(self) -> None:
         """Find the bike, connect, subscribe; return once notifications are on.
@@ -226,9 +237,11 @@ class BleSensor(Sensor):
         """
         if self._thread is not None:
             return
-        self._latest = LatestReading(self._options.effective_silence_timeout, self._clock())
+        self._latest = LatestReading(
+            self._options.effective_silence_timeout, self._clock(), self.stats
+        )
         self._thread = threading.Thread(
-            target=asyncio.run, args=(self._main(),), name="alleycat-ble-sensor", daemon=True
+            target=asyncio.run, args=(self._main(),), name=self.thread_name, daemon=True
         )
         self._thread.start()
         self._ready.wait()
@@ -294,6 +307,42 @@ class BleSensor(Sensor):
             return
         task.result()
 
+
+class BleSensor(BleakSensor):
+    """A BLE bike read on a background thread running bleak's asyncio loop."""
+
+    @property
+    def target(self) -> str:
+        """How the bike is named in messages."""
+        if self._options.address:
+            return self._options.address
+        if self._options.ble_name:
+            return f"named {self._options.ble_name!r}"
+        return "advertising FTMS or CSC"
+
+    def notification_handler(self, profile: BleProfile) -> NotificationHandler:
+        """The function to give bleak's ``start_notify`` for ``profile``'s characteristic.
+
+        Malformed notifications are counted and skipped; nothing a bike sends raises here.
+        """
+        decode: NotificationDecoder = (
+            FtmsDecoder(self._options.ftms_resistance_scale)
+            if profile is BleProfile.FTMS
+            else CscDecoder()
+        )
+
+        def handle(_characteristic: object, data: bytearray) -> None:
+            now = self._clock()
+            try:
+                cadence, resistance = decode(bytes(data), now)
+            except FrameError:
+                self.stats.malformed += 1
+                return
+            self.stats.frames += 1
+            self._latest.update(now, cadence=cadence, resistance=resistance)
+
+        return handle
+
     async def _session(self) -> None:
         """One connection: subscribe, count it, then wait for the bike to drop it."""
         async with self._subscribed() as dropped:
@@ -311,20 +360,30 @@ class BleSensor(Sensor):
         client = BleakClient(device, disconnected_callback=lambda _client: dropped.set())
         await client.connect()
         try:
-            offered = [c.uuid for service in client.services for c in service.characteristics]
-            profile = choose_profile(offered)
-            if profile is None:
-                raise SensorError(
-                    f"BLE device {self.target} offers neither FTMS Indoor Bike Data nor CSC "
-                    "Measurement: is it a bike? Pass the bike's --address"
-                )
-            await client.start_notify(
-                profile.characteristic_uuid, self.notification_handler(profile)
-            )
+            await self.subscribe(client)
             yield dropped
         finally:
             with suppress(BleakError, OSError, TimeoutError):
                 await client.disconnect()
+
+    async def subscribe(self, client: GattClient) -> None:
+        """Turn on the notifications to read, on a connected bike.
+
+        Raises:
+            SensorError: the device offers neither FTMS Indoor Bike Data nor CSC Measurement.
+        """
+        offered = [c.uuid for service in client.services for c in service.characteristics]
+        profile = choose_profile(offered)
+        if profile is None:
+            raise SensorError(
+                f"BLE device {self.target} offers neither FTMS Indoor Bike Data nor CSC "
+                "Measurement: is it a bike? Pass the bike's --address"
+            )
+        await client.start_notify(profile.characteristic_uuid, self.notification_handler(profile))
+
+    def is_bike(self, advertisement: AdvertisementData) -> bool:
+        """Whether a device advertising this, found by a scan, is a bike this sensor reads."""
+        return advertises_bike(advertisement.service_uuids)
 
     async def _locate(self) -> BLEDevice:
         timeout = self._options.scan_timeout
@@ -336,7 +395,7 @@ class BleSensor(Sensor):
         else:
 
             def is_bike(_device: BLEDevice, advertisement: AdvertisementData) -> bool:
-                return advertises_bike(advertisement.service_uuids)
+                return self.is_bike(advertisement)
 
             device = await BleakScanner.find_device_by_filter(is_bike, timeout)
         if device is None:

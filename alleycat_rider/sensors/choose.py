@@ -8,15 +8,21 @@ them, so a rider on a mock or serial sensor never pays for the other. The concre
 from __future__ import annotations
 
 from alleycat_rider.errors import ConfigError
-from alleycat_rider.sensors.base import SENSOR_KINDS, Sensor, SensorOptions
+from alleycat_rider.sensors.base import SENSOR_KINDS, CalibratedSensor, Sensor, SensorOptions
 
 
 def open_sensor(options: SensorOptions) -> Sensor:
-    """Build the sensor ``options`` ask for, not yet started.
+    """Build the sensor ``options`` ask for, not yet started, its readings calibrated.
 
     Raises:
         ConfigError: the kind is unknown or lacks the option it needs.
     """
+    sensor = _open_kind(options)
+    calibration = options.calibration
+    return sensor if calibration.is_identity else CalibratedSensor(sensor, calibration)
+
+
+def _open_kind(options: SensorOptions) -> Sensor:
     match options.kind:
         case "mock":
             from alleycat_rider.sensors.mock import MockSensor
@@ -39,6 +45,14 @@ def open_sensor(options: SensorOptions) -> Sensor:
             from alleycat_rider.sensors.ble import BleSensor
 
             return BleSensor(options)
+        case "keiser":
+            from alleycat_rider.sensors.keiser import KeiserSensor
+
+            return KeiserSensor(options)
+        case "echelon":
+            from alleycat_rider.sensors.echelon import EchelonSensor
+
+            return EchelonSensor(options)
         case _:
             raise ConfigError(
                 f"unknown sensor {options.kind!r}: choose one of {', '.join(SENSOR_KINDS)}"

@@ -85,7 +85,7 @@ class SerialSensor(Sensor):
         self._options = options
         self._device = options.device
         self._clock = clock
-        self._latest = LatestReading(options.effective_silence_timeout, clock())
+        self._latest = LatestReading(options.effective_silence_timeout, clock(), self.stats)
         self._stop = threading.Event()
         self._port: serial.Serial | None = None
         self._thread: threading.Thread | None = None
@@ -99,7 +99,9 @@ class SerialSensor(Sensor):
         if self._thread is not None:
             return
         self._port = open_serial_port(self._device, self._options.effective_baud)
-        self._latest = LatestReading(self._options.effective_silence_timeout, self._clock())
+        self._latest = LatestReading(
+            self._options.effective_silence_timeout, self._clock(), self.stats
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"alleycat-{self._options.kind}-sensor", daemon=True
         )

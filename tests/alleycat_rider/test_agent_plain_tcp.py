@@ -53,6 +53,9 @@ def test_plain_tcp_to_a_loopback_broker_publishes_and_is_acknowledged(
     # Every PUBACK came from the real broker over plain TCP.
     assert stopped["acked"] == stopped["produced"] >= 3
     assert stopped["dropped"] == 0
+    # The sensor's counts close the summary: the mock rider took a step a second, cleanly.
+    assert stopped["sensor_frames"] >= 3
+    assert stopped["sensor_malformed"] == stopped["sensor_dropouts"] == 0
 
 
 def test_plain_tcp_to_a_remote_broker_needs_insecure() -> None:

@@ -52,6 +52,12 @@ BAD = [
     ("ftms_resistance_scale", "-1"),
     ("ftms_resistance_scale", "0"),
     ("ftms_resistance_scale", "inf"),
+    ("cadence_scale", "0"),
+    ("cadence_scale", "11"),
+    ("resistance_scale", "nan"),
+    ("resistance_scale", "-0.5"),
+    ("resistance_offset", "-101"),
+    ("resistance_offset", "inf"),
 ]
 
 
@@ -88,6 +94,7 @@ def test_a_bad_number_is_one_line_and_exit_2_from_any_source(
         ({"ALLEYCAT_PORT": "70000"}, "ALLEYCAT_PORT must be a whole number from 1 to 65535"),
         ({"ALLEYCAT_SPOOL_MAX": "0"}, "ALLEYCAT_SPOOL_MAX must be a whole number >= 1"),
         ({"ALLEYCAT_RACE_SECONDS": "1e3"}, "ALLEYCAT_RACE_SECONDS must be a whole number"),
+        ({"ALLEYCAT_KEISER_ID": "256"}, "ALLEYCAT_KEISER_ID must be a whole number from 0 to 255"),
     ],
 )
 def test_the_environment_is_held_to_the_flags_integer_bounds(

@@ -147,6 +147,33 @@ def test_a_bike_reporting_ten_times_its_resistance_is_scaled_from_the_config(
     assert sensor_options(plain).ftms_resistance_scale == 1.0
 
 
+def test_calibration_and_the_keiser_id_come_from_file_environment_and_flags(
+    tmp_path: Path,
+) -> None:
+    from alleycat_rider.cli import sensor_options
+    from alleycat_rider.sensors import open_sensor
+    from alleycat_rider.sensors.base import CalibratedSensor, Calibration
+
+    path = write(
+        tmp_path,
+        'endpoint = "localhost"\nracer_id = 1\nsensor = "keiser"\nkeiser_id = 12\n'
+        "cadence_scale = 1.05\nresistance_scale = 2\nresistance_offset = -10\n",
+    )
+    env = {"ALLEYCAT_RESISTANCE_SCALE": "0.5", "ALLEYCAT_KEISER_ID": "14"}
+    config = load_config({"resistance_offset": 3.5}, env, path)
+    options = sensor_options(config)
+
+    assert (options.kind, options.keiser_id) == ("keiser", 14)
+    assert options.calibration == Calibration(
+        cadence_scale=1.05, resistance_scale=0.5, resistance_offset=3.5
+    )
+    sensor = open_sensor(options)
+    assert isinstance(sensor, CalibratedSensor)
+    sensor.close()
+    plain = sensor_options(load_config({"endpoint": "localhost", "racer_id": 1}, {}))
+    assert plain.calibration.is_identity and plain.keiser_id is None
+
+
 def test_mock_ranges_and_the_peloton_map_come_from_file_environment_and_flags(
     tmp_path: Path,
 ) -> None:

@@ -71,6 +71,28 @@ def test_an_unknown_serial_device_is_one_line_and_exit_1(tmp_path: Path) -> None
     assert stdout == ""  # said once, on stderr: not again in the log
 
 
+@pytest.mark.skipif(
+    Path("/run/dbus/system_bus_socket").exists() or "DBUS_SYSTEM_BUS_ADDRESS" in os.environ,
+    reason="this machine may have a Bluetooth service, and a Keiser agent would then ride on",
+)
+@pytest.mark.parametrize("sensor", [["keiser", "--keiser-id", "7"], ["echelon"]])
+def test_a_bike_bluetooth_cannot_reach_is_one_line_and_exit_1(
+    tmp_path: Path, sensor: list[str]
+) -> None:
+    # This machine has no Bluetooth service: what a computer without bluetoothd shows.
+    code, stdout, stderr = run([*LOCAL, "--sensor", *sensor], tmp_path)
+    assert code == 1
+    assert stderr.startswith("Error: ") and "Bluetooth" in stderr
+    assert stderr.count("\n") == 1
+    assert stdout == ""
+
+
+def test_a_keiser_id_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    code, _, stderr = run([*LOCAL, "--sensor", "keiser", "--keiser-id", "256"], tmp_path)
+    assert code == 2
+    assert "--keiser-id" in stderr and "from 0 to 255" in stderr
+
+
 def test_an_error_on_the_panel_is_said_once_on_stderr(tmp_path: Path) -> None:
     args = ["--endpoint", "127.0.0.1", "--racer-id", "7", "--log-format", "panel"]
     code, stdout, stderr = run([*args, "--sensor", "serial", "--device", "/dev/ttyNOPE"], tmp_path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -35,21 +34,12 @@ from alleycat_rider.sensors.frames import (
     encode_csc_measurement,
     encode_indoor_bike_data,
 )
+from tests.alleycat_rider.sensors.helpers import Clock, wait_until
 
 ZWIFT_HUB = bytes.fromhex("FE 02 71 07 17 07 7A 00 7A 00 05 00 00 14 00 61 00 61 00 00")
 JETBLACK = bytes.fromhex("64 02 00 00 00 00 14 00 00 00 00")
 GARBAGE = [b"", b"\x02", ZWIFT_HUB[:7], b"\xff\xff\x00", bytes(range(5))]
 OPTIONS = SensorOptions(kind="ble", address="AA:BB:CC:DD:EE:FF")
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def csc(revolutions: int, event_time: int) -> bytearray:
@@ -126,6 +116,7 @@ def test_bike_that_stops_notifying_reads_zero_cadence() -> None:
     sensor.notification_handler(BleProfile.FTMS)(None, bytearray(ZWIFT_HUB))
 
     assert sensor.read(clock.now + 3.5) == Reading(0.0, 20.0, clock.now)
+    assert sensor.stats.dropouts == 1
 
 
 # --- CSC through the notification seam --------------------------------------------------------
@@ -254,14 +245,6 @@ class ScriptedLinkSensor(BleSensor):
         self._drop = lambda: loop.call_soon_threadsafe(dropped.set)
         self.handler = self.notification_handler(BleProfile.FTMS)
         yield dropped
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the sensor never got there")
-        time.sleep(0.005)
 
 
 def sensor_threads() -> list[threading.Thread]:

@@ -146,6 +146,19 @@ def test_line_sensor_reads_zero_cadence_when_the_bike_goes_quiet(pty: Pty) -> No
         wait_until(lambda: sensor.stats.frames == 1)
 
         assert sensor.read(NOW + 3.5) == Reading(0.0, 50.0, NOW)
+        assert sensor.stats.dropouts == 1
+
+
+def test_line_sensor_opened_with_calibration_reports_the_corrected_reading(pty: Pty) -> None:
+    options = SensorOptions(
+        kind="serial", device=pty.path, cadence_scale=0.5, resistance_scale=2, resistance_offset=-10
+    )
+    with open_sensor(options) as sensor:
+        os.write(pty.master, b"\n80,50\n")
+        wait_until(lambda: sensor.stats.frames == 1)
+
+        reading = sensor.read(time.monotonic())
+        assert (reading.cadence, reading.resistance) == (40.0, 90.0)
 
 
 def test_line_sensor_reopens_the_port_when_the_bike_is_plugged_back_in(tmp_path: Path) -> None:
