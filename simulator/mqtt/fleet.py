@@ -60,6 +60,9 @@ MAX_IN_FLIGHT_PER_CONNECTION = 10
 PACE = MAX_PUBLISHES_PER_SECOND - MAX_IN_FLIGHT_PER_CONNECTION
 #: Connections opened per second by default: well under IoT Core's per-account CONNECT limit.
 DEFAULT_CONNECT_RATE = 100
+#: First connection attempts under way at once at most: past what the process can handshake,
+#: more would only time out and come back as retries (the TLS handshake is the costly part).
+MAX_CONNECTING = 100
 #: QoS 1 messages held per rider while it is offline (ten minutes of riding).
 DEFAULT_BACKLOG = 600
 #: How long the fleet waits at the end for what is in flight.
@@ -133,6 +136,8 @@ class _Rider:
     connected: bool = False
     ever_connected: bool = False
     connect_started: float = 0.0
+    attempting: bool = False
+    """Its first attempt to connect is under way."""
     held: deque[Record] = field(default_factory=deque)
     sent_at: deque[float] = field(default_factory=lambda: deque(maxlen=PACE))
     """When its last publishes went out: at most :data:`PACE` in any one second."""
@@ -208,7 +213,7 @@ class MqttFleet:
         """Called on every pass of the loop's timer (a Locust worker grows its fleet there)."""
         self._last_budget_at = monotonic()
         self.connecting = 0
-        """Riders whose first connection is under way (or failed and being retried)."""
+        """Riders whose first attempt to connect is under way (at most :data:`MAX_CONNECTING`)."""
         self.refused: set[int] = set()
         """Riders a broker refused (their certificate, a CONNACK): counted, the others ride on."""
         self.stopped = threading.Event()
@@ -370,7 +375,11 @@ class MqttFleet:
         rate = self.connect_rate
         self._connect_budget = min(rate, self._connect_budget + (now - self._last_budget_at) * rate)
         self._last_budget_at = now
-        while self._connect_budget >= 1 and self._opened < len(self.riders):
+        while (
+            self._connect_budget >= 1
+            and self._opened < len(self.riders)
+            and self.connecting < MAX_CONNECTING
+        ):
             rider = self.riders[self._opened]
             self._opened += 1
             self._connect_budget -= 1
@@ -379,6 +388,7 @@ class MqttFleet:
                 settings = replace(self.options.settings, client_id=self.client_id(rider.index))
                 rider.link = self._make_link(settings, self._sink_for(rider.index))
             self.connecting += 1
+            rider.attempting = True
             rider.link.start()
             # Read the clock anew: a step that opens many connections takes a while.
             rider.connect_started = self._monotonic()
@@ -411,11 +421,11 @@ class MqttFleet:
         now = self._monotonic()  # latencies end when the event is taken, not at the step
         rider = self.riders[index]
         rider.connected = True
+        self._settled(rider)
         if rider.ever_connected:
             self.counts.reconnects += 1
         else:
             self.counts.connects += 1
-            self.connecting -= 1
             took = (now - rider.connect_started) * 1000
             self.connect_latency.add(took)
             if self.report is not None:
@@ -426,12 +436,19 @@ class MqttFleet:
     def link_failed(self, index: int, message: str, refused: bool) -> None:
         """An attempt of rider ``index`` failed (it tries again by itself)."""
         self.counts.connect_failures += 1
+        self._settled(self.riders[index])
         if self.report is not None:
             self.report.append((CONNECT, "connect", 0.0, message))
         if refused:
             self.refused.add(index)
         if message not in self.failures and len(self.failures) < 5:
             self.failures.append(message)
+
+    def _settled(self, rider: _Rider) -> None:
+        """A rider's first attempt ended (connected or failed): another rider may start."""
+        if rider.attempting:
+            rider.attempting = False
+            self.connecting -= 1
 
     def link_lost(self, index: int) -> None:
         """Rider ``index``'s connection was lost (it reconnects by itself)."""
