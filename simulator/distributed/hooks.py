@@ -161,16 +161,10 @@ class SummaryCollector:
         summary = mqtt_run_summary(
             self.reports.values(), wall_seconds=time.monotonic() - self.started
         )
-        from rich.console import Console
-
         from simulator.mqtt.cli import summary_table
 
-        console = Console(stderr=True)
-        console.print(summary_table(summary))
-        lost_workers = [w for w in summary["workers"] if not w["finished"]]
-        console.print(
-            f"workers: {len(summary['workers'])}; acknowledged: {summary['acked']:,}; lost "
-            f"with {len(lost_workers)} missing workers: {summary['lost']:,}"
+        console = self._print(
+            summary_table(summary), summary, f"acknowledged: {summary['acked']:,}"
         )
         for reason in summary["connect_failure_reasons"]:
             console.print(f"connection failure: {reason}")
@@ -207,19 +201,24 @@ class SummaryCollector:
         logger.warning("alleycat: some workers sent no final figures within %.0f s", timeout)
 
     def _show(self, summary: dict[str, Any], path: str | None) -> None:
-        from rich.console import Console
-
         from simulator.report.summary import summary_table
 
+        delivered = f"messages delivered: {summary['messages_delivered']:,}"
+        self._print(summary_table(summary), summary, delivered)
+        self._write(summary, path)
+
+    def _print(self, table: Any, summary: dict[str, Any], done: str) -> Any:
+        """The summary table and the workers' line on stderr; the console, for more lines."""
+        from rich.console import Console
+
         console = Console(stderr=True)
-        console.print(summary_table(summary))
+        console.print(table)
         lost_workers = [w for w in summary["workers"] if not w["finished"]]
         console.print(
-            f"workers: {len(summary['workers'])}; messages delivered: "
-            f"{summary['messages_delivered']:,}; lost with {len(lost_workers)} missing "
-            f"workers: {summary['lost']:,}"
+            f"workers: {len(summary['workers'])}; {done}; lost with {len(lost_workers)} "
+            f"missing workers: {summary['lost']:,}"
         )
-        self._write(summary, path)
+        return console
 
 
 def finish_timeout(options: RunOptions) -> float:

@@ -14,7 +14,12 @@ import pytest
 
 from tests.servers.ports import free_port
 from tests.simulator.backend.test_loop import STREAM, read_stream, start_stack, verify, wait_until
-from tests.simulator.distributed.locust_runs import locust_processes, locust_rows, read_summary
+from tests.simulator.distributed.locust_runs import (
+    locust_processes,
+    locust_rows,
+    master_and_two_workers,
+    read_summary,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -81,15 +86,10 @@ def test_a_master_and_two_mqtt_workers_started_apart_through_a_stack(
     port = free_port()
     summary_file = tmp_path / "summary.json"
     with locust_processes(tmp_path) as locust:
-        master = locust.start(
-            "master",
-            *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
-            *("--headless", "--expect-workers", "2", "-u", str(RIDERS), "-r", "60", "-t", "10s"),
-            *mqtt_args(endpoints),
+        master = master_and_two_workers(
+            locust, port, *("-u", str(RIDERS), "-r", "60", "-t", "10s"), *mqtt_args(endpoints),
             *("--summary-json", str(summary_file)),
-        )
-        for name in ("worker-a", "worker-b"):
-            locust.start(name, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port))
+        )  # fmt: skip
         assert locust.wait(master, "master") == 0, locust.output("master")[-3000:]
     summary = read_summary(summary_file)
     assert_acknowledged_is_in_the_stream(summary, endpoints["kinesis"]["endpoint_url"], tmp_path)
