@@ -48,12 +48,7 @@ def run(riders: int, client: str, args: argparse.Namespace, pki: DevPki, ports: 
         "--connect-rate", str(args.connect_rate), "--json", "--seed", "1",
         "--mqtt-client", client,
     ]  # fmt: skip
-    brokers = [
-        p
-        for p in psutil.process_iter(["name", "cmdline"])
-        if p.info["name"] == "mosquitto"
-        and any(str(port) in " ".join(p.info["cmdline"] or []) for port in ports)
-    ]
+    brokers = [psutil.Process(pid) for pid in args.broker_pids]
     load_before = load_average()
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
