@@ -3,7 +3,8 @@
 Starts ``--brokers`` mosquitto instances with mutual TLS on 127.0.0.1 (``max_connections -1``;
 the open-file limit is raised to its hard limit for them and the fleet), runs ``alleycat
 simulate --via mqtt`` (QoS 1, a message a second per rider, riders dealt over the brokers) for
-``--duration`` seconds at each ``--riders`` count with each ``--clients`` connection layer
+``--duration`` seconds (from a ``--start-time`` when all can be connected) at each ``--riders``
+count with each ``--clients`` connection layer
 (``fleet``: the fleet's own; ``awscrt``: an awscrt client per rider, as before), and prints, from
 ``--json`` and from sampling the processes: connections opened, messages acknowledged, connect
 time and publish-to-PUBACK p50/p99, the share of one core the fleet and the brokers used once
@@ -48,14 +49,18 @@ def run(riders: int, client: str, args: argparse.Namespace, pki: DevPki, ports: 
         "--connect-rate", str(args.connect_rate), "--json", "--seed", "1",
         "--mqtt-client", client,
     ]  # fmt: skip
+    # The riders start riding once every one could have connected: the figures are those of a
+    # connected fleet, not of riders holding messages while the others connect.
+    connecting = riders / args.connect_rate + 10
+    command += ["--start-time", f"{time.time() + connecting:.3f}"]
     brokers = [psutil.Process(pid) for pid in args.broker_pids]
     load_before = load_average()
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watched = psutil.Process(process.pid)
     peak = 0
-    connected_at = started + riders / args.connect_rate + 10  # all connected, and settled
-    ends_at = started + args.duration - 2  # before the drain and the goodbyes
+    connected_at = started + connecting + 5  # all connected, and riding for a while
+    ends_at = started + connecting + args.duration - 2  # before the drain and the goodbyes
     window: dict[str, float] = {}
     while process.poll() is None:
         try:
