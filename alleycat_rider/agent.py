@@ -4,6 +4,8 @@ One thread does everything that matters: it sends at whole-second deadlines and,
 handles what the MQTT client reports (through a queue filled from SDK threads and from signal
 handlers, so no SDK callback ever waits for us). On SIGINT or SIGTERM it sends the race's
 ``final`` message, waits a bounded time for outstanding PUBACKs, stops the client and returns.
+The race being ridden is kept beside the spool (:mod:`alleycat_rider.racestate`): an agent
+killed and started again continues its race rather than beginning another under the same id.
 
 A broker whose CONNACK allows less than ``--qos`` stops the agent with one line (the spool is
 kept): downgrading on the quiet would give up the durability QoS 1 was asked for. A TLS
@@ -25,7 +27,14 @@ from types import FrameType
 from typing import Protocol
 
 from alleycat_rider.config import RiderConfig
-from alleycat_rider.core.message import MessageEncoder, RideEvent, output, race_position, uuid4
+from alleycat_rider.core.message import (
+    MessageEncoder,
+    RideEvent,
+    output,
+    race_id,
+    race_position,
+    uuid4,
+)
 from alleycat_rider.core.standings import ResultsError, Standings, standings_for
 from alleycat_rider.display import AgentStatus, Reporter
 from alleycat_rider.errors import CertificateError, PublishError
@@ -41,6 +50,7 @@ from alleycat_rider.mqtt import (
     Subscribed,
 )
 from alleycat_rider.publisher import Publisher
+from alleycat_rider.racestate import KeptRace, RaceState
 from alleycat_rider.schedule import LatenessWindow, TickSchedule
 from alleycat_rider.sensors.base import Reading, Sensor
 from alleycat_rider.spool import Spool
@@ -106,6 +116,7 @@ class Agent:
         wall: The wall clock (epoch seconds) for ``deviceTimestamp``.
         rng: Where uuids come from; the system's randomness unless testing.
         lead: Seconds before each deadline to prepare its message.
+        race_state: Where the race being ridden is kept, to continue it after a restart.
     """
 
     def __init__(
@@ -120,6 +131,7 @@ class Agent:
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         lead: float = PREPARE_LEAD,
+        race_state: RaceState | None = None,
     ) -> None:
         self.config = config
         self._sensor = sensor
@@ -145,6 +157,11 @@ class Agent:
         self.lateness = LatenessWindow()
         self.schedule: TickSchedule | None = None
         self._race_start_ms: int | None = None
+        self._race_state = race_state
+        # Ticks of the race continued at the start, before this agent's tick 0.
+        self._tick_offset = 0
+        self._kept_start_ms: int | None = None
+        self._to_keep: KeptRace | None = None
         self._stop: int | None = None
         self._abort_drain = False
         self._ever_connected = False
@@ -284,9 +301,14 @@ class Agent:
         self._reading = self._sensor.read(now)
         # The message is stamped with the deadline it is sent at, not the moment it was made.
         wall_ms = round((self._wall() + deadline - now) * 1000)
+        race_seconds = self.config.race_seconds
         if self._race_start_ms is None:
-            self._race_start_ms = wall_ms - tick * 1000
-        position = race_position(self._race_start_ms, tick, self.config.race_seconds)
+            self._race_start_ms = self._first_race_start(tick, wall_ms)
+        ticks = tick + self._tick_offset
+        position = race_position(self._race_start_ms, ticks, race_seconds)
+        start_ms = self._race_start_ms + ticks // race_seconds * race_seconds * 1000
+        if start_ms != self._kept_start_ms and self._race_state is not None:
+            self._to_keep = self._kept_race(start_ms)  # written once the message is sent
         uuid = self._make(position.event, position.second, position.race_id, wall_ms)
         self._reporter.event(
             "debug",
@@ -303,6 +325,36 @@ class Agent:
         self.publisher.release()
         self.lateness.add(self._monotonic() - deadline)
         self._reporter.update(self.status)
+        kept = self._to_keep
+        if kept is not None and self._race_state is not None:
+            self._race_state.keep(kept)
+            self._kept_start_ms = kept.start_ms
+            self._to_keep = None
+
+    def _kept_race(self, start_ms: int) -> KeptRace:
+        config = self.config
+        return KeptRace(
+            racer_id=config.racer_id,
+            class_id=config.class_id,
+            race_seconds=config.race_seconds,
+            start_ms=start_ms,
+        )
+
+    def _first_race_start(self, tick: int, wall_ms: int) -> int:
+        """The start of the race ``tick`` rides in: the kept race if it is this rider's and not
+        over (continued where the clock is), else a race beginning at this tick."""
+        kept = None if self._race_state is None else self._race_state.recall()
+        elapsed = None
+        if kept is not None and kept == self._kept_race(kept.start_ms):
+            elapsed = kept.elapsed(wall_ms)
+        if kept is None or elapsed is None:
+            return wall_ms - tick * 1000
+        self._tick_offset = elapsed - tick
+        self._kept_start_ms = kept.start_ms
+        self._reporter.event(
+            "info", "race continued", race_id=race_id(kept.start_ms), second=elapsed + 1
+        )
+        return kept.start_ms
 
     def _make(self, event: RideEvent, second: int, race_id: int, wall_ms: int) -> str:
         reading = self._reading
@@ -428,12 +480,16 @@ class Agent:
             output=standings.output,
             leader_output=standings.leader_output,
         )
+        # Redrawn now, not at the next second: the panel shows the leader the log just gave.
+        self._reporter.update(self.status)
 
     def _finish(self, schedule: TickSchedule) -> None:
         final_uuid = None
         if self._race_start_ms is not None:
             position = race_position(
-                self._race_start_ms, schedule.next_tick, self.config.race_seconds
+                self._race_start_ms,
+                schedule.next_tick + self._tick_offset,
+                self.config.race_seconds,
             )
             # Second 1 next means the last race already ended with its own final message.
             if position.second > 1:
@@ -441,6 +497,8 @@ class Agent:
                 wall_ms = int(self._wall() * 1000)
                 final_uuid = self._make(RideEvent.FINAL, position.second, position.race_id, wall_ms)
                 self.publisher.release()
+            if self._race_state is not None:
+                self._race_state.forget()  # its final is sent: a restart begins a new race
         self._reporter.event("info", "stopping", signal=self._stop, final_uuid=final_uuid)
         deadline = self._monotonic() + self.config.drain_timeout
         while True:

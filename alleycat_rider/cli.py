@@ -304,6 +304,7 @@ def run_agent(config: RiderConfig, reporter: Reporter) -> Agent:
     """
     from alleycat_rider.agent import Agent
     from alleycat_rider.mqtt import MqttLink, check_credentials
+    from alleycat_rider.racestate import RaceState, race_state_path
     from alleycat_rider.sensors.choose import open_sensor
     from alleycat_rider.spool import Spool
 
@@ -321,6 +322,7 @@ def run_agent(config: RiderConfig, reporter: Reporter) -> Agent:
             link_factory=lambda sink: MqttLink(settings, sink),
             spool=spool,
             reporter=reporter,
+            race_state=RaceState(race_state_path(config.spool), report=reporter.event),
         )
         agent.run()
         return agent

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -261,9 +262,18 @@ BOUNDS: dict[str, Bounds] = {
 }
 
 
+#: Where the port is set, for each place the endpoint can come from (see :func:`_bounded`).
+_PORT_SETTING = {"--endpoint": "--port", ENV_PREFIX + "ENDPOINT": ENV_PREFIX + "PORT"}
+
+
 def _bounded(key: str, value: Any, source: str) -> Any:
-    """``value`` checked against ``key``'s bounds (if it has any), else ConfigError naming
-    ``source``, where the value came from."""
+    """``value`` checked against ``key``'s bounds (if it has any; the endpoint must be a host
+    name), else ConfigError naming ``source``, where the value came from."""
+    if key == "endpoint" and isinstance(value, str):
+        try:
+            return check_mqtt_host(value, port_option=_PORT_SETTING.get(source, "port ="))
+        except ValueError as exc:
+            raise ConfigError(f"{source} {exc}") from None
     bounds = BOUNDS.get(key)
     if bounds is None:
         return value
@@ -312,7 +322,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         parse, allowed = _KINDS[kind]
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise ConfigError(f"{key} in {path} must be {_KIND_NOUNS[kind]}, not {value!r}")
-        if key in BOUNDS:
+        if key in BOUNDS or key == "endpoint":
             settings[key] = _bounded(key, value, f"{key} in {path}")
         elif kind == "path":
             # Relative to the file, so the file still works when run from anywhere.
@@ -338,7 +348,7 @@ def read_environment(env: Mapping[str, str]) -> dict[str, Any]:
         variable = ENV_PREFIX + key.upper()
         if variable not in env:
             continue
-        if key in BOUNDS:
+        if key in BOUNDS or key == "endpoint":
             settings[key] = _bounded(key, env[variable], variable)
             continue
         parse = _KINDS[kind][0]
@@ -374,7 +384,11 @@ def load_config(
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
     merged.update(
-        {key: _bounded(key, value, key) for key, value in flags.items() if value is not None}
+        {
+            key: _bounded(key, value, "--endpoint" if key == "endpoint" else key)
+            for key, value in flags.items()
+            if value is not None
+        }
     )
     return _validate(merged, env)
 
@@ -395,15 +409,60 @@ def check_endpoint_url(value: str) -> str:
     raise ValueError(f"{value!r} is not a URL: write it with its scheme, e.g. http://{hint}")
 
 
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def check_mqtt_host(value: str, *, port_option: str = "--port") -> str:
+    """``value`` if it can be an MQTT broker's host name or IP address, else ValueError saying
+    how to write it: a port goes in ``port_option``, and a URL is not a host name.
+
+    Every MQTT command checks its endpoint here (``ride``'s flag, file and environment alike,
+    and the simulator's ``--mqtt-endpoint``): awscrt would retry an unresolvable name forever.
+    """
+    from urllib.parse import urlsplit
+
+    text = value.strip()
+    if "://" in text:
+        parts = urlsplit(text)
+        host = parts.hostname or "HOST"
+        try:
+            port = f" {parts.port}" if parts.port else ""
+        except ValueError:
+            port = ""
+        raise ValueError(
+            f"{value!r} is a URL, not a host name: give the host alone ({host}) and the port "
+            f"with {port_option}{port}"
+        )
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    host, colon, port = text.rpartition(":")
+    if colon and port.isdigit() and host and ":" not in host:
+        raise ValueError(
+            f"{value!r} is a host and a port: give the host alone ({host}) and the port with "
+            f"{port_option} {port}"
+        )
+    labels = text.removesuffix(".").split(".")
+    if len(text) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{value!r} is not a host name or an IP address")
+    return text
+
+
 def endpoint_url_param(ctx: Any, param: Any, value: str | None) -> str | None:
-    """:func:`check_endpoint_url` as a click callback for ``--endpoint-url``: a usage error."""
+    """:func:`check_endpoint_url` as a click callback for ``--endpoint-url``: a usage error,
+    naming the environment variable (``AWS_ENDPOINT_URL``) when the value came from it."""
     import click
+    from click.core import ParameterSource
 
     if value is None:
         return None
     try:
         return check_endpoint_url(value)
     except ValueError as exc:
+        if ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT:
+            raise click.BadParameter(str(exc), ctx=ctx, param_hint=param.envvar) from None
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 

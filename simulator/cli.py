@@ -44,7 +44,24 @@ def _parse_batching(ctx: click.Context, param: click.Parameter, value: str) -> B
         raise click.BadParameter(str(exc)) from None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+EXAMPLES = """
+\b
+Examples:
+  # 1,000 riders for a race on the built-in stream: no AWS account needed
+  alleycat simulate
+\b
+  # A minute of 1,200 riders on one shard, in virtual time, as JSON
+  alleycat simulate --riders 1200 --shards 1 --duration 60 --fast --json
+\b
+  # Into a real stream (local or AWS), keyed by racer
+  alleycat simulate --stream alleycat --endpoint-url http://127.0.0.1:4567 --partition-key racer
+\b
+  # Each rider on its own MQTT connection, through `alleycat stack`
+  alleycat simulate --via mqtt --riders 100 --duration 60
+"""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.option(
     "--riders",
     type=whole(1),

@@ -36,8 +36,10 @@ def test_a_missing_scheme_is_one_line_not_a_traceback(
     )
     assert completed.returncode == 2, completed.stderr
     assert "Traceback" not in completed.stderr
+    # The user is told where the value came from: the flag, or the variable.
+    named = "'--endpoint-url'" if source == "flag" else "AWS_ENDPOINT_URL"
     assert completed.stderr.strip().splitlines()[-1] == (
-        "Error: Invalid value for '--endpoint-url': '127.0.0.1:4567' is not a URL: write it "
+        f"Error: Invalid value for {named}: '127.0.0.1:4567' is not a URL: write it "
         "with its scheme, e.g. http://127.0.0.1:4567"
     )
 

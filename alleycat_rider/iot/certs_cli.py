@@ -43,9 +43,13 @@ def _client_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return _client_ids(ctx, param, [value])[0]
 
 
-def ride_command(pki: DevPki, client_id: str, port: int, racer_id: int) -> str:
-    """The ``alleycat ride`` command line that connects ``client_id`` to the local broker."""
+def ride_command(
+    pki: DevPki, client_id: str, port: int, racer_id: int, *, spool: Path | None = None
+) -> str:
+    """The ``alleycat ride`` command line that connects ``client_id`` to the local broker
+    (with its own ``spool``, when several bikes ride on one machine)."""
     cert, key = pki.client(client_id)
+    own_spool = [] if spool is None else ["--spool", str(spool)]
     return shlex.join(
         [
             "alleycat",
@@ -64,6 +68,7 @@ def ride_command(pki: DevPki, client_id: str, port: int, racer_id: int) -> str:
             client_id,
             "--racer-id",
             str(racer_id),
+            *own_spool,
         ]
     )
 
@@ -83,7 +88,18 @@ def certs() -> None:
     """Make certificates for development."""
 
 
-@certs.command()
+EXAMPLES_DEV = """
+\b
+Examples:
+  # A CA, the broker's certificate, and bike-1's in certs/dev
+  alleycat certs dev
+\b
+  # Two bikes and the fleet's certificate for `simulate --via mqtt`
+  alleycat certs dev --client-id bike-1 --client-id bike-2 --client-id alleycat-fleet
+"""
+
+
+@certs.command(epilog=EXAMPLES_DEV)
 @dir_option
 @click.option(
     "--client-id",
@@ -125,7 +141,18 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
-@click.command()
+EXAMPLES_BROKER = """
+\b
+Examples:
+  # mosquitto on 127.0.0.1:8883 with certs/dev, and the ride command for bike-1
+  alleycat broker
+\b
+  # Another port, and the command for bike-2 as racer 102
+  alleycat broker --port 18883 --client-id bike-2 --racer-id 102
+"""
+
+
+@click.command(epilog=EXAMPLES_BROKER)
 @dir_option
 @click.option(
     "--port",

@@ -345,9 +345,8 @@ def run_standings_command(stopped_by: StopSignal, **o: Any) -> dict[str, Any]:
         stopped_by: Notes the signal that stops the run, for the exit status.
         **o: The command's options.
     """
-    from simulator.backend.services import open_stream, run_standings, standings_link
+    from simulator.backend.services import open_stream, run_standings, standings_link, tail_for
     from simulator.backend.standings import Standings, StandingsStore
-    from simulator.backend.tail import StreamTail
 
     client_map = _client_map(o["client_map"])
     if o["client_map_from_iot"]:
@@ -366,13 +365,13 @@ def run_standings_command(stopped_by: StopSignal, **o: Any) -> dict[str, Any]:
         store=StandingsStore(o["state"]),
         client_map=client_map,
     )
-    tail = StreamTail(
+    tail = tail_for(
+        backend,
         client,
         o["stream"],
         start="LATEST" if o["start"] == "latest" else "TRIM_HORIZON",
-        positions=backend.positions,
-        done=backend.done_shards,
-        warn=say,
+        say=say,
+        where="the state" if o["state"] is None else str(o["state"]),
     )
     stop = threading.Event()
     try:
@@ -398,8 +397,13 @@ def _standings_line(report: dict[str, Any]) -> str:
         f"standings: records {report['records']:,}, messages {report['messages']:,}, "
         f"duplicates {report['duplicates']:,}, rejected {report['rejected']:,}, "
         f"malformed {report['malformed']:,}, published {report['published']:,}, "
-        f"races {report['races']:,}, riders {report['riders']:,}, lag {report['lag_ms']:,} ms"
+        f"races {report['races']:,}, riders {report['riders']:,}, {_lag(report['lag_ms'])}"
     )
+
+
+def _lag(lag_ms: int | None) -> str:
+    """``lag 120 ms``; ``lag unknown`` until every shard has been read once."""
+    return "lag unknown" if lag_ms is None else f"lag {lag_ms:,} ms"
 
 
 EXAMPLES_STACK = """
@@ -519,9 +523,15 @@ def _stack_commands(endpoints: dict[str, Any], running: Any) -> str:
     kinesis = endpoints["kinesis"]
     aws = ["--stream", kinesis["stream"], "--endpoint-url", kinesis["endpoint_url"]]
     rides = [
-        ride_command(running.pki, client_id, endpoints["mqtt"]["port"], 101 + i)
+        ride_command(
+            running.pki,
+            client_id,
+            endpoints["mqtt"]["port"],
+            device["racer_id"],
+            spool=Path(device["spool"]),
+        )
         + f" --qos 1 --topic {endpoints['topics']['rides']}/{client_id}"
-        for i, client_id in enumerate(endpoints["devices"])
+        for client_id, device in endpoints["devices"].items()
     ]
     return "\n".join(
         [
@@ -583,7 +593,7 @@ def _stack_line(status: dict[str, Any]) -> str:
         f"stack: messages in {rule_counts['received']:,}, records written "
         f"{rule_counts['written']:,}, retried {rule_counts['retried']:,}, error action "
         f"{rule_counts['error_action']:,}, pending {rule_counts['pending']:,} | standings: "
-        f"{report['messages']:,} read, {report['duplicates']:,} duplicates, "
+        f"{report['messages']:,} read, {counted(report['duplicates'], 'duplicate')}, "
         f"{report['rejected']:,} rejected, {report['published']:,} published, "
-        f"{counted(report['races'], 'race')}, lag {report['lag_ms']:,} ms"
+        f"{counted(report['races'], 'race')}, {_lag(report['lag_ms'])}"
     )

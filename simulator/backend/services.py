@@ -27,7 +27,7 @@ from alleycat_rider.mqtt import (
 )
 from simulator.backend.rule import IotRule
 from simulator.backend.standings import Standings
-from simulator.backend.tail import StreamTail
+from simulator.backend.tail import Page, StreamTail
 from simulator.errors import BackendError
 
 if TYPE_CHECKING:
@@ -179,10 +179,7 @@ def run_standings(
         while not stop.is_set():
             if link.refused is not None:
                 raise BackendError(f"standings: {link.refused}")
-            pages = tail.poll()
-            for page in pages:
-                standings.add_records(page.shard_id, page.records, done=page.done)
-            standings.lag_ms = tail.lag_ms
+            pages = read_once(standings, tail)
             if link.connected:
                 standings.publish_due()
             if time.monotonic() - expired_at >= EXPIRE_EVERY:
@@ -195,6 +192,45 @@ def run_standings(
     finally:
         link.stop()
         standings.store.close()
+
+
+def tail_for(
+    standings: Standings, client: Any, stream: str, *, start: str, say: Say, where: str
+) -> StreamTail:
+    """A tail of ``stream`` that carries on from ``standings``' state if it was kept for this
+    very stream; else the state starts over, the stream is read from its beginning, and one
+    line (naming ``where`` the state was kept) says so."""
+    from simulator.backend.tail import stream_identity
+
+    identity = stream_identity(client, stream)
+    kept_for = standings.follow(identity)
+    if kept_for is not None:
+        say(
+            f"standings: {where} was kept for another stream ({kept_for}) than {stream} "
+            f"({identity}): starting over from the stream's beginning"
+        )
+        start = "TRIM_HORIZON"
+    return StreamTail(
+        client,
+        stream,
+        start=start,
+        positions=standings.positions,
+        done=standings.done_shards,
+        warn=say,
+        identity=identity,
+    )
+
+
+def read_once(standings: Standings, tail: StreamTail) -> list[Page]:
+    """One poll of the tail into the standings; a stream made again starts them over first."""
+    pages = tail.poll()
+    if tail.new_stream is not None:
+        standings.follow(tail.new_stream)
+        tail.new_stream = None
+    for page in pages:
+        standings.add_records(page.shard_id, page.records, done=page.done)
+    standings.lag_ms = tail.lag_ms
+    return pages
 
 
 def standings_link(settings: MqttSettings, *, say: Say) -> BackendLink:

@@ -34,6 +34,7 @@ from typing import IO, Any
 from alleycat_rider.iot.broker import LOCALHOST, MosquittoBroker, find_mosquitto, port_in_use
 from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, DevPki, device_paths, make_dev_pki
 from alleycat_rider.mqtt import MqttSettings
+from alleycat_rider.plural import counted
 from simulator.backend.rule import DEFAULT_RULE_TOPIC, ErrorAction, IotRule
 from simulator.backend.standings import DEFAULT_RESULTS_TOPIC, Standings, StandingsStore
 from simulator.backend.template import KeyTemplate
@@ -43,6 +44,9 @@ from simulator.errors import SimulatorError
 RULE_CLIENT_ID = "alleycat-rule"
 STANDINGS_CLIENT_ID = "alleycat-standings"
 STACK_DEVICES = ("bike-1", "bike-2")
+#: The racer ids of the printed ride commands: below a fleet's (100 and up), so that a bike
+#: and a virtual rider are never the same racer.
+STACK_RACER_IDS = {"bike-1": 1, "bike-2": 2}
 #: The certificate ``simulate --via mqtt`` connects its riders with.
 FLEET_CLIENT_ID = "alleycat-fleet"
 DEFAULT_MQTT_PORT = 8883
@@ -166,6 +170,12 @@ def _device(certs: Path, client_id: str) -> dict[str, str]:
     return {"cert": str(cert), "key": str(key)}
 
 
+def bike_spool(workdir: Path, client_id: str) -> Path:
+    """The spool of the printed ride command of ``client_id``: one per bike, each agent's own
+    (its race is kept beside it)."""
+    return workdir / "bikes" / client_id / "spool.sqlite3"
+
+
 def _kinesalite_module() -> Path:
     """Where npm installed kinesalite: next to us, or globally."""
     candidates = []
@@ -287,11 +297,10 @@ class Stack:
         )
         link.start()
         self._thread("rule", lambda: run_rule(rule, link, self.stop_event))
-        self.say(f"stack: rule {o.rule_topic} -> stream {o.stream} ({o.shards} shard(s))")
+        self.say(f"stack: rule {o.rule_topic} -> stream {o.stream} ({counted(o.shards, 'shard')})")
 
     def _start_standings(self) -> None:
-        from simulator.backend.services import run_standings, standings_link
-        from simulator.backend.tail import StreamTail
+        from simulator.backend.services import run_standings, standings_link, tail_for
         from simulator.sinks.kinesis import make_client
 
         o = self.options
@@ -304,13 +313,13 @@ class Stack:
             store=StandingsStore(o.workdir / "standings.db"),
             client_map=o.client_map,
         )
-        tail = StreamTail(
+        tail = tail_for(
+            standings,
             client,
             o.stream,
             start="TRIM_HORIZON",
-            positions=standings.positions,
-            done=standings.done_shards,
-            warn=self.say,
+            say=self.say,
+            where=str(o.workdir / "standings.db"),
         )
         link.start()
         self._thread("standings", lambda: run_standings(standings, tail, link, self.stop_event))
@@ -340,7 +349,14 @@ class Stack:
                 "stream": o.stream,
                 "region": LOCAL_REGION,
             },
-            "devices": {client_id: _device(o.certs, client_id) for client_id in STACK_DEVICES},
+            "devices": {
+                client_id: {
+                    **_device(o.certs, client_id),
+                    "racer_id": STACK_RACER_IDS[client_id],
+                    "spool": str(bike_spool(o.workdir, client_id)),
+                }
+                for client_id in STACK_DEVICES
+            },
             "fleet": _device(o.certs, FLEET_CLIENT_ID),
             "topics": {"rides": o.rule_topic, "results": o.results_topic},
             "error_action_file": str(o.workdir / "rule-errors.jsonl"),

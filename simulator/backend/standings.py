@@ -13,7 +13,9 @@ What the original's Lambda functions and DynamoDB do, in one process:
 
 State lives in SQLite (:class:`StandingsStore`): in memory by default, or in a file, which makes a
 restarted backend carry on where it stopped: the same best outputs, the same counts, each shard
-read on from the record after the last one it had stored. Seen uuids expire after
+read on from the record after the last one it had stored. The state belongs to one stream, known
+by its ARN and creation time (:meth:`Standings.follow`): a stream deleted and made again, or a new
+local Kinesis server, is read from its beginning with a fresh state. Seen uuids expire after
 :data:`DEDUP_WINDOW_MS` and races after :data:`RACE_KEEP_MS` without news, so memory and the
 file stay flat over hours.
 """
@@ -55,7 +57,10 @@ CREATE TABLE IF NOT EXISTS races (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shards (shard_id TEXT PRIMARY KEY, sequence TEXT, done INTEGER);
 CREATE TABLE IF NOT EXISTS counts (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS stream (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+#: The tables that hold what was read from one stream (all but ``stream``).
+_STATE_TABLES = ("seen", "best", "races", "shards", "counts")
 
 
 @dataclass(slots=True)
@@ -149,6 +154,28 @@ class StandingsStore:
             elif sequence:
                 positions[shard_id] = sequence
         return counts, races, positions, done
+
+    def stream(self) -> str | None:
+        """The stream the state was kept for (see :func:`~simulator.backend.tail.stream_identity`),
+        or None if the state does not say."""
+        row = self._db.execute("SELECT value FROM stream WHERE name = 'identity'").fetchone()
+        return None if row is None else str(row[0])
+
+    def is_empty(self) -> bool:
+        """Whether nothing has been read into this state yet."""
+        return all(
+            self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None
+            for table in _STATE_TABLES
+        )
+
+    def start_over(self, identity: str) -> None:
+        """Forget everything read, and keep what follows for the stream ``identity``."""
+        db = self._db
+        db.execute("BEGIN")
+        for table in _STATE_TABLES:
+            db.execute(f"DELETE FROM {table}")
+        db.execute("INSERT OR REPLACE INTO stream VALUES ('identity', ?)", (identity,))
+        db.execute("COMMIT")
 
     def first_sight(self, uuids: list[tuple[bytes, int]]) -> list[bool]:
         """For each ``(uuid, at)``: True if it is new (and remember it), False if seen before."""
@@ -264,7 +291,24 @@ class Standings:
         self.counts, self.races, self.positions, self.done_shards = self.store.load()
         self.rejected_examples: list[str] = []
         self.malformed_examples: list[str] = []
-        self.lag_ms = 0
+        self.lag_ms: int | None = None
+        """How far the reading is behind the stream's tip; None until every shard answered."""
+
+    def follow(self, identity: str) -> str | None:
+        """Keep the state for the stream ``identity``; start over if it was kept for another.
+
+        Returns the stream a dropped state was read from (``"an unnamed stream"`` for a state
+        that does not say), or None when nothing was dropped. After a drop the stream must be
+        read from its beginning.
+        """
+        store = self.store
+        kept_for = store.stream()
+        if kept_for == identity:
+            return None
+        dropped = kept_for is not None or not store.is_empty()
+        store.start_over(identity)
+        self.counts, self.races, self.positions, self.done_shards = store.load()
+        return (kept_for or "an unnamed stream") if dropped else None
 
     def add_records(self, shard_id: str, records: list[ReadRecord], *, done: bool = False) -> None:
         """Take one GetRecords page of ``shard_id``; ``done``: the shard is read to its end."""

@@ -8,7 +8,13 @@ Where it starts on a shard:
 - a shard open when the tail starts: ``LATEST`` or ``TRIM_HORIZON``, as asked;
 - a shard that appears later (a reshard's children): its beginning, so nothing is skipped.
 
-A closed shard read to its end is reported ``done`` and never read again. Errors that can pass
+A tail given the stream's identity (:func:`stream_identity`) checks it at each listing: a
+stream deleted and made again under it (a local Kinesis server restarted) is read from its
+beginning, and :attr:`StreamTail.new_stream` tells the reader to start its state over.
+
+A closed shard read to its end is reported ``done`` and never read again. How far behind the
+reading is (:attr:`StreamTail.lag_ms`) is unknown until every shard has answered a read: a tail
+that reads nothing never looks up to date. Errors that can pass
 (throttling, a server restarting, an expired iterator) are retried; the others raise
 :class:`~simulator.errors.FatalSinkError` with one line saying what to do.
 """
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator.backend.standings import ReadRecord
-from simulator.errors import FatalSinkError, RetryableSinkError
+from simulator.errors import FatalSinkError, RetryableSinkError, SinkError
 from simulator.sinks.kinesis import list_shards
 from simulator.sinks.kinesis_errors import BotoCoreError, ClientError, translate_error
 
@@ -67,6 +73,7 @@ class StreamTail:
         positions: The last sequence number stored per shard.
         done: Shards read to their end already.
         warn: Where passing trouble is reported, one line each time it starts.
+        identity: The stream's :func:`stream_identity`, to notice it being made again.
     """
 
     def __init__(
@@ -79,8 +86,13 @@ class StreamTail:
         done: set[str] | None = None,
         warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
         monotonic: Callable[[], float] = time.monotonic,
+        identity: str | None = None,
     ) -> None:
         self._client = client
+        self.identity = identity
+        self.new_stream: str | None = None
+        """The identity of a stream made again under this tail, until the reader takes note
+        (and sets it back to None): what was read before belongs to another stream."""
         self._stream = stream
         self._start = start
         self._positions = dict(positions or {})
@@ -94,8 +106,11 @@ class StreamTail:
         self._trouble: str | None = None
 
     @property
-    def lag_ms(self) -> int:
-        """How far the furthest-behind shard is from its tip, as Kinesis last said."""
+    def lag_ms(self) -> int | None:
+        """How far the furthest-behind shard is from its tip, as Kinesis last said; None until
+        every shard being read has answered once."""
+        if self._first_listing or any(s not in self._behind for s in self._shards):
+            return None
         return max(self._behind.values(), default=0)
 
     @property
@@ -119,6 +134,13 @@ class StreamTail:
         return pages
 
     def _list_shards(self) -> None:
+        if self.identity is not None and not self._first_listing:
+            try:
+                identity = stream_identity(self._client, self._stream)
+            except SinkError:
+                return  # the next listing will tell; reading the known shards goes on
+            if identity != self.identity:
+                self._start_over(identity)
         try:
             listed = list_shards(self._client, self._stream, open_only=False)
             open_ids = {s.shard_id for s in list_shards(self._client, self._stream)}
@@ -141,6 +163,18 @@ class StreamTail:
                 position = ("TRIM_HORIZON", None)
             self._shards[shard_id] = _Shard(shard_id, position)
         self._first_listing = False
+
+    def _start_over(self, identity: str) -> None:
+        """The stream was made again: forget its shards and read the new ones from the start."""
+        self._warn(
+            f"standings: stream {self._stream} was made again ({identity}): starting over from "
+            "its beginning"
+        )
+        self.identity = self.new_stream = identity
+        self._shards.clear()
+        self._positions.clear()
+        self._done.clear()
+        self._behind.clear()
 
     def _iterator(self, shard_id: str, position: tuple[str, str | None]) -> str | None:
         kind, sequence = position
@@ -208,6 +242,23 @@ class StreamTail:
     @property
     def _endpoint(self) -> str | None:
         return getattr(getattr(self._client, "meta", None), "endpoint_url", None)
+
+
+def stream_identity(client: Any, stream: str) -> str:
+    """What tells this stream from another of the same name: its ARN and creation time.
+
+    A stream deleted and made again (or the stream of a restarted local Kinesis server) has the
+    same name and ARN, but not the same creation time; sequence numbers of one mean nothing in
+    the other. Raises :class:`~simulator.errors.SinkError` as reading does.
+    """
+    try:
+        summary = client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+    except (ClientError, BotoCoreError) as exc:
+        endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
+        raise translate_error(exc, stream=stream, endpoint=endpoint) from exc
+    created = summary.get("StreamCreationTimestamp")
+    when = created.isoformat() if hasattr(created, "isoformat") else str(created)
+    return f"{summary.get('StreamARN', stream)} created {when}"
 
 
 class _ExpiredIterator(Exception):

@@ -97,7 +97,24 @@ def _price(name: str, default: float, text: str) -> Callable[[_F], _F]:
     )
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+EXAMPLES = """
+\b
+Examples:
+  # Every partition-key strategy, 1,000 riders for a race on 4 shards
+  alleycat compare
+\b
+  # Synchronised bikes on 2 shards: where `time` keys pile up
+  alleycat compare --strategies time,racer,balanced --shards 2 --phase-spread 0
+\b
+  # Batching modes and their monthly cost, as CSV
+  alleycat compare --batching --format csv
+\b
+  # The SDK against IoT Core's rule, one shard, with an error action
+  alleycat compare --ingest sdk,iot-rule --riders 1200 --shards 1 --error-action
+"""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.option("--riders", type=whole(1), default=1000, show_default=True,
               help="Virtual riders, one message a second each.")  # fmt: skip
 @click.option("--shards", type=whole(1, 1024), default=4, show_default=True,
@@ -198,6 +215,7 @@ def compare(
     jobs = jobs or usable_cpus()
     started = time.monotonic()
     if ingest:
+        _only_one_comparison(modes)
         iot_prices = IotPrices(
             connection_minutes_million=price_iot_connection_minutes,
             messages_million=price_iot_messages,
@@ -220,7 +238,7 @@ def compare(
                 json.dumps(ingest_json(workload, runs, prices, iot_prices, recommendation, wall))
             )
         elif output == "csv":
-            click.echo(comparison_csv([f.run for f in runs]), nl=False)
+            click.echo(rows_csv([ingest_row(f) for f in runs]), nl=False)
         else:
             view = render_ingest(workload, runs, prices, iot_prices, recommendation, wall)
             _console().print(view)
@@ -240,6 +258,19 @@ def compare(
         click.echo(comparison_csv(comparison.runs), nl=False)
     else:
         _console().print(render_comparison(comparison, prices, batching=bool(modes), wall=wall))
+
+
+def _only_one_comparison(modes: list[BatchingMode]) -> None:
+    """``--ingest`` compares paths: ``--batching`` and ``--strategies`` ask for another
+    comparison, a usage error rather than an option silently ignored."""
+    ctx = click.get_current_context()
+    given = ctx.get_parameter_source("strategies") is click.core.ParameterSource.COMMANDLINE
+    if modes or given:
+        option = "--batching" if modes else "--strategies"
+        raise click.UsageError(
+            f"{option} and --ingest are two comparisons: run them one at a time (the sdk path "
+            "uses --partition-key)"
+        )
 
 
 def compare_ingest(
@@ -284,15 +315,7 @@ def ingest_json(
     wall: float,
 ) -> dict[str, Any]:
     """The ingestion comparison as one JSON object: one entry in ``runs`` per path."""
-    rows = []
-    for f in runs:
-        row = {"path": f.path, "key": f.key, **run_row(f.run)}
-        row["lost"] = f.lost
-        row["to_error_action"] = f.to_error_action
-        row["iot_cost"] = {k: round(v, 2) for k, v in asdict(f.iot).items()}
-        row["iot_cost"]["total"] = round(f.iot.total, 2)
-        row["monthly_total_usd"] = round(f.monthly_total, 2)
-        rows.append(row)
+    rows = [ingest_row(f) for f in runs]
     return {
         "workload": asdict(workload),
         "prices_usd": asdict(prices),
@@ -337,7 +360,7 @@ def render_ingest(
         verdicts.add_row("", Text(bill + " a month", "dim"))
     note = Text(
         f"Monthly cost if this load ran all month (730 h): the stream provisioned "
-        f"({workload.shards} shards × ${prices.shard_hour}/shard-hour + "
+        f"({counted(workload.shards, 'shard')} × ${prices.shard_hour}/shard-hour + "
         f"${prices.put_units_million}/M PUT units); IoT Core for iot-rule: "
         f"${iot_prices.connection_minutes_million}/M connection-minutes (every rider connected), "
         f"${iot_prices.messages_million}/M messages (first billion; "
@@ -358,6 +381,31 @@ def render_ingest(
         table, verdicts, Text(""), note,
         Text.assemble(("Recommendation: ", "bold"), recommendation), Text(ran, "dim"),
     )  # fmt: skip
+
+
+def ingest_row(f: IngestFigures) -> dict[str, Any]:
+    """One path's figures, the same in JSON, CSV and the table; each key means one thing.
+
+    ``messages_offered`` is the workload's (the same for every path): ``messages_delivered``
+    reached the stream, ``dropped`` did not, of which ``lost`` reached nothing and
+    ``to_error_action`` the rule's error action. ``stream_cost`` is the stream's monthly bill,
+    ``iot_cost`` IoT Core's, and ``monthly_total_usd`` the provisioned stream plus IoT Core (the
+    table's $/month).
+    """
+    row: dict[str, Any] = {"path": f.path, "key": f.key, "messages_offered": f.offered}
+    for name, value in run_row(f.run).items():
+        if name == "messages":
+            row["messages_delivered"] = value
+        elif name == "cost":
+            row["stream_cost"] = value
+        else:
+            row[name] = value
+    row["lost"] = f.lost
+    row["to_error_action"] = f.to_error_action
+    row["iot_cost"] = {k: round(v, 2) for k, v in asdict(f.iot).items()}
+    row["iot_cost"]["total"] = round(f.iot.total, 2)
+    row["monthly_total_usd"] = round(f.monthly_total, 2)
+    return row
 
 
 def run_row(f: RunFigures) -> dict[str, Any]:
@@ -386,14 +434,25 @@ def comparison_json(comparison: Comparison, prices: Prices, wall: float) -> dict
 
 def comparison_csv(runs: Sequence[RunFigures]) -> str:
     """One CSV row per strategy or mode; per-shard figures in ``shard_N_*`` columns."""
+    return rows_csv([run_row(f) for f in runs])
+
+
+#: How a JSON row's dicts of monthly dollars are named as CSV columns.
+_CSV_COSTS = {"cost": "monthly", "stream_cost": "stream_monthly", "iot_cost": "iot_monthly"}
+
+
+def rows_csv(json_rows: Sequence[dict[str, Any]]) -> str:
+    """The rows of the JSON output as CSV: per-shard lists in ``shard_N_*`` columns, costs in
+    ``*_usd`` columns; the same figures, under the same names where they are flat."""
     rows = []
-    for f in runs:
-        row = run_row(f)
+    for json_row in json_rows:
+        row = dict(json_row)
         for name in ("shard_records", "shard_share", "peak_offered_per_s"):
             for i, value in enumerate(row.pop(name)):
                 row[f"shard_{i}_{name.removeprefix('shard_')}"] = value
-        for name, value in row.pop("cost").items():
-            row[f"monthly_{name}_usd"] = value
+        for key, prefix in _CSV_COSTS.items():
+            for name, value in row.pop(key, {}).items():
+                row[f"{prefix}_{name}_usd"] = value
         rows.append(row)
     out = io.StringIO()
     if rows:
@@ -554,8 +613,9 @@ def batching_table(runs: Sequence[RunFigures]) -> Table:
 def prices_note(prices: Prices, shards: int) -> Text:
     """The prices the costs were computed with, and where to check them."""
     return Text(
-        f"Monthly cost if this load ran all month (730 h). Provisioned: {shards} shards × "
-        f"${prices.shard_hour} per shard-hour + ${prices.put_units_million} per million PUT "
+        "Monthly cost if this load ran all month (730 h). Provisioned: "
+        f"{counted(shards, 'shard')} × ${prices.shard_hour} per shard-hour + "
+        f"${prices.put_units_million} per million PUT "
         f"payload units (25 KB each). On-demand: ${prices.on_demand_gb} per GB written (each "
         f"record rounded up to 1 KB) + ${prices.on_demand_stream_hour} per stream-hour. "
         f"Quoted us-east-1 prices, not fetched: check {PRICING_PAGE} and override with --price-*. "

@@ -22,6 +22,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+from alleycat_rider.plural import counted
 from simulator.backend.template import KeyTemplate, MessageContext
 from simulator.compare.costs import (
     DEFAULT_PRICES,
@@ -127,10 +128,14 @@ class IngestFigures:
     key: str
     """The partition-key strategy (sdk) or template (iot-rule)."""
     run: RunFigures
+    offered: int
+    """The workload's messages: the same for every path. ``run.messages`` of them reached the
+    stream and ``run.dropped`` did not, ``lost`` plus ``to_error_action``."""
     lost: int
-    """Messages that never reached the stream: dropped after the TTL (sdk), or throttled and
-    sent to the error action (iot-rule; lost without one)."""
+    """Messages that reached neither the stream nor an error action: dropped after the TTL
+    (sdk), or throttled with no error action configured (iot-rule)."""
     to_error_action: int
+    """Throttled messages the rule's error action took (iot-rule with ``--error-action``)."""
     iot: IotCost
 
     @property
@@ -148,6 +153,7 @@ def run_sdk(
         path="sdk",
         key=strategy.value,
         run=figures,
+        offered=recorded.total,
         lost=figures.dropped,
         to_error_action=0,
         iot=NO_IOT_COST,
@@ -252,8 +258,9 @@ def run_iot_rule(
         path="iot-rule",
         key=template,
         run=replace(run, verdict=_verdict(run, error_action)),
+        offered=recorded.total,
         lost=0 if error_action else throttled,
-        to_error_action=throttled,
+        to_error_action=throttled if error_action else 0,
         iot=iot_cost(riders=w.riders, seconds=w.duration, metered_steps=steps, prices=iot_prices),
     )
 
@@ -271,7 +278,7 @@ def _verdict(f: RunFigures, error_action: bool) -> str:
     if f.throttled:
         where = "to the error action" if error_action else "lost (no error action)"
         return (
-            f"throttles: {f.throttled:,} records ({f.throttled_share:.1%}) {where}, never "
+            f"throttles: {counted(f.throttled, 'record')} ({f.throttled_share:.1%}) {where}, never "
             f"retried; hottest shard offered {f.peak_load:.0%} of its limit"
         )
     if f.imbalance > 1.15:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import cast
 
+from alleycat_rider.plural import counted
 from simulator.compare.costs import DEFAULT_PRICES, MonthlyCost, Prices, monthly_cost
 from simulator.compare.replay import (
     WORKLOAD_START,
@@ -175,7 +176,7 @@ def _classes_on_one_shard(rider_shard: list[int], classes: int) -> float:
 def verdict(f: RunFigures) -> str:
     """One line on what a strategy does to the stream and to per-rider order."""
     if f.dropped:
-        return f"loses data: {f.dropped:,} records dropped after the TTL"
+        return f"loses data: {counted(f.dropped, 'record')} dropped after the TTL"
     if f.throttled_share > 0.01:
         return (
             f"throttles: {f.throttled_share:.0%} of entries rejected, hottest shard offered "
@@ -187,7 +188,9 @@ def verdict(f: RunFigures) -> str:
     if f.riders_on_one_shard < 1:
         return "even, but each rider's messages scatter over shards: no per-rider order"
     if f.out_of_order:
-        return f"even, riders pinned to a shard, but {f.out_of_order:,} messages arrived late"
+        return (
+            f"even, riders pinned to a shard, but {counted(f.out_of_order, 'message')} arrived late"
+        )
     return "even, no throttling, each rider's messages in order on one shard"
 
 
@@ -341,7 +344,7 @@ def _rank(f: RunFigures) -> tuple[bool, bool, bool, bool, float]:
 
 def _drawback(f: RunFigures, best: RunFigures) -> str:
     if f.dropped:
-        return f"drops {f.dropped:,} records"
+        return f"drops {counted(f.dropped, 'record')}"
     if f.throttled_share > 0.001:
         return f"throttles {f.throttled_share:.0%} of entries"
     if f.riders_on_one_shard < 1:

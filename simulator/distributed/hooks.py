@@ -161,11 +161,14 @@ class SummaryCollector:
         summary = mqtt_run_summary(
             self.reports.values(), wall_seconds=time.monotonic() - self.started
         )
+        from rich.console import Console
+
+        from simulator.distributed.summary import workers_line
         from simulator.mqtt.cli import summary_table
 
-        console = self._print(
-            summary_table(summary), summary, f"acknowledged: {summary['acked']:,}"
-        )
+        console = Console(stderr=True)
+        console.print(summary_table(summary))
+        console.print(workers_line(summary, f"acknowledged: {summary['acked']:,}"))
         for reason in summary["connect_failure_reasons"]:
             console.print(f"connection failure: {reason}")
         self._write(summary, options.summary_json)
@@ -201,24 +204,15 @@ class SummaryCollector:
         logger.warning("alleycat: some workers sent no final figures within %.0f s", timeout)
 
     def _show(self, summary: dict[str, Any], path: str | None) -> None:
-        from simulator.report.summary import summary_table
-
-        delivered = f"messages delivered: {summary['messages_delivered']:,}"
-        self._print(summary_table(summary), summary, delivered)
-        self._write(summary, path)
-
-    def _print(self, table: Any, summary: dict[str, Any], done: str) -> Any:
-        """The summary table and the workers' line on stderr; the console, for more lines."""
         from rich.console import Console
 
+        from simulator.distributed.summary import workers_line
+        from simulator.report.summary import summary_table
+
         console = Console(stderr=True)
-        console.print(table)
-        lost_workers = [w for w in summary["workers"] if not w["finished"]]
-        console.print(
-            f"workers: {len(summary['workers'])}; {done}; lost with {len(lost_workers)} "
-            f"missing workers: {summary['lost']:,}"
-        )
-        return console
+        console.print(summary_table(summary))
+        console.print(workers_line(summary))
+        self._write(summary, path)
 
 
 def finish_timeout(options: RunOptions) -> float:

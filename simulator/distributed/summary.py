@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from alleycat_rider.plural import counted
 from simulator.mqtt.fleet import MAX_PUBLISHES_PER_SECOND
 from simulator.report.stats import LatencyHistogram, RunStats
 
@@ -207,3 +208,16 @@ def mqtt_run_summary(reports: Iterable[dict[str, Any]], *, wall_seconds: float) 
         "error": errors[0] if errors else None,
         "workers": workers,
     }
+
+
+def workers_line(summary: dict[str, Any], done: str | None = None) -> str:
+    """The line under Locust's summary table: workers and messages delivered (or ``done``, as
+    ``--via mqtt`` says it), and what was lost with workers that went missing, when some did."""
+    workers = summary["workers"]
+    if done is None:
+        done = f"messages delivered: {summary['messages_delivered']:,}"
+    line = f"{counted(len(workers), 'worker')}; {done}"
+    missing = sum(1 for w in workers if not w["finished"])
+    if missing:
+        line += f"; lost with {counted(missing, 'missing worker')}: {summary['lost']:,}"
+    return line

@@ -33,6 +33,9 @@ class Completion:
     error: SinkError | None
     finished_at: float
     """Simulation time the response arrived."""
+    sent_at: float | None = None
+    """Simulation time the request was given to the sink: the second whose budget the built-in
+    stream spent on it (its records are counted in that second, not the one it returned in)."""
 
 
 class Dispatcher(Protocol):
@@ -68,8 +71,8 @@ def _call(sink: StreamSink, batch: list[Record], now: float, clock: Clock) -> Co
     try:
         outcome = sink.put_records(batch, now)
     except SinkError as exc:
-        return Completion(batch, None, exc, clock.now())
-    return Completion(batch, outcome, None, clock.now())
+        return Completion(batch, None, exc, clock.now(), now)
+    return Completion(batch, outcome, None, clock.now(), now)
 
 
 class InlineDispatcher:

@@ -306,11 +306,20 @@ class Producer:
         self.stats.batch_records += len(batch)
         return batch
 
-    def settle(self, batch: list[Record], outcome: PutRecordsOutcome, now: float) -> None:
+    def settle(
+        self,
+        batch: list[Record],
+        outcome: PutRecordsOutcome,
+        now: float,
+        *,
+        accepted_at: float | None = None,
+    ) -> None:
         """Apply a PutRecords response: count accepted entries, hold failed ones back.
 
         Entries whose TTL ended before the answer came are already counted as dropped; those
         the stream accepted are counted in ``accepted_after_drop`` (they are in the stream).
+        ``accepted_at`` is when the stream took them, if not ``now`` (the answer's time): the
+        second each shard's figures count them in.
         """
         if self._land(batch, now):
             kept: list[Record] = []
@@ -338,7 +347,7 @@ class Producer:
         self.in_flight -= len(batch)
         stats = self.stats
         if not outcome.failed_record_count:
-            stats.record_delivered(batch, outcome.shard_ids, now)
+            stats.record_delivered(batch, outcome.shard_ids, now, accepted_at=accepted_at)
             if self._failures:
                 self._recovered(outcome.shard_ids)
             return
@@ -357,7 +366,7 @@ class Producer:
             else:
                 stats.internal_failures += 1
             failed.append(record)
-        stats.record_delivered(accepted, shard_ids, now)
+        stats.record_delivered(accepted, shard_ids, now, accepted_at=accepted_at)
         # A shard that took some entries made progress: its backoff starts afresh.
         self._recovered(shard_ids)
         self._hold_back(failed, now)

@@ -170,7 +170,9 @@ class Simulation:
         fatal: SimulatorError | None = None
         for done in self.dispatcher.completions():
             if done.outcome is not None:
-                self.producer.settle(done.batch, done.outcome, done.finished_at)
+                self.producer.settle(
+                    done.batch, done.outcome, done.finished_at, accepted_at=done.sent_at
+                )
             elif isinstance(done.error, FatalSinkError):
                 self.producer.drop_request(done.batch, done.finished_at)
                 fatal = fatal or done.error

@@ -165,7 +165,9 @@ class LocalStream:
 
     def put_records(self, records: Sequence[Record], now: float) -> PutRecordsOutcome:
         """Write a batch: each entry is accepted with a sequence number or throttled."""
-        second = int(now)
+        # A time before the current second (a caller's clock stepping back) spends the current
+        # second's budget: no second is ever given its budget twice.
+        second = max(int(now), self._second)
         if second != self._second:
             # A new second: every shard's budget is whole again.
             self._second = second

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from alleycat_rider.bounds import finite, whole
-from alleycat_rider.config import is_loopback
+from alleycat_rider.config import check_mqtt_host, is_loopback
 from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, device_paths
 from alleycat_rider.mqtt import MqttSettings, check_credentials
 from simulator.mqtt.fleet import DEFAULT_CONNECT_RATE
@@ -22,6 +22,14 @@ F = TypeVar("F", bound=Callable[..., object])
 
 #: The certificate ``alleycat stack`` (and ``certs dev --client-id alleycat-fleet``) makes.
 FLEET_CERT_NAME = "alleycat-fleet"
+
+
+def _mqtt_host(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--mqtt-endpoint`` as a host name or address: anything else is a usage error."""
+    try:
+        return check_mqtt_host(value, port_option="--mqtt-port")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 def broker_options(
@@ -38,7 +46,14 @@ def broker_options(
             "over them in turn."
         )
     options = [
-        click.option("--mqtt-endpoint", default="127.0.0.1", show_default=True, help=endpoint_help),
+        click.option(
+            "--mqtt-endpoint",
+            default="127.0.0.1",
+            show_default=True,
+            # One broker: a host name or address. Several (the fleet): read by fleet_brokers.
+            callback=None if several else _mqtt_host,
+            help=endpoint_help,
+        ),
         click.option("--mqtt-port", type=whole(1, 65535), default=8883, show_default=True),
         click.option(
             "--cert",
@@ -109,6 +124,10 @@ def fleet_brokers(o: dict[str, Any]) -> list[tuple[str, int]]:
             raise click.UsageError(
                 f"--mqtt-endpoint {o['mqtt_endpoint']!r}: give HOST or HOST:PORT, comma-separated"
             )
+        try:
+            check_mqtt_host(host, port_option="--mqtt-port")
+        except ValueError as exc:
+            raise click.UsageError(f"--mqtt-endpoint: {exc}") from None
         port = o["mqtt_port"]
         if port_text:
             if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:

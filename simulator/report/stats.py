@@ -132,11 +132,15 @@ class RateWindow:
                     entry[1] += count
                     break
 
-    def per_second(self, now_second: int, window: int = 5) -> float:
-        """The mean rate over the ``window`` complete seconds before ``now_second``."""
-        first = now_second - window
+    def per_second(self, now_second: int, window: int = 5, *, since: int | None = None) -> float:
+        """The mean rate over the ``window`` complete seconds before ``now_second``, counting
+        none before ``since`` (the run's first whole second): a run's first seconds are not
+        averaged with seconds before it began. 0 until a second is complete."""
+        first = now_second - window if since is None else max(now_second - window, since)
+        if first >= now_second:
+            return 0.0
         total = sum(c for s, c in self._seconds if first <= s < now_second)
-        return total / window
+        return total / (now_second - first)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -223,9 +227,16 @@ class RunStats:
         self.generated_rate.add(int(now), count)
 
     def record_delivered(
-        self, records: list[Record], shard_ids: list[str | None], now: float
+        self,
+        records: list[Record],
+        shard_ids: list[str | None],
+        now: float,
+        *,
+        accepted_at: float | None = None,
     ) -> None:
-        """Count records accepted at ``now`` by the shards named in ``shard_ids``."""
+        """Count records answered at ``now`` as accepted by the shards in ``shard_ids``; per
+        second, they count in the second of ``accepted_at`` (when the stream took them), if
+        given: the built-in stream spends that second's budget however long the answer takes."""
         if not records:
             return
         count = len(records)
@@ -240,7 +251,7 @@ class RunStats:
         self.put_payload_units += count + sum(
             [put_payload_units(size) - 1 for size in sizes if size > PUT_PAYLOAD_UNIT_BYTES]
         )
-        second = int(now)
+        second = int(now if accepted_at is None else accepted_at)
         self.delivered_rate.add(second, count)
         per_shard: dict[str | None, list[int]] = {}  # shard -> [records, bytes]
         for shard_id, size in zip(shard_ids, sizes, strict=True):
@@ -297,8 +308,8 @@ class RunStats:
             in_flight_requests=in_flight_requests,
             buffered=buffered,
             batch_fill=self.batch_records / self.batches if self.batches else 0.0,
-            generated_per_s=self.generated_rate.per_second(second),
-            delivered_per_s=self.delivered_rate.per_second(second),
+            generated_per_s=self.generated_rate.per_second(second, since=math.ceil(start)),
+            delivered_per_s=self.delivered_rate.per_second(second, since=math.ceil(start)),
             latency_p50_ms=self.latency.percentile(50),
             latency_p95_ms=self.latency.percentile(95),
             latency_p99_ms=self.latency.percentile(99),

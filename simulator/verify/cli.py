@@ -197,7 +197,18 @@ def render_report(report: VerifyReport) -> Any:
     return Group(totals, races, shards, *notes)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+EXAMPLES = """
+\b
+Examples:
+  # What `alleycat simulate --stream alleycat` wrote to a local stream
+  alleycat verify --stream alleycat --endpoint-url http://127.0.0.1:4567
+\b
+  # A stream on AWS from a given time, as JSON
+  alleycat verify --stream alleycat --region eu-west-1 --since 2026-11-26T18:00:00Z --json
+"""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.option("--stream", required=True, metavar="NAME", help="The Kinesis stream to read.")
 @aws_options
 @click.option(

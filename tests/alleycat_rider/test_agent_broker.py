@@ -251,6 +251,45 @@ def test_messages_spooled_before_a_sigkill_are_sent_first_after_a_restart(
     assert second.events("stopped")[0]["spool_depth"] == 0
 
 
+def test_an_agent_killed_and_started_again_continues_its_race(
+    mqtt_broker: RunningBroker, tmp_path: Path
+) -> None:
+    spool_path = tmp_path / "spool.db"
+    with mqtt_broker.subscriber(TOPIC) as subscriber:
+        with agent(agent_args(mqtt_broker, spool_path)) as first:
+            first.wait_for("connected")
+            first.wait_for("message", count=4)
+            assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # no final message
+            made_first = len(first.produced())
+        with agent(agent_args(mqtt_broker, spool_path)) as second:
+            second.wait_for("message", count=3)
+            continued = second.events("race continued")
+            assert second.stop() == 0
+            made = made_first + len(second.produced())
+        # QoS 1: a message spooled before the kill may arrive twice (the same uuid).
+        received = subscriber.wait_for(made)
+        while len(set(uuids(received))) < made and len(received) < 2 * made:
+            received = subscriber.wait_for(len(received) + 1)
+    messages = list({m.uuid: m for m in map(RideMessage.from_json, received)}.values())
+    assert len(messages) == made
+    # One race: one id, its seconds rising across the restart (those the agent was down for
+    # are missing), and one final message, at its end.
+    assert len({m.race_id for m in messages}) == 1
+    seconds = [m.second for m in messages]
+    assert seconds == sorted(set(seconds)) and seconds[0] == 1
+    assert [(c["race_id"], c["second"]) for c in continued] == [
+        (messages[0].race_id, seconds[made_first])
+    ]
+    assert [m.event for m in messages] == [RideEvent.UPDATE] * (len(messages) - 1) + [
+        RideEvent.FINAL
+    ]
+    # The final message was sent: the race is over, and a new start begins a new one.
+    with agent(agent_args(mqtt_broker, spool_path)) as third:
+        third.wait_for("message")
+        assert third.events("message")[0]["second"] == 1
+        assert third.events("race continued") == []
+
+
 def test_a_certificate_from_another_ca_is_refused_with_one_clear_line(
     mqtt_broker: RunningBroker, tmp_path: Path
 ) -> None:

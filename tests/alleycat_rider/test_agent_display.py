@@ -5,9 +5,13 @@ from __future__ import annotations
 import functools
 import io
 import json
+import threading
+from collections.abc import Callable
 
 from rich.console import Console
 
+from alleycat_rider.agent import Agent
+from alleycat_rider.config import load_config
 from alleycat_rider.core.standings import Standings
 from alleycat_rider.display import (
     AgentStatus,
@@ -17,6 +21,9 @@ from alleycat_rider.display import (
     render_panel,
     standings_text,
 )
+from alleycat_rider.mqtt import Connected, EventSink, PublishDone, Received, Subscribed
+from alleycat_rider.sensors.base import SensorOptions
+from alleycat_rider.sensors.mock import MockSensor
 
 
 def standings(place: int | None, riders: int = 14) -> Standings:
@@ -177,3 +184,79 @@ def test_a_stop_with_messages_unacked_says_the_spool_keeps_them() -> None:
     console = Console(width=100, color_system=None, record=True, file=io.StringIO())
     console.print(text)
     assert "3 unacked, kept for the next ride" in console.export_text()
+
+
+class Recorder:
+    """A reporter that keeps what the agent reported, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, object]] = []
+        self._changed = threading.Condition()
+
+    def event(self, level: str, message: str, **fields: object) -> None:
+        with self._changed:
+            self.log.append(("event", message))
+            self._changed.notify_all()
+
+    def update(self, snapshot: Callable[[], AgentStatus]) -> None:
+        with self._changed:
+            self.log.append(("update", snapshot().standings))
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        pass
+
+    def wait_for(self, entry: tuple[str, object]) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: entry in self.log, 10), self.log
+
+
+class Link:
+    """A broker that takes everything at once."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+
+    def start(self) -> None:
+        self.sink(Connected())
+
+    def publish(self, topic: str, payload: bytes, qos: int, token: int) -> None:
+        self.sink(PublishDone(token=token, delivered=True, rejected=False, code="SUCCESS"))
+
+    def subscribe(self, topic: str) -> None:
+        self.sink(Subscribed(topic=topic, granted=True, code="GRANTED_QOS_0"))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        pass
+
+
+def test_the_panel_shows_new_standings_as_soon_as_the_log_does() -> None:
+    config = load_config(
+        {"endpoint": "127.0.0.1", "racer_id": 101, "class_id": 2, "qos": 0},
+        {"HOME": "/nonexistent"},
+    )
+    reporter = Recorder()
+    links: list[Link] = []
+
+    def link(sink: EventSink) -> Link:
+        links.append(Link(sink))
+        return links[0]
+
+    agent = Agent(
+        config, sensor=MockSensor(SensorOptions(kind="mock", seed=1)), link_factory=link,
+        spool=None, reporter=reporter,
+    )  # fmt: skip
+    rider = threading.Thread(target=agent.run)
+    rider.start()
+    try:
+        reporter.wait_for(("event", "message"))
+        results = {"msg": "results", "classId": "2", "raceId": "race-1", "ts": "1",
+                   "results": json.dumps({"101": 150.0, "102": 160.0})}  # fmt: skip
+        links[0].sink(Received(topic="alleycat-subscribe", payload=json.dumps(results).encode()))
+        reporter.wait_for(("event", "standings"))
+    finally:
+        agent.request_stop()
+        rider.join(10)
+    shown = reporter.log[reporter.log.index(("event", "standings")) + 1]
+    assert shown[0] == "update"
+    assert isinstance(shown[1], Standings) and (shown[1].place, shown[1].leader_output) == (2, 160)

@@ -126,3 +126,15 @@ def test_the_rule_ends_with_one_line_of_counts_without_json(
         "rule: received 0, written 0, retried 0, error action 0, pending 0, requests 0, "
         "failed requests 0 (error action: alleycat-rule-errors.jsonl)"
     )
+
+
+def test_the_stack_line_counts_in_words_and_says_when_the_lag_is_not_known() -> None:
+    from simulator.backend.cli import _stack_line
+
+    rule = {"received": 3, "written": 3, "retried": 0, "error_action": 0, "pending": 0}
+    report = {"messages": 3, "duplicates": 1, "rejected": 0, "published": 1, "races": 1,
+              "lag_ms": None}  # fmt: skip
+    line = _stack_line({"rule": rule, "standings": report})
+    assert "1 duplicate, " in line and "1 race, " in line and line.endswith("lag unknown")
+    report["lag_ms"] = 1200
+    assert _stack_line({"rule": rule, "standings": report}).endswith("lag 1,200 ms")

@@ -200,3 +200,26 @@ def test_old_races_and_uuids_expire_so_memory_stays_flat(backend: Backend) -> No
     backend.standings.expire()
     assert backend.standings.races == {}
     assert backend.store.remembered() == 0
+
+
+def test_the_state_belongs_to_the_stream_it_was_kept_for(tmp_path: Path) -> None:
+    made = Backend(tmp_path)
+    assert made.standings.follow("arn:stream/alleycat created 1") is None  # a new state
+    made.read(ride(101, 80, 50))
+    assert made.standings.follow("arn:stream/alleycat created 1") is None  # the same stream
+    assert made.standings.counts.records == 1
+    dropped = made.standings.follow("arn:stream/alleycat created 2")
+    assert dropped == "arn:stream/alleycat created 1"
+    assert made.standings.counts.records == 0 and made.standings.riders() == 0
+    assert made.standings.positions == {} and made.store.is_empty()
+    made.store.close()
+
+
+def test_a_state_that_names_no_stream_is_dropped_when_it_holds_anything(tmp_path: Path) -> None:
+    old = Backend(tmp_path)  # as kept before states named their stream
+    old.read(ride(101, 80, 50))
+    old.store.close()
+    again = Backend(tmp_path)
+    assert again.standings.follow("arn:stream/alleycat created 2") == "an unnamed stream"
+    assert again.standings.counts.records == 0
+    again.store.close()

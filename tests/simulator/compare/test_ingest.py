@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -49,7 +52,7 @@ def test_bikes_in_the_same_millisecond_share_a_shard_and_the_rule_never_retries(
     assert rule.run.throttled == 2 * 500  # 1,000 a second taken by one shard, 500 refused
     assert rule.run.records == 3000 - 1000
     assert rule.run.retries == 0
-    assert rule.lost == rule.to_error_action == 1000
+    assert rule.lost == 1000 and rule.to_error_action == 0  # no error action: all lost
     kept = run_iot_rule(recorded, delay_ms=0, error_action=True)
     assert kept.lost == 0 and kept.to_error_action == 1000
     sdk = run_sdk(recorded, PartitionKeyStrategy.RANDOM)
@@ -104,3 +107,57 @@ def test_bad_ingest_options_are_usage_errors(args: list[str], message: str) -> N
     result = CliRunner().invoke(compare, [*args, "--riders", "5", "--duration", "2"])
     assert result.exit_code == 2
     assert message in result.output
+
+
+INGEST = ["--ingest", "sdk,iot-rule", "--riders", "1200", "--shards", "1", "--phase-spread", "0",
+          "--duration", "10"]  # fmt: skip
+
+
+def test_json_csv_and_the_table_give_one_set_of_figures() -> None:
+    outputs = {}
+    for output in ("json", "csv", "table"):
+        result = CliRunner().invoke(compare, [*INGEST, "--format", output], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        outputs[output] = result.output
+    runs = json.loads(outputs["json"])["runs"]
+    rows = list(csv.DictReader(io.StringIO(outputs["csv"])))
+    assert [r["path"] for r in rows] == [r["path"] for r in runs] == ["sdk", "iot-rule"]
+    for run, row in zip(runs, rows, strict=True):
+        # Every figure of the JSON is in the CSV, under the same name where it is flat.
+        for key in ("key", "messages_offered", "messages_delivered", "dropped", "lost",
+                    "to_error_action", "throttled", "monthly_total_usd"):  # fmt: skip
+            assert str(run[key]) == row[key], key
+        assert float(row["iot_monthly_total_usd"]) == run["iot_cost"]["total"]
+        assert float(row["stream_monthly_provisioned_usd"]) == run["stream_cost"]["provisioned"]
+        # Each key means one thing, and the figures add up.
+        assert run["messages_offered"] == 1200 * 10
+        assert run["messages_delivered"] + run["dropped"] == run["messages_offered"]
+        assert run["lost"] + run["to_error_action"] == run["dropped"]
+        total = run["stream_cost"]["provisioned"] + run["iot_cost"]["total"]
+        assert run["monthly_total_usd"] == pytest.approx(total, abs=0.02)  # each rounded to cents
+        # The table's $/month is the same total.
+        line = next(ln for ln in outputs["table"].splitlines() if ln.startswith(run["path"] + " "))
+        assert re.split(r"\s+", line.strip())[-1] == f"{run['monthly_total_usd']:,.2f}"
+    sdk, rule = runs
+    assert rule["dropped"] == rule["lost"] == rule["throttled"] > 0
+    assert rule["to_error_action"] == 0  # no error action configured: nothing goes to one
+    kept = CliRunner().invoke(compare, [*INGEST, "--format", "json", "--error-action"])
+    rule = json.loads(kept.output)["runs"][1]
+    assert rule["lost"] == 0 and rule["to_error_action"] == rule["dropped"] > 0
+
+
+@pytest.mark.parametrize("extra", [["--batching"], ["--batching", "kpl"], ["--strategies", "time"]])
+def test_another_comparison_with_ingest_is_a_usage_error(extra: list[str]) -> None:
+    result = CliRunner().invoke(compare, [*INGEST, *extra])
+    assert result.exit_code == 2
+    assert "and --ingest are two comparisons: run them one at a time" in result.output
+
+
+def test_one_shard_is_one_shard_in_the_notes() -> None:
+    result = CliRunner().invoke(compare, [*INGEST, "--duration", "2"])
+    text = " ".join(result.output.split())  # the notes wrap at 80 columns
+    assert "(1 shard × $" in text and "1 shards" not in text
+    batching = CliRunner().invoke(
+        compare, ["--batching", "--riders", "10", "--shards", "1", "--duration", "2"]
+    )
+    assert "Provisioned: 1 shard × $" in " ".join(batching.output.split())

@@ -15,7 +15,7 @@ from simulator.distributed.riders import (
     balanced_key,
     first_rider,
 )
-from simulator.distributed.summary import merge_reports, worker_report
+from simulator.distributed.summary import merge_reports, worker_report, workers_line
 from simulator.engine.batching import Record
 from simulator.engine.keys import PartitionKeyStrategy
 from simulator.engine.shards import LocalStream, ShardRouter
@@ -192,3 +192,13 @@ def test_help_shows_our_options_then_locusts_and_returns():
     assert result.exit_code == 0
     ours, theirs = result.output.index("--riders-per-user"), result.output.index("--processes")
     assert ours < theirs
+
+
+def test_the_workers_line_speaks_of_missing_workers_only_when_some_are() -> None:
+    finished = {"finished": True}
+    summary = {"workers": [finished, finished], "messages_delivered": 12_000, "lost": 0}
+    assert workers_line(summary) == "2 workers; messages delivered: 12,000"
+    summary = {"workers": [finished, {"finished": False}], "messages_delivered": 9_000, "lost": 300}
+    assert workers_line(summary) == (
+        "2 workers; messages delivered: 9,000; lost with 1 missing worker: 300"
+    )

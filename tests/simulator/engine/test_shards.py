@@ -117,3 +117,11 @@ def test_the_router_keeps_remembering_keys_that_repeat():
         one_off = [Record(b"x", f"once-{second}-{n}", None, 0.0) for n in range(50)]
         router.indices_for(racers + one_off)
     assert router.remembering
+
+
+def test_a_time_before_the_current_second_never_gets_a_second_budget():
+    stream = LocalStream(1)
+    assert stream.put_records(_records(1000), now=12.5).failed_record_count == 0
+    # An earlier second, asked for late: its budget is not whole again.
+    assert stream.put_records(_records(5), now=11.9).failed_record_count == 5
+    assert stream.put_records(_records(5), now=13.0).failed_record_count == 0

@@ -195,3 +195,59 @@ def test_stopping_a_run_drains_and_counts_what_is_left():
     assert result.interrupted
     assert 1000 <= stats.generated < 30_000
     assert stats.delivered + stats.dropped == stats.generated
+
+
+class WallClockTime:
+    """Simulation time that also passes while the stream answers, as the wall clock does at
+    ``--speed 10``: each PutRecords takes ``put_seconds`` of simulation time."""
+
+    def __init__(self, start: float) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep_until(self, deadline, wake=None):
+        self.t = max(self.t, deadline)
+
+
+class SlowStream:
+    """The built-in stream, whose answers take time (wrapped: the compiled build does not let
+    Python classes inherit from its classes)."""
+
+    def __init__(self, shards: int, clock: WallClockTime, put_seconds: float) -> None:
+        self.stream = LocalStream(shards)
+        self.clock = clock
+        self.put_seconds = put_seconds
+        self.accepted_per_second: Counter[int] = Counter()
+
+    def describe(self):
+        return self.stream.describe()
+
+    def close(self):
+        self.stream.close()
+
+    def put_records(self, records, now):
+        outcome = self.stream.put_records(records, now)
+        self.accepted_per_second[int(now)] += len(records) - outcome.failed_record_count
+        self.clock.t += self.put_seconds  # the answer comes later
+        return outcome
+
+
+@pytest.mark.parametrize("put_seconds", [0.013, 0.13])
+def test_a_shard_never_accepts_more_than_its_limit_in_a_second_however_long_requests_take(
+    put_seconds,
+):
+    clock = WallClockTime(START)
+    stream = SlowStream(1, clock, put_seconds)
+    config = SimulationConfig(
+        fleet=FleetConfig(riders=1200), duration=20, strategy=PartitionKeyStrategy("random"),
+        seed=3,
+    )  # fmt: skip
+    result = Simulation(config, stream, clock).run()
+    assert result.stats.throttled > 0  # 1,200 riders on one shard: over its limit
+    assert max(stream.accepted_per_second.values()) == 1000
+    [shard] = result.stats.shards.values()
+    # The run's figures count each record in the second the stream took it.
+    assert shard.peak_records_per_s == 1000
+    assert result.stats.delivered == sum(stream.accepted_per_second.values())

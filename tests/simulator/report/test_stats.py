@@ -31,3 +31,20 @@ def test_delivered_records_are_counted_per_shard_with_their_bytes_and_payload_un
     assert (first.records, first.bytes) == (2, 100 + 10)
     assert (second.records, second.bytes) == (1, 60_001)
     assert stats.latency.counts == {1000: 1, 500: 1, 100: 1}
+
+
+def test_a_runs_first_seconds_show_its_whole_rate_not_one_averaged_with_time_before_it():
+    stats = RunStats(["shardId-000000000000"])
+    for second in (1000, 1001):  # 200 riders, one message a second each
+        stats.record_generated(second + 0.5, 200)
+    early = stats.snapshot(now=1_002.2, start=1_000.0, duration=60, in_flight_requests=0,
+                           buffered=0)  # fmt: skip
+    assert early.generated_per_s == 200
+    first = stats.snapshot(now=1_000.7, start=1_000.0, duration=60, in_flight_requests=0,
+                           buffered=0)  # fmt: skip
+    assert first.generated_per_s == 0  # no second complete yet
+    for second in range(1002, 1010):
+        stats.record_generated(second + 0.5, 200)
+    later = stats.snapshot(now=1_010.0, start=1_000.0, duration=60, in_flight_requests=0,
+                           buffered=0)  # fmt: skip
+    assert later.generated_per_s == 200  # over the last 5 s
