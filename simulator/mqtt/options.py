@@ -120,14 +120,14 @@ def fleet_brokers(o: dict[str, Any]) -> list[tuple[str, int]]:
         host, colon, port_text = entry.strip().rpartition(":")
         if not colon:
             host, port_text = port_text, ""
-        if not host or "/" in host:
-            raise click.UsageError(
-                f"--mqtt-endpoint {o['mqtt_endpoint']!r}: give HOST or HOST:PORT, comma-separated"
-            )
         try:
+            if "://" in entry or "/" in host:  # a URL: said as every MQTT command says it
+                check_mqtt_host(entry, port_option="--mqtt-port")
+            if not host:
+                raise ValueError(f"{entry.strip()!r}: give HOST or HOST:PORT, comma-separated")
             check_mqtt_host(host, port_option="--mqtt-port")
         except ValueError as exc:
-            raise click.UsageError(f"--mqtt-endpoint: {exc}") from None
+            raise click.BadParameter(str(exc), param_hint="'--mqtt-endpoint'") from None
         port = o["mqtt_port"]
         if port_text:
             if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:

@@ -29,7 +29,8 @@ def test_one_broker_or_several_each_with_its_port_or_mqtt_port() -> None:
         ("127.0.0.1:http", "the port must be 1 to 65535"),
         ("127.0.0.1,", "give HOST or HOST:PORT"),
         (":8883", "give HOST or HOST:PORT"),
-        ("mqtts://broker:8883", "give HOST or HOST:PORT"),
+        ("mqtts://broker:8883", "is a URL, not a host name"),
+        ("127.0.0.1:1883,http://broker", "is a URL, not a host name"),
     ],
 )
 def test_a_bad_broker_is_a_usage_error_that_says_what_to_give(endpoint: str, says: str) -> None:
