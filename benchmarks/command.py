@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import subprocess
@@ -60,3 +61,8 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15-minute load averages, as printed beside every figure."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())

@@ -1,14 +1,20 @@
 """``simulate --via mqtt``: connections one process holds, and its CPU and memory per 1,000.
 
-Starts mosquitto with mutual TLS on 127.0.0.1 (``max_connections -1``; the open-file limit is
-raised to its hard limit for mosquitto and the fleet), runs ``alleycat simulate --via mqtt`` for
-``--duration`` seconds at each ``--riders`` count, and prints, from ``--json`` and from sampling
-the process: connections opened, messages acknowledged, publish-to-PUBACK p50/p99, the share of
-one core the fleet used once every rider was connected, and its peak RSS.
+Starts ``--brokers`` mosquitto instances with mutual TLS on 127.0.0.1 (``max_connections -1``;
+the open-file limit is raised to its hard limit for them and the fleet), runs ``alleycat
+simulate --via mqtt`` (QoS 1, a message a second per rider, riders dealt over the brokers) for
+``--duration`` seconds (from a ``--start-time`` when all can be connected) at each ``--riders``
+count with each ``--clients`` connection layer
+(``fleet``: the fleet's own; ``awscrt``: an awscrt client per rider, as before), and prints, from
+``--json`` and from sampling the processes: connections opened, messages acknowledged, connect
+time and publish-to-PUBACK p50/p99, the share of one core the fleet and the brokers used once
+every rider was connected, the fleet's peak RSS, and the load average around each run.
 
 Usage::
 
-    .venv/bin/python -m benchmarks.mqtt_fleet --riders 1000 5000 10000 --duration 60
+    .venv/bin/python -m benchmarks.mqtt_fleet --riders 2000 --clients fleet awscrt --duration 60
+    .venv/bin/python -m benchmarks.mqtt_fleet --riders 19000 --duration 300
+    .venv/bin/python -m benchmarks.mqtt_fleet --riders 2000 --clients --locust-workers 1 2
 """
 
 from __future__ import annotations
@@ -25,79 +31,194 @@ import psutil
 
 from alleycat_rider.iot.broker import MosquittoBroker
 from alleycat_rider.iot.devcerts import DevPki, device_paths, make_dev_pki
-from benchmarks.command import alleycat_command, free_port
+from benchmarks.command import alleycat_command, free_port, load_average
 
 
-def run(riders: int, duration: float, connect_rate: float, pki: DevPki, port: int) -> None:
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def run(riders: int, client: str, args: argparse.Namespace, pki: DevPki, ports: list[int]) -> None:
     cert, key = device_paths(pki.directory, "alleycat-fleet")
+    endpoints = ",".join(f"127.0.0.1:{port}" for port in ports)
     command = [
         *alleycat_command(), "simulate", "--via", "mqtt", "--riders", str(riders),
-        "--duration", str(int(duration)), "--mqtt-port", str(port),
+        "--duration", str(int(args.duration)), "--mqtt-endpoint", endpoints,
         "--ca", str(pki.ca_cert), "--cert", str(cert), "--key", str(key),
-        "--connect-rate", str(connect_rate), "--json", "--seed", "1",
+        "--connect-rate", str(args.connect_rate), "--json", "--seed", "1",
+        "--mqtt-client", client,
     ]  # fmt: skip
+    # The riders start riding once every one could have connected: the figures are those of a
+    # connected fleet, not of riders holding messages while the others connect.
+    connecting = riders / args.connect_rate + 10
+    command += ["--start-time", f"{time.time() + connecting:.3f}"]
+    brokers = [psutil.Process(pid) for pid in args.broker_pids]
+    load_before = load_average()
+    started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watched = psutil.Process(process.pid)
     peak = 0
-    connected_at = time.monotonic() + riders / connect_rate + 5  # all connected, and settled
-    cpu_from: float | None = None
-    measured_from = 0.0
-    cpu_to = 0.0
-    measured_to = 0.0
+    connected_at = started + connecting + 5  # all connected, and riding for a while
+    ends_at = started + connecting + args.duration - 2  # before the drain and the goodbyes
+    window: dict[str, float] = {}
     while process.poll() is None:
         try:
             peak = max(peak, watched.memory_info().rss)
             now = time.monotonic()
-            if cpu_from is None and now >= connected_at:
-                cpu_from, measured_from = sum(watched.cpu_times()[:2]), now
-            elif cpu_from is not None:
-                cpu_to, measured_to = sum(watched.cpu_times()[:2]), now
+            if "from" not in window and now >= connected_at:
+                window["from"] = now
+                window["cpu_from"] = cpu_seconds(watched)
+                window["brokers_from"] = sum(cpu_seconds(b) for b in brokers)
+            elif "from" in window and now <= ends_at:
+                window["to"] = now
+                window["cpu_to"] = cpu_seconds(watched)
+                window["brokers_to"] = sum(cpu_seconds(b) for b in brokers)
         except psutil.NoSuchProcess:
             break
         time.sleep(0.5)
     stdout, stderr = process.communicate()
-    summary = json.loads(stdout)
-    cpu = (cpu_to - cpu_from) / (measured_to - measured_from) if cpu_from is not None else 0.0
-    latency = summary["puback_latency_ms"]
+    load_after = load_average()
+    try:
+        summary = json.loads(stdout)
+    except json.JSONDecodeError:
+        print(f"{client} {riders:,}: no summary (exit {process.returncode}): {stderr[-500:]}")
+        return
+    seconds = window.get("to", 0.0) - window.get("from", 0.0)
+    cpu = (window["cpu_to"] - window["cpu_from"]) / seconds if seconds > 0 else 0.0
+    broker_cpu = (window["brokers_to"] - window["brokers_from"]) / seconds if seconds > 0 else 0.0
+    puback = summary["puback_latency_ms"]
+    connect = summary["connect_ms"]
     print(
-        f"riders {riders:,}: connections {summary['connects']:,} (failed attempts "
-        f"{summary['connect_failures']:,}), acked {summary['acked']:,} of "
-        f"{summary['generated']:,}, dropped {summary['dropped']:,}; PUBACK p50 "
-        f"{latency['p50']:.0f} ms p99 {latency['p99']:.0f} ms; connect p50 "
-        f"{summary['connect_ms']['p50']:.0f} ms"
+        f"{client} {riders:,} riders over {len(ports)} brokers: connections "
+        f"{summary['connects']:,} (failed attempts {summary['connect_failures']:,}, reconnects "
+        f"{summary['reconnects']:,}); acked {summary['acked']:,} of {summary['generated']:,}, "
+        f"dropped {summary['dropped']:,}, in flight {summary['in_flight']:,}, held "
+        f"{summary['held']:,}"
     )
     print(
-        f"  CPU {cpu:.1%} of a core once connected ({cpu / riders * 1000:.1%} per 1,000); "
-        f"peak RSS {peak / 2**20:,.0f} MiB ({peak / 2**20 / riders * 1000:,.0f} MiB per 1,000)"
+        f"  connect p50 {connect['p50']:.0f} ms p99 {connect['p99']:.0f} ms; PUBACK p50 "
+        f"{puback['p50']:.0f} ms p99 {puback['p99']:.0f} ms"
     )
+    print(
+        f"  fleet CPU {cpu:.1%} of a core over {seconds:.0f} s once connected "
+        f"({cpu / riders * 1000:.2%} per 1,000); peak RSS {peak / 2**20:,.0f} MiB "
+        f"({peak / 2**20 / riders * 1000:,.1f} MiB per 1,000); brokers {broker_cpu:.1%} of a core"
+    )
+    print(f"  load average before {load_before}, after {load_after}")
     if summary["connect_failure_reasons"]:
         print(f"  failures: {summary['connect_failure_reasons'][:2]} {stderr[-300:]}")
+
+
+def run_locust(
+    riders: int, workers: int, args: argparse.Namespace, pki: DevPki, ports: list[int]
+) -> None:
+    """``alleycat locust --via mqtt --processes WORKERS`` with ``riders`` users (a rider each):
+    the workers' CPU once connected, their peak RSS, and the master's summary."""
+    cert, key = device_paths(pki.directory, "alleycat-fleet")
+    endpoints = ",".join(f"127.0.0.1:{port}" for port in ports)
+    master_port = free_port()
+    with tempfile.TemporaryDirectory(prefix="alleycat-locust-") as scratch:
+        summary_path = Path(scratch) / "summary.json"
+        command = [
+            *alleycat_command(), "locust", "--via", "mqtt", "--headless",
+            "--processes", str(workers), "-u", str(riders), "-r", str(args.connect_rate),
+            "-t", f"{int(args.duration)}s", "--mqtt-endpoint", endpoints,
+            "--ca", str(pki.ca_cert), "--cert", str(cert), "--key", str(key),
+            "--connect-rate", str(args.connect_rate), "--summary-json", str(summary_path),
+            "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
+            "--master-host", "127.0.0.1", "--master-port", str(master_port),
+            "--loglevel", "WARNING",
+        ]  # fmt: skip
+        load_before = load_average()
+        started = time.monotonic()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        master = psutil.Process(process.pid)
+        connected_at = started + riders / args.connect_rate + 15
+        ends_at = started + args.duration - 2
+        window: dict[str, float] = {}
+        peak = 0
+        while process.poll() is None:
+            try:
+                children = master.children()
+                peak = max([peak, *(c.memory_info().rss for c in children)])
+                now = time.monotonic()
+                used = sum(cpu_seconds(c) for c in children)
+                if "from" not in window and now >= connected_at:
+                    window["from"], window["cpu_from"] = now, used
+                elif "from" in window and now <= ends_at:
+                    window["to"], window["cpu_to"] = now, used
+            except psutil.NoSuchProcess:
+                pass
+            time.sleep(1.0)
+        _out, err = process.communicate()
+        load_after = load_average()
+        if not summary_path.exists():
+            print(f"locust {workers} workers: no summary: {err[-500:]!r}")
+            return
+        summary = json.loads(summary_path.read_text())
+    seconds = window.get("to", 0.0) - window.get("from", 0.0)
+    cpu = (window["cpu_to"] - window["cpu_from"]) / seconds if seconds > 0 else 0.0
+    print(
+        f"locust --processes {workers}: {summary['riders']:,} riders, connections "
+        f"{summary['connects']:,}; acked {summary['acked']:,} of {summary['generated']:,}, "
+        f"lost {summary['lost']:,}; PUBACK p50 {summary['puback_latency_ms']['p50']:.0f} ms "
+        f"p99 {summary['puback_latency_ms']['p99']:.0f} ms"
+    )
+    print(
+        f"  workers' CPU {cpu:.1%} of a core over {seconds:.0f} s once connected "
+        f"({cpu / max(1, summary['riders']) * 1000:.2%} per 1,000 riders); largest worker RSS "
+        f"{peak / 2**20:,.0f} MiB; load average before {load_before}, after {load_after}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--riders", type=int, nargs="+", default=[1000])
+    parser.add_argument("--clients", nargs="*", choices=["fleet", "awscrt"], default=["fleet"])
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--connect-rate", type=float, default=500.0)
+    parser.add_argument("--brokers", type=int, default=2)
+    parser.add_argument(
+        "--locust-workers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also run `alleycat locust --via mqtt --processes W` with W times --riders riders",
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory(prefix="alleycat-bench-") as scratch:
         work = Path(scratch)
         pki = make_dev_pki(work / "pki", ["alleycat-fleet"])
-        port = free_port()
+        ports = [free_port() for _ in range(args.brokers)]
         with (work / "mosquitto.log").open("ab") as log:
-            broker = MosquittoBroker(
-                pki, port=port, log=log,
-                extra_config=["max_connections -1", "max_queued_messages 1000000"],
-            )  # fmt: skip
-            broker.start()
+            brokers = [
+                MosquittoBroker(
+                    pki,
+                    port=port,
+                    log=log,
+                    extra_config=["max_connections -1", "max_queued_messages 1000000"],
+                )  # fmt: skip
+                for port in ports
+            ]
             try:
-                print(f"open-file limit {hard:,}; connect rate {args.connect_rate:.0f}/s")
+                for broker in brokers:
+                    broker.start()
+                args.broker_pids = [broker.pid for broker in brokers if broker.pid is not None]
+                print(
+                    f"open-file limit {hard:,}; connect rate {args.connect_rate:.0f}/s; "
+                    f"{args.duration:.0f} s a run; QoS 1, mutual TLS, a message a second a rider"
+                )
                 for riders in args.riders:
-                    run(riders, args.duration, args.connect_rate, pki, port)
+                    for client in args.clients:
+                        run(riders, client, args, pki, ports)
+                    for workers in args.locust_workers:
+                        run_locust(riders * workers, workers, args, pki, ports)
             finally:
-                broker.stop()
+                for broker in brokers:
+                    broker.stop()
 
 
 if __name__ == "__main__":

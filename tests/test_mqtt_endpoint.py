@@ -59,7 +59,7 @@ def test_ride_refuses_an_endpoint_with_a_port_or_a_scheme(
     assert f"with {port}" in line
 
 
-@pytest.mark.parametrize("command", sorted(SIMULATOR))
+@pytest.mark.parametrize("command", sorted(set(SIMULATOR) - {"simulate"}))
 def test_the_simulators_mqtt_commands_refuse_it_too(command: str, tmp_path: Path) -> None:
     completed = run([*SIMULATOR[command], "--mqtt-endpoint", "127.0.0.1:8883"], tmp_path)
     assert completed.returncode == 2, completed.stderr
@@ -82,3 +82,14 @@ def test_host_names_and_addresses_pass(host: str) -> None:
 def test_what_cannot_be_a_host_name_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="not a host name"):
         check_mqtt_host(value)
+
+
+def test_the_fleet_takes_brokers_as_host_and_port_but_refuses_a_url(tmp_path: Path) -> None:
+    # simulate --via mqtt deals riders over HOST:PORT,HOST:PORT (tests/simulator/mqtt).
+    url = "mqtts://127.0.0.1:8883"
+    completed = run([*SIMULATOR["simulate"], "--mqtt-endpoint", url], tmp_path)
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.strip().splitlines()[-1] == (
+        f"Error: Invalid value for '--mqtt-endpoint': {url!r} is a URL, not a host name: give "
+        "the host alone (127.0.0.1) and the port with --mqtt-port 8883"
+    )

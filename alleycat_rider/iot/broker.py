@@ -150,6 +150,11 @@ class MosquittoBroker:
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
+    def pid(self) -> int | None:
+        """mosquitto's process id while it runs (to measure it), else None."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def running(self) -> bool:
         """Whether the mosquitto process is alive."""
         return self._process is not None and self._process.poll() is None

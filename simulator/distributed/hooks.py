@@ -23,10 +23,12 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, Runner, WorkerRunner
 
+from simulator.distributed.mqtt_worker import MqttWorkerRide
 from simulator.distributed.options import RunOptions, add_arguments
 from simulator.distributed.riders import RIDE_SECONDS
-from simulator.distributed.summary import run_summary
+from simulator.distributed.summary import mqtt_run_summary, run_summary
 from simulator.distributed.worker import WorkerRide
+from simulator.mqtt.fleet import DRAIN_SECONDS
 
 logger = logging.getLogger("alleycat")
 
@@ -40,7 +42,7 @@ class WorkerSide:
     """This process's ride, if it runs users (a worker, or a single process)."""
 
     def __init__(self) -> None:
-        self.ride: WorkerRide | None = None
+        self.ride: WorkerRide | MqttWorkerRide | None = None
 
     def start(self, environment: Environment) -> None:
         """A test starts: open the stream and start riding."""
@@ -54,7 +56,13 @@ class WorkerSide:
             runner.quit()
             return
         index = max(0, getattr(runner, "worker_index", 0))
-        ride = WorkerRide(options, index, environment.events.request.fire)
+        ride: WorkerRide | MqttWorkerRide
+        if options.mqtt is not None:
+            # The master says how many workers share the connect rate (see SummaryCollector).
+            workers = getattr(environment.parsed_options, "alleycat_workers", 1)
+            ride = MqttWorkerRide(options, index, environment.events.request.fire, workers)
+        else:
+            ride = WorkerRide(options, index, environment.events.request.fire)
         if ride.error is not None:
             logger.error("alleycat: %s", ride.error)
         ride.start()
@@ -70,7 +78,7 @@ class WorkerSide:
         ride = self.ride
         if ride is None:
             return None
-        return ride.finish(ride.options.producer.record_ttl + FINISH_GRACE)
+        return ride.finish(finish_timeout(ride.options))
 
 
 class SummaryCollector:
@@ -84,7 +92,11 @@ class SummaryCollector:
         self.started = time.monotonic()
 
     def start(self, environment: Environment) -> None:
-        """A test starts: forget the last one's figures."""
+        """A test starts: forget the last one's figures; tell the workers how many they are
+        (with the spawn message's options: they share ``--connect-rate``)."""
+        runner = environment.runner
+        if isinstance(runner, MasterRunner) and environment.parsed_options is not None:
+            environment.parsed_options.alleycat_workers = max(1, runner.worker_count)
         self.reports.clear()
         self.missing_reported.clear()
         self.started = time.monotonic()
@@ -124,11 +136,14 @@ class SummaryCollector:
         except ValueError:
             return
         if isinstance(runner, MasterRunner):
-            self._collect(runner, options.producer.record_ttl + FINISH_GRACE)
+            self._collect(runner, finish_timeout(options))
         elif self.local is not None:
             report = self.local.finish()
             if report is not None:
                 self.reports["local"] = report
+        if options.mqtt is not None:
+            self._stop_mqtt(environment, options)
+            return
         from simulator import build
 
         summary = run_summary(
@@ -143,6 +158,38 @@ class SummaryCollector:
             environment.process_exit_code = 1
         if summary["error"] or summary["lost"]:
             environment.process_exit_code = 1
+
+    def _stop_mqtt(self, environment: Environment, options: RunOptions) -> None:
+        summary = mqtt_run_summary(
+            self.reports.values(), wall_seconds=time.monotonic() - self.started
+        )
+        from rich.console import Console
+
+        from simulator.distributed.summary import workers_line
+        from simulator.mqtt.cli import summary_table
+
+        console = Console(stderr=True)
+        console.print(summary_table(summary))
+        console.print(workers_line(summary, f"acknowledged: {summary['acked']:,}"))
+        for reason in summary["connect_failure_reasons"]:
+            console.print(f"connection failure: {reason}")
+        self._write(summary, options.summary_json)
+        if (
+            summary["error"]
+            or summary["lost"]
+            or (summary["generated"] and not summary["connects"])
+        ):
+            environment.process_exit_code = 1
+
+    def _write(self, summary: dict[str, Any], path: str | None) -> None:
+        if path is None:
+            return
+        text = json.dumps(summary)
+        if path == "-":
+            print(text, flush=True)
+        else:
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(text + "\n")
 
     def _collect(self, runner: MasterRunner, timeout: float) -> None:
         runner.send_message(FINISH)
@@ -167,14 +214,14 @@ class SummaryCollector:
         console = Console(stderr=True)
         console.print(summary_table(summary))
         console.print(workers_line(summary))
-        if path is None:
-            return
-        text = json.dumps(summary)
-        if path == "-":
-            print(text, flush=True)
-        else:
-            with open(path, "w", encoding="utf-8") as file:
-                file.write(text + "\n")
+        self._write(summary, path)
+
+
+def finish_timeout(options: RunOptions) -> float:
+    """How long a worker may take to finish: the record TTL (Kinesis) or the fleet's drain."""
+    if options.mqtt is not None:
+        return DRAIN_SECONDS + FINISH_GRACE
+    return options.producer.record_ttl + FINISH_GRACE
 
 
 def _write_html(path: str, summary: dict[str, Any]) -> bool:

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from alleycat_rider.bounds import Bounds
+from alleycat_rider.errors import AlleycatError
+from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, device_paths
+from alleycat_rider.mqtt import MqttSettings, check_credentials
 from simulator.distributed.riders import GroupSettings
 from simulator.engine.aggregation import BatchingMode, parse_batching
 from simulator.engine.batching import KINESIS_MAX_RECORDS, BatchLimits
 from simulator.engine.fleet import FleetConfig
 from simulator.engine.keys import KEYLESS, PartitionKeyStrategy
 from simulator.engine.producer import ProducerConfig
+from simulator.mqtt.fleet import DEFAULT_CONNECT_RATE, MqttFleetOptions
+from simulator.mqtt.options import FLEET_CERT_NAME
 from simulator.sinks.options import DEFAULT_MAX_IN_FLIGHT, SinkOptions
 
 
@@ -75,6 +81,46 @@ def add_arguments(parser: Any) -> None:
     add("--max-buffered", type=int, default=50_000, help="Records a worker holds at most")
     add("--batching", default="per-second", help="per-second, buffered:SECONDS or kpl")
     add(
+        "--via",
+        default="sdk",
+        choices=["sdk", "mqtt"],
+        help="sdk: PutRecords into Kinesis; mqtt: each rider on its own MQTT connection to a "
+        "broker (IoT Core, or `alleycat stack`), as `simulate --via mqtt`",
+    )
+    cert, key = device_paths(DEFAULT_DEV_DIR, FLEET_CERT_NAME)
+    add(
+        "--mqtt-endpoint",
+        default="127.0.0.1",
+        help="--via mqtt: the broker, or several as HOST:PORT,HOST:PORT (riders dealt over them)",
+    )
+    add("--mqtt-port", type=int, default=8883, help="--via mqtt: the broker's port")
+    add("--cert", default=str(cert), help="--via mqtt: the fleet's certificate (PEM)")
+    add("--key", default=str(key), help="--via mqtt: its private key")
+    add("--ca", default=str(DEFAULT_DEV_DIR / "ca.crt"), help="--via mqtt: trust this CA")
+    add("--qos", type=int, default=1, choices=[0, 1], help="--via mqtt: QoS of the publishes")
+    add("--topic", default="alleycat-publish", help="--via mqtt: the topic riders publish on")
+    add(
+        "--client-id-prefix",
+        default="alleycat-",
+        help="--via mqtt: rider i connects as PREFIX<racerId>",
+    )
+    add(
+        "--connect-rate",
+        type=float,
+        default=DEFAULT_CONNECT_RATE,
+        help="--via mqtt: connections opened per second by the whole test, split over workers",
+    )
+    add(
+        "--source-addresses",
+        default=None,
+        help="--via mqtt: connect from these local addresses in turn (e.g. 127.0.0.2-9)",
+    )
+    add(
+        "--certs-dir",
+        default=None,
+        help="--via mqtt: a certificate per bike, <client id>.crt/.key from this folder",
+    )
+    add(
         "--summary-json",
         default=None,
         metavar="FILE",
@@ -98,6 +144,8 @@ class RunOptions:
     batching: BatchingMode
     summary_json: str | None
     summary_html: str | None = None
+    mqtt: MqttFleetOptions | None = None
+    """``--via mqtt``'s fleet, or None for Kinesis (``--via sdk``)."""
 
     @classmethod
     def from_parsed(cls, options: argparse.Namespace | Any) -> RunOptions:
@@ -146,7 +194,49 @@ class RunOptions:
             batching=parse_batching(o.batching),
             summary_json=o.summary_json,
             summary_html=getattr(o, "summary_html", None),
+            mqtt=_mqtt_options(o) if getattr(o, "via", "sdk") == "mqtt" else None,
         )
+
+
+def _mqtt_options(o: Any) -> MqttFleetOptions:
+    """``--via mqtt``'s settings, checked as ``simulate --via mqtt`` checks them.
+
+    Raises:
+        ValueError: a bad endpoint, address or QoS, or a certificate that cannot be used.
+    """
+    import click
+
+    from simulator.mqtt.options import fleet_brokers, source_addresses
+
+    given = {"mqtt_endpoint": o.mqtt_endpoint, "mqtt_port": o.mqtt_port, "plain": False}
+    try:
+        brokers = fleet_brokers(given)
+        sources = source_addresses(o.source_addresses)
+        host, port = brokers[0]
+        settings = MqttSettings(
+            endpoint=host, port=port, client_id="fleet", cert=Path(o.cert), key=Path(o.key),
+            ca=Path(o.ca),
+        )  # fmt: skip
+        check_credentials(settings)
+    except click.UsageError as exc:
+        raise ValueError(exc.message) from None
+    except AlleycatError as exc:
+        raise ValueError(str(exc)) from None
+    if o.qos not in (0, 1):
+        raise ValueError("--qos must be 0 or 1")
+    certs_dir = None if not o.certs_dir else Path(o.certs_dir)
+    if certs_dir is not None and not certs_dir.is_dir():
+        raise ValueError(f"--certs-dir {certs_dir} is not a folder")
+    return MqttFleetOptions(
+        settings=settings,
+        topic=o.topic,
+        qos=int(o.qos),
+        client_id_prefix=o.client_id_prefix,
+        connect_rate=_checked("--connect-rate", o.connect_rate, Bounds(minimum=0, min_open=True)),
+        brokers=tuple(brokers),
+        source_addresses=sources,
+        certs_dir=certs_dir,
+    )
 
 
 def _checked(flag: str, value: Any, bounds: Bounds) -> float:

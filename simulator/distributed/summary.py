@@ -15,6 +15,7 @@ from typing import Any
 
 from alleycat_rider.plural import counted
 from simulator.engine.counters import LatencyHistogram, RunStats
+from simulator.mqtt.fleet import MAX_PUBLISHES_PER_SECOND
 
 #: Summary fields that are not counts to add up (they are recomputed or taken from one report).
 NOT_SUMMED = frozenset({"mean_batch_records", "latency_ms", "shards"})
@@ -137,13 +138,85 @@ def run_summary(
     }
 
 
-def workers_line(summary: dict[str, Any]) -> str:
-    """The line under Locust's summary table: workers and messages delivered, and what was
-    lost with workers that went missing, when some did."""
+#: ``simulate --via mqtt --json`` fields that are not counts to add up.
+MQTT_NOT_SUMMED = frozenset({"qos", "puback_latency_ms", "connect_ms", "tls_contexts"})
+
+
+def mqtt_run_summary(reports: Iterable[dict[str, Any]], *, wall_seconds: float) -> dict[str, Any]:
+    """What ``alleycat locust --via mqtt`` prints and writes: ``simulate --via mqtt --json``'s
+    fields, summed over the workers (latencies from their merged histograms), plus ``lost``
+    (what a worker that never sent its final figures still held) and ``workers``.
+
+    So ``generated = acked + sent_unacknowledged + dropped + in_flight + held`` over the whole
+    run, with ``lost`` the part of ``in_flight + held`` whose worker is gone.
+    """
+    totals: dict[str, Any] = {}
+    puback, connect = LatencyHistogram(), LatencyHistogram()
+    reasons: list[str] = []
+    brokers: list[str] = []
+    workers = []
+    qos = 1
+    lost = contexts = 0
+    errors = []
+    for report in sorted(reports, key=lambda r: int(r["worker_index"])):
+        summary = report["summary"]
+        qos = int(summary["qos"])
+        contexts = max(contexts, int(summary.get("tls_contexts", 0)))
+        for key, value in summary.items():
+            if key in MQTT_NOT_SUMMED or isinstance(value, bool) or not isinstance(value, int):
+                continue
+            totals[key] = totals.get(key, 0) + value
+        for histogram, name in ((puback, "latency"), (connect, "connect_latency")):
+            counts = Counter({int(ms): int(n) for ms, n in report.get(name, ()) if n})
+            if counts:
+                histogram.add_counts(counts)
+        reasons += [r for r in summary["connect_failure_reasons"] if r not in reasons]
+        brokers += [b for b in summary["brokers"] if b not in brokers]
+        held = 0 if report["final"] else int(report["pending"])
+        lost += held
+        if report.get("error"):
+            errors.append(report["error"])
+        workers.append(
+            {
+                "worker_index": report["worker_index"],
+                "finished": bool(report["final"]),
+                "riders": report["riders"],
+                "generated": summary["generated"],
+                "acked": summary["acked"],
+                "sent_unacknowledged": summary["sent_unacknowledged"],
+                "dropped": summary["dropped"],
+                "lost": held,
+            }
+        )
+    totals["riders"] = sum(int(r["riders"]) for r in workers)
+    return {
+        "via": "mqtt",
+        "qos": qos,
+        **totals,
+        "brokers": brokers,
+        "tls_contexts": contexts,
+        "connect_failure_reasons": reasons[:5],
+        "puback_latency_ms": {
+            "p50": puback.percentile(50),
+            "p95": puback.percentile(95),
+            "p99": puback.percentile(99),
+        },
+        "connect_ms": {"p50": connect.percentile(50), "p99": connect.percentile(99)},
+        "elapsed_s": round(wall_seconds, 3),
+        "per_connection_limit": MAX_PUBLISHES_PER_SECOND,
+        "lost": lost,
+        "error": errors[0] if errors else None,
+        "workers": workers,
+    }
+
+
+def workers_line(summary: dict[str, Any], done: str | None = None) -> str:
+    """The line under Locust's summary table: workers and messages delivered (or ``done``, as
+    ``--via mqtt`` says it), and what was lost with workers that went missing, when some did."""
     workers = summary["workers"]
-    line = (
-        f"{counted(len(workers), 'worker')}; messages delivered: {summary['messages_delivered']:,}"
-    )
+    if done is None:
+        done = f"messages delivered: {summary['messages_delivered']:,}"
+    line = f"{counted(len(workers), 'worker')}; {done}"
     missing = sum(1 for w in workers if not w["finished"])
     if missing:
         line += f"; lost with {counted(missing, 'missing worker')}: {summary['lost']:,}"

@@ -20,7 +20,7 @@ from simulator.mqtt.fleet import (
     MqttFleet,
     MqttFleetOptions,
 )
-from simulator.mqtt.options import broker_settings
+from simulator.mqtt.options import broker_settings, fleet_brokers, source_addresses
 
 #: Seconds between progress lines.
 PROGRESS_EVERY = 5.0
@@ -32,8 +32,14 @@ def run_mqtt_fleet(
     """Ride the fleet over MQTT in real time and print the summary."""
     if o["fast"] or o["speed"] is not None:
         raise click.UsageError("--via mqtt rides in real time: drop --fast and --speed")
+    brokers = fleet_brokers(o)
+    sources = source_addresses(o["source_addresses"])
     try:
-        settings = broker_settings(o, client_id="fleet")  # each rider gets its own id
+        # Each rider gets its own id; the first broker stands for them all in the settings.
+        host, port = brokers[0]
+        settings = broker_settings(
+            {**o, "mqtt_endpoint": host, "mqtt_port": port}, client_id="fleet"
+        )
     except AlleycatError as exc:
         raise click.ClickException(str(exc)) from None
     rng = random.Random(seed)
@@ -45,16 +51,23 @@ def run_mqtt_fleet(
         keyer=lambda riders, _stamps: [("", None)] * len(riders),
         rng=rng,
     )
-    run = MqttFleet(
-        fleet,
-        MqttFleetOptions(
-            settings=settings,
-            topic=o["topic"],
-            qos=o["qos"],
-            client_id_prefix=o["client_id_prefix"],
-            connect_rate=o["connect_rate"],
-        ),
-    )
+    try:
+        run = MqttFleet(
+            fleet,
+            MqttFleetOptions(
+                settings=settings,
+                topic=o["topic"],
+                qos=o["qos"],
+                client_id_prefix=o["client_id_prefix"],
+                connect_rate=o["connect_rate"],
+                brokers=tuple(brokers),
+                source_addresses=sources,
+                certs_dir=o["certs_dir"],
+                client=o["mqtt_client"],
+            ),
+        )
+    except AlleycatError as exc:
+        raise click.ClickException(str(exc)) from None
     started = time.monotonic()
     worker = threading.Thread(target=run.run, name="mqtt-fleet", daemon=True)
     with stopped_by_signals(
@@ -84,29 +97,22 @@ def _watch_live(run: MqttFleet, worker: threading.Thread, started: float) -> Non
     """A live panel on the terminal (stderr), redrawn twice a second, until the run ends."""
     from rich.console import Console
     from rich.live import Live
-    from rich.panel import Panel
-    from rich.table import Table
 
-    def panel() -> Panel:
-        c = run.counts
-        table = Table.grid(padding=(0, 2))
-        for _ in range(4):
-            table.add_column(justify="right")
-        table.add_row(
-            "connections", f"{run.open_connections:,}/{len(run.riders):,}",
-            "reconnects", f"{c.reconnects:,}",
-        )  # fmt: skip
-        table.add_row("generated", f"{c.generated:,}", "acked", f"{c.acked:,}")
-        table.add_row("in flight", f"{run.in_flight:,}", "held", f"{run.held:,}")
-        table.add_row("dropped", f"{c.dropped:,}", "failed", f"{c.failed:,}")
-        puback = f"{run.latency.percentile(50):.0f}/{run.latency.percentile(99):.0f} ms"
-        connect = f"{run.connect_latency.percentile(50):.0f} ms"
-        table.add_row("PUBACK p50/p99", puback, "connect p50", connect)
-        elapsed = time.monotonic() - started
-        title = f"MQTT fleet, QoS {run.options.qos}, {elapsed:.0f} s of {run.fleet.duration} s"
-        return Panel(table, title=title, title_align="left")
+    from simulator.mqtt.panel import PanelState, render_panel
 
-    with Live(panel(), console=Console(stderr=True), refresh_per_second=2) as live:
+    console = Console(stderr=True)
+    before: PanelState | None = None
+
+    def panel() -> Any:
+        nonlocal before
+        now = time.monotonic()
+        state = PanelState.take(run, at=now, elapsed=now - started)
+        shown = render_panel(state, before, console.width)
+        if before is None or now - before.at >= 2.0:  # rates over the last few seconds
+            before = state
+        return shown
+
+    with Live(panel(), console=console, refresh_per_second=2) as live:
         while worker.is_alive():
             worker.join(0.5)
             live.update(panel())
@@ -122,8 +128,8 @@ def _progress(run: MqttFleet, elapsed: float) -> str:
     )
 
 
-def _print_summary(s: dict[str, Any]) -> None:
-    from rich.console import Console
+def summary_table(s: dict[str, Any]) -> Any:
+    """The summary of ``simulate --via mqtt`` (and of ``locust --via mqtt``) as a table."""
     from rich.table import Table
 
     title = f"MQTT fleet: {counted(s['riders'], 'rider')}, QoS {s['qos']}"
@@ -150,8 +156,16 @@ def _print_summary(s: dict[str, Any]) -> None:
             ("publish to PUBACK p50 / p95 / p99",
              f"{lat['p50']:.0f} / {lat['p95']:.0f} / {lat['p99']:.0f} ms")
         )  # fmt: skip
+    if s.get("riders_refused"):
+        rows.append(("riders refused by the broker", s["riders_refused"]))
     for name, value in rows:
         table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
-    Console().print(table)
+    return table
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    Console().print(summary_table(s))
     for reason in s["connect_failure_reasons"]:
         print(f"connection failure: {reason}", file=sys.stderr)

@@ -3,11 +3,13 @@
 The riders are the simulator's own (:class:`~simulator.engine.fleet.Fleet`: the rider model,
 phases, races, ``--seed``), and each message is the exact ride message. Rider ``i`` connects as
 ``<prefix><racerId>`` with the fleet's certificate and publishes its message once a second on the
-ride topic, QoS 0 or 1. Connections:
+ride topic, QoS 0 or 1. The connections are :mod:`simulator.mqtt.wire`'s, all on one event loop
+driven by one timer (``client="awscrt"`` gives each rider the rider agent's awscrt client
+instead, :class:`~alleycat_rider.mqtt.MqttLink`, for comparison). Connections:
 
 - are opened at most ``connect_rate`` a second (IoT Core limits CONNECTs per account), each
-  reconnecting by itself with backoff when it drops (the agent's adapter,
-  :class:`~alleycat_rider.mqtt.MqttLink`);
+  reconnecting by itself with backoff and jitter when it drops, dealt over the brokers given
+  (and the source addresses, when given);
 - never publish more than :data:`MAX_PUBLISHES_PER_SECOND` a second (IoT Core's limit per
   connection) as the broker counts them, on arrival: sends are paced at :data:`PACE` a second
   with at most :data:`MAX_IN_FLIGHT_PER_CONNECTION` unacknowledged, resends after a reconnect
@@ -24,12 +26,14 @@ without acknowledgement, or dropped (counted) when its rider is not connected::
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from alleycat_rider.mqtt import (
     Connected,
@@ -56,10 +60,25 @@ MAX_IN_FLIGHT_PER_CONNECTION = 10
 PACE = MAX_PUBLISHES_PER_SECOND - MAX_IN_FLIGHT_PER_CONNECTION
 #: Connections opened per second by default: well under IoT Core's per-account CONNECT limit.
 DEFAULT_CONNECT_RATE = 100
+#: First connection attempts under way at once at most: past what the process can handshake,
+#: more would only time out and come back as retries (the TLS handshake is the costly part).
+MAX_CONNECTING = 100
 #: QoS 1 messages held per rider while it is offline (ten minutes of riding).
 DEFAULT_BACKLOG = 600
 #: How long the fleet waits at the end for what is in flight.
 DRAIN_SECONDS = 10.0
+#: Locust's request types for what the fleet reports (see :attr:`MqttFleet.report`).
+CONNECT, PUBLISH, MESSAGE = "CONNECT", "PUBLISH", "message"
+#: Seconds between the fleet's passes over its riders (its one timer).
+TICK = 0.01
+
+
+class FleetLink(Protocol):
+    """A rider's connection, as the fleet uses it."""
+
+    def start(self) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int, token: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +92,16 @@ class MqttFleetOptions:
     client_id_prefix: str = "alleycat-"
     connect_rate: float = DEFAULT_CONNECT_RATE
     backlog: int = DEFAULT_BACKLOG
+    brokers: tuple[tuple[str, int], ...] = ()
+    """``(host, port)`` of each broker, riders dealt over them in turn; none: the settings'."""
+    source_addresses: tuple[str, ...] = ()
+    """Local addresses to connect from, in turn (past one address's ephemeral ports)."""
+    certs_dir: Path | None = None
+    """Riders' own certificates (``<client id>.crt/.key``); riders without one use the fleet's."""
+    first_rider: int = 0
+    """Rider ``i`` is racer ``100 + first_rider + i`` (a Locust worker's block of riders)."""
+    client: str = "fleet"
+    """``fleet``: :mod:`simulator.mqtt.wire`'s connections; ``awscrt``: an awscrt client each."""
 
 
 @dataclass(slots=True)
@@ -103,10 +132,12 @@ class MqttCounts:
 @dataclass(slots=True)
 class _Rider:
     index: int
-    link: MqttLink | None = None
+    link: Any = None
     connected: bool = False
     ever_connected: bool = False
     connect_started: float = 0.0
+    attempting: bool = False
+    """Its first attempt to connect is under way."""
     held: deque[Record] = field(default_factory=deque)
     sent_at: deque[float] = field(default_factory=lambda: deque(maxlen=PACE))
     """When its last publishes went out: at most :data:`PACE` in any one second."""
@@ -139,18 +170,28 @@ class MqttFleet:
         wall: Callable[[], float] = time.time,
         make_link: Callable[[MqttSettings, Callable[[LinkEvent], None]], MqttLink] | None = None,
     ) -> None:
-        if make_link is None:
-            shared = None if options.settings.cert is None else make_tls_context(options.settings)
-
-            def make_link(settings: MqttSettings, sink: Callable[[LinkEvent], None]) -> MqttLink:
-                return MqttLink(settings, sink, tls_context=shared)
-
         self.fleet = fleet
         self.options = options
         self._monotonic = monotonic
         self._wall = wall
-        self._make_link = make_link
         self.riders = [_Rider(i) for i in range(fleet.config.riders)]
+        self.peak_riders = len(self.riders)
+        self._rng = random.Random()
+        self._tls: Any = None
+        self.contexts = 0
+        """TLS contexts loaded (one per certificate in use)."""
+        self._on_loop = make_link is None and options.client == "fleet"
+        self._loop: Any = None
+        if self._on_loop:
+            self._prepare_links()
+        elif make_link is None:
+            shared = None if options.settings.cert is None else make_tls_context(options.settings)
+            self.contexts = 0 if shared is None else 1
+
+            def make_link(settings: MqttSettings, sink: Callable[[LinkEvent], None]) -> MqttLink:
+                return MqttLink(settings, sink, tls_context=shared)
+
+        self._make_link = make_link
         self.counts = MqttCounts()
         self.latency = LatencyHistogram()
         """Publish to PUBACK, milliseconds."""
@@ -163,10 +204,77 @@ class MqttFleet:
         self._tokens = 0
         self._opened = 0
         self._connect_budget = 0.0
+        self.connect_rate = options.connect_rate
+        """Connections opened per second at most (Locust's workers each take their share)."""
+        self.report: deque[tuple[str, str, float, str | None]] | None = None
+        """When set, every CONNECT and PUBLISH outcome and every drop is appended here as
+        ``(request type, name, milliseconds, error or None)`` (for Locust's request rows)."""
+        self.on_tick: Callable[[], None] | None = None
+        """Called on every pass of the loop's timer (a Locust worker grows its fleet there)."""
         self._last_budget_at = monotonic()
+        self.connecting = 0
+        """Riders whose first attempt to connect is under way (at most :data:`MAX_CONNECTING`)."""
+        self.refused: set[int] = set()
+        """Riders a broker refused (their certificate, a CONNACK): counted, the others ride on."""
         self.stopped = threading.Event()
         self.failures: list[str] = []
         """The distinct reasons connections failed, first seen first."""
+
+    def _prepare_links(self) -> None:
+        """The event loop, the TLS contexts and every rider's link (not started).
+
+        Raises:
+            CertificateError: the fleet's certificate, or a rider's own, cannot be used.
+        """
+        from simulator.mqtt.wire import TlsContexts, new_event_loop
+
+        settings = self.options.settings
+        self._tls = None if settings.cert is None else TlsContexts(settings.ca)
+        if self._tls is not None:
+            assert settings.cert is not None and settings.key is not None
+            self._tls.get(settings.cert, settings.key)  # the fleet's: a bad one is said first
+        self._loop = new_event_loop()
+        try:
+            self._link_riders(self.riders)
+        except BaseException:
+            self._loop.close()
+            raise
+
+    def _link_riders(self, riders: list[_Rider]) -> None:
+        from simulator.mqtt.wire import make_links
+
+        if not riders:
+            return
+        options = self.options
+        settings = options.settings
+        links = make_links(
+            self._loop,
+            self,
+            client_ids=[self.client_id(r.index) for r in riders],
+            brokers=self.summary_brokers(),
+            sources=list(options.source_addresses),
+            settings=settings,
+            contexts=self._tls,
+            certs_dir=options.certs_dir,
+            rng=self._rng,
+            first_index=riders[0].index,
+        )
+        self.contexts = 0 if self._tls is None else len(self._tls)
+        for rider, link in zip(riders, links, strict=True):
+            rider.link = link
+
+    def grow(self, riders: int) -> None:
+        """Ride with ``riders`` riders from now on (more than before: Locust's users joined);
+        their connections open at the connect rate. Only on the event loop's thread."""
+        added = [_Rider(i) for i in range(len(self.riders), riders)]
+        if added:
+            self._link_riders(added)
+            self.riders.extend(added)
+            self.peak_riders = len(self.riders)
+
+    def client_id(self, index: int) -> str:
+        """Rider ``index``'s MQTT client id."""
+        return f"{self.options.client_id_prefix}{FIRST_RACER_ID + self.options.first_rider + index}"
 
     @property
     def open_connections(self) -> int:
@@ -178,10 +286,13 @@ class MqttFleet:
 
     @property
     def held(self) -> int:
-        return sum(len(self.riders[i].held) for i in self._holding)
+        return sum(len(self.riders[i].held) for i in list(self._holding))  # read from other threads
 
     def run(self) -> None:
         """Ride until the fleet is done or :attr:`stopped` is set, then drain and disconnect."""
+        if self._on_loop:
+            self._run_on_loop()
+            return
         try:
             while not self.stopped.is_set() and not self.fleet.done:
                 self.step()
@@ -190,11 +301,60 @@ class MqttFleet:
         finally:
             self.close()
 
+    def _run_on_loop(self) -> None:
+        """The whole run on the links' event loop, one timer doing every pass (:data:`TICK`)."""
+        loop = self._loop
+        riders = self.riders
+        failure: list[BaseException] = []
+        phase = "riding"
+        until = next_check = 0.0
+
+        def tick() -> None:
+            nonlocal phase, until, next_check
+            try:
+                now = self._monotonic()
+                if self.on_tick is not None:
+                    self.on_tick()
+                if phase == "riding":
+                    if self.stopped.is_set() or self.fleet.done:
+                        phase, until = "draining", now + DRAIN_SECONDS
+                    else:
+                        self.step()
+                if phase == "draining":
+                    self._send_all_held(now)
+                    if not (self._in_flight or self._holding) or now >= until:
+                        phase, until = "closing", now + 2.0
+                        for rider in riders[: self._opened]:
+                            rider.link.stop()
+                if phase == "closing":
+                    if now >= until or all(r.link.closed for r in riders[: self._opened]):
+                        loop.stop()
+                        return
+                if now >= next_check:
+                    next_check = now + 1.0
+                    for rider in riders[: self._opened]:
+                        rider.link.check(now)
+                loop.call_later(TICK, tick)
+            except BaseException as exc:  # a defect: end the run, and say so in the thread
+                failure.append(exc)
+                loop.stop()
+
+        try:
+            loop.call_soon(tick)
+            loop.run_forever()
+        finally:
+            for rider in self.riders:
+                rider.connected = False
+            loop.close()
+        if failure:
+            raise failure[0]
+
     def step(self) -> None:
         """One pass: open connections, take events, publish what is due."""
         now = self._monotonic()
         self._open_connections(now)
-        self._take_events()
+        if not self._on_loop:
+            self._take_events()
         due: list[Record] = []
         self.fleet.emit_until(self._wall(), due, 100_000)
         self.counts.generated += len(due)
@@ -212,16 +372,23 @@ class MqttFleet:
     def _open_connections(self, now: float) -> None:
         if self._opened >= len(self.riders):
             return
-        rate = self.options.connect_rate
+        rate = self.connect_rate
         self._connect_budget = min(rate, self._connect_budget + (now - self._last_budget_at) * rate)
         self._last_budget_at = now
-        while self._connect_budget >= 1 and self._opened < len(self.riders):
+        while (
+            self._connect_budget >= 1
+            and self._opened < len(self.riders)
+            and self.connecting < MAX_CONNECTING
+        ):
             rider = self.riders[self._opened]
             self._opened += 1
             self._connect_budget -= 1
-            client_id = f"{self.options.client_id_prefix}{FIRST_RACER_ID + rider.index}"
-            settings = replace(self.options.settings, client_id=client_id)
-            rider.link = self._make_link(settings, self._sink_for(rider.index))
+            if rider.link is None:
+                assert self._make_link is not None
+                settings = replace(self.options.settings, client_id=self.client_id(rider.index))
+                rider.link = self._make_link(settings, self._sink_for(rider.index))
+            self.connecting += 1
+            rider.attempting = True
             rider.link.start()
             # Read the clock anew: a step that opens many connections takes a while.
             rider.connect_started = self._monotonic()
@@ -237,27 +404,64 @@ class MqttFleet:
                 index, event = self._events.get_nowait()
             except queue.Empty:
                 return
-            now = self._monotonic()  # latencies end when the event is taken, not at the step
-            rider = self.riders[index]
             match event:
                 case PublishDone(token=token, delivered=delivered, rejected=rejected, code=code):
-                    self._done(rider, token, delivered, rejected, code, now)
+                    self.publish_done(index, token, delivered, rejected, code)
                 case Connected():
-                    rider.connected = True
-                    if rider.ever_connected:
-                        self.counts.reconnects += 1
-                    else:
-                        self.counts.connects += 1
-                        self.connect_latency.add((now - rider.connect_started) * 1000)
-                    rider.ever_connected = True
-                case ConnectionFailed(message=message):
-                    self.counts.connect_failures += 1
-                    if message not in self.failures and len(self.failures) < 5:
-                        self.failures.append(message)
+                    self.link_connected(index)
+                case ConnectionFailed(message=message, refused=refused):
+                    self.link_failed(index, message, refused)
                 case Disconnected():
-                    if rider.connected:
-                        self.counts.disconnects += 1
-                    rider.connected = False
+                    self.link_lost(index)
+
+    # What the links tell (simulator.mqtt.wire.LinkEvents): on the loop, or from _take_events.
+
+    def link_connected(self, index: int) -> None:
+        """Rider ``index`` is connected (again)."""
+        now = self._monotonic()  # latencies end when the event is taken, not at the step
+        rider = self.riders[index]
+        rider.connected = True
+        self._settled(rider)
+        if rider.ever_connected:
+            self.counts.reconnects += 1
+        else:
+            self.counts.connects += 1
+            took = (now - rider.connect_started) * 1000
+            self.connect_latency.add(took)
+            if self.report is not None:
+                self.report.append((CONNECT, "connect", took, None))
+        rider.ever_connected = True
+        self.refused.discard(index)
+
+    def link_failed(self, index: int, message: str, refused: bool) -> None:
+        """An attempt of rider ``index`` failed (it tries again by itself)."""
+        self.counts.connect_failures += 1
+        self._settled(self.riders[index])
+        if self.report is not None:
+            self.report.append((CONNECT, "connect", 0.0, message))
+        if refused:
+            self.refused.add(index)
+        if message not in self.failures and len(self.failures) < 5:
+            self.failures.append(message)
+
+    def _settled(self, rider: _Rider) -> None:
+        """A rider's first attempt ended (connected or failed): another rider may start."""
+        if rider.attempting:
+            rider.attempting = False
+            self.connecting -= 1
+
+    def link_lost(self, index: int) -> None:
+        """Rider ``index``'s connection was lost (it reconnects by itself)."""
+        rider = self.riders[index]
+        if rider.connected:
+            self.counts.disconnects += 1
+        rider.connected = False
+
+    def publish_done(
+        self, index: int, token: int, delivered: bool, rejected: bool, code: str
+    ) -> None:
+        """A publish of rider ``index`` was acknowledged, written (QoS 0) or failed."""
+        self._done(self.riders[index], token, delivered, rejected, code, self._monotonic())
 
     def _done(
         self, rider: _Rider, token: int, delivered: bool, rejected: bool, code: str, now: float
@@ -268,17 +472,22 @@ class MqttFleet:
         _index, record, sent_at = entry
         rider.in_flight -= 1
         if delivered:
+            took = (now - sent_at) * 1000
             if self.options.qos == 1:
                 self.counts.acked += 1
-                self.latency.add((now - sent_at) * 1000)
+                self.latency.add(took)
             else:
                 self.counts.sent_unacknowledged += 1
+            if self.report is not None:
+                self.report.append((PUBLISH, self.options.topic, took, None))
             return
         self.counts.failed += 1
+        if self.report is not None:
+            self.report.append((PUBLISH, self.options.topic, (now - sent_at) * 1000, code))
         if rejected or self.options.qos == 0:
             if rejected:
                 self.counts.rejected += 1
-            self.counts.dropped += 1
+            self._drop(code)
             return
         self._hold(rider, record)  # lost with its connection: sent again on reconnect
 
@@ -288,12 +497,17 @@ class MqttFleet:
         elif self.options.qos == 1:
             self._hold(rider, record)
         else:
-            self.counts.dropped += 1  # QoS 0 with no connection: nothing to send it on
+            self._drop("not connected (QoS 0)")  # nothing to send it on
+
+    def _drop(self, reason: str) -> None:
+        self.counts.dropped += 1
+        if self.report is not None:
+            self.report.append((MESSAGE, "dropped", 0.0, reason))
 
     def _hold(self, rider: _Rider, record: Record) -> None:
         if len(rider.held) >= self.options.backlog:
             rider.held.popleft()
-            self.counts.dropped += 1
+            self._drop("held too long offline")
         rider.held.append(record)
         self._holding.add(rider.index)
 
@@ -327,7 +541,7 @@ class MqttFleet:
             if self.options.qos == 1:
                 self._hold(rider, record)
             else:
-                self.counts.dropped += 1
+                self._drop("not connected (QoS 0)")
 
     def _drain(self) -> None:
         deadline = self._monotonic() + DRAIN_SECONDS
@@ -339,7 +553,11 @@ class MqttFleet:
         self._take_events()
 
     def close(self) -> None:
-        """Disconnect every rider."""
+        """Disconnect every rider (their awscrt clients; the loop's links close in the run)."""
+        if self._on_loop:
+            if not self._loop.is_closed():
+                self._loop.close()
+            return
         for rider in self.riders:
             if rider.link is not None:
                 try:
@@ -348,6 +566,11 @@ class MqttFleet:
                     pass
                 rider.link = None
             rider.connected = False
+
+    def summary_brokers(self) -> list[tuple[str, int]]:
+        """The brokers the riders are dealt over."""
+        settings = self.options.settings
+        return list(self.options.brokers) or [(settings.endpoint, settings.port)]
 
     def summary(self) -> dict[str, Any]:
         """Everything counted, for ``--json`` and the summary table."""
@@ -360,6 +583,9 @@ class MqttFleet:
             "in_flight": self.in_flight,
             "held": self.held,
             "open_connections": self.open_connections,
+            "riders_refused": len(self.refused),
+            "brokers": [f"{h}:{p}" for h, p in self.summary_brokers()],
+            "tls_contexts": self.contexts,
             "connect_failure_reasons": list(self.failures),
             "puback_latency_ms": {
                 "p50": self.latency.percentile(50),

@@ -83,6 +83,21 @@ def locust_processes(logs: Path) -> Iterator[LocustProcesses]:
         processes.kill_all()
 
 
+def master_and_two_workers(
+    locust: LocustProcesses, port: int, *args: str
+) -> subprocess.Popen[bytes]:
+    """A headless master on ``port`` expecting two workers (``args`` its own), and two workers
+    started apart, as on other machines; the master's process."""
+    master = locust.start(
+        "master",
+        *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
+        *("--headless", "--expect-workers", "2", *args),
+    )
+    for name in ("worker-a", "worker-b"):
+        locust.start(name, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port))
+    return master
+
+
 def fleet_args(endpoint: str, stream: str, *more: str) -> list[str]:
     return ["--stream", stream, "--endpoint-url", endpoint, *more]
 

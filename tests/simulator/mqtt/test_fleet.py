@@ -6,6 +6,7 @@ import collections
 import json
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 
 from alleycat_rider.core.message import RideMessage
 from alleycat_rider.iot.broker import MosquittoBroker
+from alleycat_rider.iot.devcerts import make_dev_pki
 from alleycat_rider.mqtt import MqttSettings
 from simulator.engine.batching import Record
 from simulator.engine.fleet import Fleet, FleetConfig
@@ -181,3 +183,74 @@ def test_a_connection_never_publishes_over_iot_cores_limit(
     assert sum(per_second.values()) == 253
     assert max(per_second.values()) <= MAX_PUBLISHES_PER_SECOND
     assert len(per_second) >= 3  # 250 held messages took at least three seconds
+
+
+def connected_from(log: str) -> dict[str, tuple[str, str]]:
+    """client id -> (source address, user name) of each connection mosquitto logged."""
+    found = {}
+    for line in log.splitlines():
+        match = re.search(r"New client connected from ([\d.]+):\d+ as (\S+) .*u'([^']*)'", line)
+        if match:
+            found[match.group(2)] = (match.group(1), match.group(3))
+    return found
+
+
+def test_riders_are_dealt_over_two_brokers_from_two_source_addresses(
+    mqtt_pki: TestPki, mqtt_broker: RunningBroker, tmp_path: Path
+) -> None:
+    second = RunningBroker(mqtt_pki, tmp_path / "second.log")
+    second.start()
+    try:
+        endpoints = f"127.0.0.1:{mqtt_broker.port},127.0.0.1:{second.port}"
+        with mqtt_broker.subscriber(TOPIC) as one, second.subscriber(TOPIC) as two:
+            summary = run_fleet(
+                mqtt_broker, 8, 4, "--mqtt-endpoint", endpoints,
+                "--source-addresses", "127.0.0.2-3",
+            )  # fmt: skip
+            first_half = one.wait_for(16, timeout=10)
+            second_half = two.wait_for(16, timeout=10)
+        first_log, second_log = mqtt_broker.log_path.read_text(), second.log_path.read_text()
+    finally:
+        second.close()
+    assert summary["generated"] == summary["acked"] == 32 and summary["connects"] == 8
+    assert summary["brokers"] == endpoints.split(",")
+    # Rider i on broker i mod 2; each broker's riders from the two addresses in turn.
+    assert {RideMessage.from_json(p).racer_id for p in first_half} == {100, 102, 104, 106}
+    assert {RideMessage.from_json(p).racer_id for p in second_half} == {101, 103, 105, 107}
+    first, second_seen = connected_from(first_log), connected_from(second_log)
+    assert {first[f"alleycat-{n}"][0] for n in (100, 104)} == {"127.0.0.2"}
+    assert {first[f"alleycat-{n}"][0] for n in (102, 106)} == {"127.0.0.3"}
+    assert {second_seen[f"alleycat-{n}"][0] for n in (101, 105)} == {"127.0.0.2"}
+    assert {second_seen[f"alleycat-{n}"][0] for n in (103, 107)} == {"127.0.0.3"}
+    assert adds_up(summary)
+
+
+def test_riders_use_their_own_certificates_and_a_refused_one_does_not_stop_the_others(
+    mqtt_pki: TestPki, mqtt_broker: RunningBroker, tmp_path: Path
+) -> None:
+    bikes = tmp_path / "bikes"
+    bikes.mkdir()
+    for name in ("ca.crt", "ca.key"):  # the broker's CA signs the bikes' certificates
+        shutil.copy(mqtt_pki.directory / name, bikes / name)
+    make_dev_pki(bikes, ["alleycat-100", "alleycat-101"])
+    intruder_cert, intruder_key = mqtt_pki.foreign_client  # from a CA the broker does not trust
+    shutil.copy(intruder_cert, bikes / "alleycat-102.crt")
+    shutil.copy(intruder_key, bikes / "alleycat-102.key")
+    with mqtt_broker.subscriber(TOPIC) as subscriber:
+        summary = run_fleet(mqtt_broker, 4, 5, "--certs-dir", str(bikes))
+        received = subscriber.wait_for(15, timeout=10)
+    users = {client: user for client, (_source, user) in connected_from(
+        mqtt_broker.log_path.read_text()).items()}  # fmt: skip
+    # mosquitto names each connection by its certificate's common name.
+    assert users["alleycat-100"] == "alleycat-100" and users["alleycat-101"] == "alleycat-101"
+    assert users["alleycat-103"] == "bike-3"  # no certificate of its own: the fleet's
+    assert "alleycat-102" not in users
+    assert summary["connects"] == 3 and summary["riders_refused"] == 1
+    assert summary["connect_failures"] >= 1
+    assert any("refused the device certificate" in r and "alleycat-102.crt" in r
+               for r in summary["connect_failure_reasons"])  # fmt: skip
+    assert summary["tls_contexts"] == 4  # three bikes' own and the fleet's, each loaded once
+    assert summary["acked"] == 15 and {RideMessage.from_json(p).racer_id for p in received} == {
+        100, 101, 103,
+    }  # fmt: skip
+    assert summary["held"] == 5 and adds_up(summary)  # the refused rider's messages, counted
