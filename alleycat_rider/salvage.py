@@ -133,14 +133,18 @@ def inspect(path: Path) -> SpoolDamage | None:
     page_size = wal.page_size_of(head)
     if page_size is None or size < 100:
         return None
-    pages = _pages_counted(head)
-    if size % page_size or (pages is not None and size < pages * page_size):
-        missing = 0 if pages is None else max(0, pages - size // page_size)
-        what = f"its database file is cut short at {size} bytes"
-        return SpoolDamage(what, copy_aside(path), True, missing_pages=missing)
     try:
         log = path.with_name(path.name + "-wal").read_bytes()
     except FileNotFoundError:
+        log = b""
+    if not wal.frames(log, page_size=page_size):
+        # Without a log, the file must hold every page its header counts. (With one, the log
+        # may hold them: a checkpoint on a full disk, say. SQLite's own check decides then.)
+        pages = _pages_counted(head)
+        if size % page_size or (pages is not None and size < pages * page_size):
+            missing = 0 if pages is None else max(0, pages - size // page_size)
+            what = f"its database file is cut short at {size:,} bytes"
+            return SpoolDamage(what, copy_aside(path), True, missing_pages=missing)
         return None
     found = wal.replay(log, page_size=page_size)
     if not found.damaged or found.damaged_frame is None:

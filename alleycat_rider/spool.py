@@ -45,6 +45,7 @@ The spool is used from one thread only (the agent's loop); SDK callbacks never t
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -142,7 +143,7 @@ class Spool:
             if self.damage is not None and self.damage.database:
                 remove_files(path)
             self._db = self._open()
-            if self.damage is None and (problem := check(self._db)):
+            if problem := check(self._db):
                 self._db.close()
                 self._damaged(f"its database file is corrupt: {problem}")
             if self.damage is not None:
@@ -165,7 +166,11 @@ class Spool:
 
     def _damaged(self, what: str) -> None:
         """The database file is damaged: copy it aside and make a new spool in its place."""
-        self.damage = salvage.SpoolDamage(what, salvage.copy_aside(self.path), True)
+        if self.damage is None:
+            self.damage = salvage.SpoolDamage(what, salvage.copy_aside(self.path), True)
+        else:  # the log too, and the files are copied already
+            what = f"{self.damage.what}, and {what}"
+            self.damage = dataclasses.replace(self.damage, what=what, database=True)
         remove_files(self.path)
         self._db = self._open()
 
@@ -191,7 +196,11 @@ class Spool:
                 raise SpoolError(
                     f"the spool {path} is in use by another agent: give each its own --spool"
                 ) from exc
-            if corrupt(exc) and self.damage is None and salvage.is_sqlite(path):
+            if (
+                corrupt(exc)
+                and not (self.damage and self.damage.database)
+                and salvage.is_sqlite(path)
+            ):
                 self._damaged(f"its database file is corrupt: {exc}")
                 return self._db
             # Moving aside a healthy spool on a full or read-only disk would lose its messages.
