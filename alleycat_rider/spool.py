@@ -27,25 +27,16 @@ recovery; ``unspooled`` counts the messages that could not be written when they 
 is still held in memory when the agent stops is lost, and reported. Removals that cannot be
 written are kept in memory too, and written with the rest (or, lost, only cause a resend).
 
-A write-ahead log damaged in its middle (a flipped byte) makes SQLite drop every commit after
-the damage without a word, and a database file cut short or overwritten cannot be read at all.
-Before opening, the spool checks both files (and SQLite's ``quick_check`` after): if damaged, it
-copies them aside (``NAME.damaged-N`` and ``NAME.damaged-N-wal``), spools again every complete
-ride message still readable in the copy that SQLite cannot give back, and reports how many were
-recovered and how many seen are lost (:mod:`alleycat_rider.salvage`). A spool whose database file
-is damaged is made anew from what is recovered. Deleted messages are zeroed (``secure_delete``),
-so what a damaged spool still holds is mostly what was waiting.
-
-The spool reserves its room when it opens: free pages in its database and a write-ahead log long
-enough for ``reserve`` messages (an hour's worth by default), written for real, so that a disk
-that fills up later cannot take it. A disk without room for the reserve is a ``SpoolError``.
+Opening checks the database and its log; a damaged spool is copied aside, every whole ride
+message SQLite cannot give back is spooled again, and the recovered and lost are reported. Then
+room for ``reserve`` messages is reserved on disk, so a disk that fills up later cannot take it
+(:mod:`alleycat_rider.spoolfile`, :mod:`alleycat_rider.salvage`).
 
 The spool is used from one thread only (the agent's loop); SDK callbacks never touch it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -55,17 +46,7 @@ from typing import Any
 
 from alleycat_rider import salvage
 from alleycat_rider.errors import SpoolError
-from alleycat_rider.spoolfile import (
-    DEFAULT_SPOOL_RESERVE,
-    PAGE_SIZE,
-    check,
-    corrupt,
-    hint,
-    recover,
-    remove_files,
-    reserve_room,
-    set_up,
-)
+from alleycat_rider.spoolfile import DEFAULT_SPOOL_RESERVE, PAGE_SIZE, hint, open_spool
 from alleycat_rider.spoolfile import refusal as disk_refusal
 
 __all__ = ["DEFAULT_SPOOL_MAX", "DEFAULT_SPOOL_RESERVE", "PAGE_SIZE", "Spool", "SpooledMessage"]
@@ -132,81 +113,23 @@ class Spool:
         self._unspooled = 0
         self._memory_dropped = 0
         self._refusal: str | None = None
-        self._depth = self._dropped = self._last_seq = 0
-        self.damage: salvage.SpoolDamage | None = None
+        opened = open_spool(path, reserve=min(reserve, max_messages), report=self._report)
+        self._db = db = opened.db
+        self.damage: salvage.SpoolDamage | None = opened.damage
         """A damaged spool found (and copied aside) on opening, else ``None``."""
-        self.reserved = 0
+        self.reserved = opened.reserved
         """The room reserved on opening, in bytes of the database and its log."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.damage = salvage.inspect(path)
-            if self.damage is not None and self.damage.database:
-                remove_files(path)
-            self._db = self._open()
-            if problem := check(self._db):
-                self._db.close()
-                self._damaged(f"its database file is corrupt: {problem}")
-            if self.damage is not None:
-                self.damage = recover(self._db, self.damage, self._last_seq)
-                depth, last_seq = self._db.execute(
-                    "SELECT count(*), coalesce(max(seq), 0) FROM messages"
-                ).fetchone()
-                self._depth, self._last_seq = int(depth), int(last_seq)
-                self._report(
-                    "warning",
-                    self.damage.describe(path),
-                    **{k: getattr(self.damage, k) for k in salvage.COUNTS},
-                    copy=str(self.damage.copy),
-                )
-            self.reserved = reserve_room(self._db, min(reserve, max_messages))
-        except (OSError, sqlite3.Error) as exc:
-            if hasattr(self, "_db"):
-                self._db.close()
-            raise SpoolError(f"cannot use the spool {path}: {exc}{hint(exc)}") from exc
-
-    def _damaged(self, what: str) -> None:
-        """The database file is damaged: copy it aside and make a new spool in its place."""
-        if self.damage is None:
-            self.damage = salvage.SpoolDamage(what, salvage.copy_aside(self.path), True)
-        else:  # the log too, and the files are copied already
-            what = f"{self.damage.what}, and {what}"
-            self.damage = dataclasses.replace(self.damage, what=what, database=True)
-        remove_files(self.path)
-        self._db = self._open()
-
-    def _open(self) -> sqlite3.Connection:
-        """Connect, set the spool up and read its counters."""
-        path = self.path
-        # Autocommit mode: every statement below is its own transaction unless grouped.
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=1.0)
-        try:
-            mode = set_up(db)
-            if mode != "wal":
-                raise SpoolError(f"the spool {path} cannot use WAL mode (got {mode!r})")
-            self._depth = db.execute("SELECT count(*) FROM messages").fetchone()[0]
-            self._dropped = db.execute(
+            self._depth: int = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+            self._dropped: int = db.execute(
                 "SELECT value FROM counters WHERE name = 'dropped'"
             ).fetchone()[0]
-            self._last_seq = db.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+            self._last_seq: int = db.execute(
+                "SELECT coalesce(max(seq), 0) FROM messages"
+            ).fetchone()[0]
         except sqlite3.Error as exc:
             db.close()
-            if "locked" in str(exc):
-                if self.damage is not None:  # not ours to judge while another agent writes it
-                    salvage.remove_copy(self.damage.copy)
-                raise SpoolError(
-                    f"the spool {path} is in use by another agent: give each its own --spool"
-                ) from exc
-            if (
-                corrupt(exc)
-                and not (self.damage and self.damage.database)
-                and salvage.is_sqlite(path)
-            ):
-                self._damaged(f"its database file is corrupt: {exc}")
-                return self._db
-            # Moving aside a healthy spool on a full or read-only disk would lose its messages.
-            advice = hint(exc) or " (not a spool? move it aside)"
-            raise SpoolError(f"cannot use the spool {path}: {exc}{advice}") from exc
-        return db
+            raise SpoolError(f"cannot use the spool {path}: {exc}{hint(exc)}") from exc
 
     @property
     def depth(self) -> int:

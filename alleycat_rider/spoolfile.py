@@ -17,9 +17,12 @@ from __future__ import annotations
 import dataclasses
 import errno
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from alleycat_rider import salvage
+from alleycat_rider.errors import SpoolError
 
 #: The page size of a new spool's database, in bytes.
 PAGE_SIZE = 1024
@@ -48,6 +51,87 @@ CREATE TABLE IF NOT EXISTS counters (
 INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0);
 CREATE TABLE IF NOT EXISTS reserve (room BLOB);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A spool's database, open, checked, recovered if need be, and its room reserved."""
+
+    db: sqlite3.Connection
+    damage: salvage.SpoolDamage | None
+    """A damaged spool found (and copied aside) on opening, else ``None``."""
+    reserved: int
+    """The room reserved, in bytes of the database and its log."""
+
+
+def open_spool(path: Path, *, reserve: int, report: Callable[..., None]) -> Opened:
+    """Open the spool's database: check it, recover it if damaged (reported), reserve its room.
+
+    Raises:
+        SpoolError: it cannot be opened, is in use, is not a spool, or the disk has no room.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        damage = salvage.inspect(path)
+        if damage is not None and damage.database:
+            remove_files(path)
+        db, damage = _connect(path, damage)
+        try:
+            if problem := check(db):
+                db.close()
+                db, damage = _connect(path, _anew(path, damage, f"corrupt: {problem}"))
+            if damage is not None:
+                last_seq = db.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+                damage = recover(db, damage, last_seq)
+                counts = {name: getattr(damage, name) for name in salvage.COUNTS}
+                report("warning", damage.describe(path), **counts, copy=str(damage.copy))
+            reserved = reserve_room(db, reserve)
+        except BaseException:
+            db.close()
+            raise
+    except (OSError, sqlite3.Error) as exc:
+        raise SpoolError(f"cannot use the spool {path}: {exc}{hint(exc)}") from exc
+    return Opened(db, damage, reserved)
+
+
+def _connect(
+    path: Path, damage: salvage.SpoolDamage | None
+) -> tuple[sqlite3.Connection, salvage.SpoolDamage | None]:
+    """Connect and set the spool up; a database SQLite finds damaged is made anew."""
+    # Autocommit mode: every statement is its own transaction unless grouped.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=1.0)
+    try:
+        mode = set_up(db)
+        if mode == "wal":
+            db.execute("SELECT count(*), max(seq) FROM messages").fetchone()
+    except sqlite3.Error as exc:
+        db.close()
+        if "locked" in str(exc):
+            if damage is not None:  # not ours to judge while another agent writes it
+                salvage.remove_copy(damage.copy)
+            raise SpoolError(
+                f"the spool {path} is in use by another agent: give each its own --spool"
+            ) from exc
+        if corrupt(exc) and not (damage and damage.database) and salvage.is_sqlite(path):
+            return _connect(path, _anew(path, damage, f"corrupt: {exc}"))
+        # Moving aside a healthy spool on a full or read-only disk would lose its messages.
+        advice = hint(exc) or " (not a spool? move it aside)"
+        raise SpoolError(f"cannot use the spool {path}: {exc}{advice}") from exc
+    if mode != "wal":
+        db.close()
+        raise SpoolError(f"the spool {path} cannot use WAL mode (got {mode!r})")
+    return db, damage
+
+
+def _anew(path: Path, damage: salvage.SpoolDamage | None, what: str) -> salvage.SpoolDamage:
+    """The database file is damaged: copy it aside (unless done) and remove it, to make anew."""
+    what = f"its database file is {what}"
+    if damage is None:
+        damage = salvage.SpoolDamage(what, salvage.copy_aside(path), True)
+    else:  # the log is damaged too, and the files are copied already
+        damage = dataclasses.replace(damage, what=f"{damage.what}, and {what}", database=True)
+    remove_files(path)
+    return damage
 
 
 def set_up(db: sqlite3.Connection) -> str:
