@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from alleycat_rider.config import load_config
 from alleycat_rider.core.message import RideMessage
+from alleycat_rider.errors import ConfigError
+from alleycat_rider.spool import DEFAULT_SPOOL_RESERVE
 from tests.alleycat_rider.test_agent_broker import TOPIC, agent, agent_args, uuids
 from tests.alleycat_rider.test_spool_recovery import damaged_spool, fill, small_disk
 from tests.servers.mosquitto import MqttClient, RunningBroker
@@ -103,3 +106,34 @@ def test_a_disk_that_fills_up_while_the_broker_is_down_loses_nothing(
         assert second.stop() == 0
         received = list(subscriber.messages)
     assert set(produced) <= set(uuids(received))
+
+
+def test_a_disk_without_room_for_the_reserve_is_one_line_and_exit_1(
+    mqtt_broker: RunningBroker, small_disk: Callable[[str], Path]
+) -> None:
+    disk = small_disk("1m")
+    with agent(agent_args(mqtt_broker, disk / "spool.db")) as rider:
+        status = rider.process.wait(30)
+        rider.close()
+    assert status == 1
+    assert len(rider.stderr) == 1, rider.stderr
+    line = rider.stderr[0]
+    assert line.startswith(f"Error: cannot use the spool {disk / 'spool.db'}")
+    assert "the disk is full: free some space" in line
+    # Without a reserve it rides on the same disk.
+    with agent([*agent_args(mqtt_broker, disk / "spool.db"), "--spool-reserve", "0"]) as rider:
+        rider.wait_for("message", count=2)
+        assert rider.stop() == 0
+
+
+def test_the_reserve_comes_from_the_file_the_environment_and_the_flag(tmp_path: Path) -> None:
+    toml = tmp_path / "rider.toml"
+    toml.write_text('endpoint = "localhost"\nracer_id = 1\nspool_reserve = 60\n')
+    assert load_config({}, {"HOME": "/h"}, toml).spool_reserve == 60
+    env = {"HOME": "/h", "ALLEYCAT_SPOOL_RESERVE": "0"}
+    assert load_config({}, env, toml).spool_reserve == 0
+    assert load_config({"spool_reserve": 7200}, env, toml).spool_reserve == 7200
+    assert load_config({}, {"HOME": "/h", "ALLEYCAT_ENDPOINT": "localhost", "ALLEYCAT_RACER_ID":
+                            "1"}).spool_reserve == DEFAULT_SPOOL_RESERVE  # fmt: skip
+    with pytest.raises(ConfigError, match="spool_reserve"):
+        load_config({"spool_reserve": -1}, env, toml)
