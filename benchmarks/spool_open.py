@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alleycat_rider import wal
 from alleycat_rider.core.message import MessageEncoder, RiderIdentity, uuid4
 from alleycat_rider.spool import Spool
+from tests.alleycat_rider.test_spool_recovery import damage
 
 KINDS = ("flipped byte mid-log", "random bytes over the log", "log cut in half",
          "database cut in half")  # fmt: skip
@@ -53,24 +53,6 @@ def filled(path: Path, count: int, *, reserve: int = 3600, snapshot: Path | None
         for suffix in ("", "-wal"):
             shutil.copyfile(path.with_name(path.name + suffix), f"{snapshot}{suffix}")
     spool.close()
-
-
-def damage(path: Path, kind: str) -> None:
-    log = path.with_name(path.name + "-wal")
-    rng = random.Random(11)
-    if kind == "database cut in half":
-        data = path.read_bytes()
-        path.write_bytes(data[: len(data) // 2 + 100])
-        return
-    frames = bytearray(log.read_bytes())
-    middle = 32 + (len(wal.frames(bytes(frames), page_size=1024)) // 2) * (24 + 1024)
-    if kind == "flipped byte mid-log":
-        frames[middle + 24 + 700] ^= 0x04
-    elif kind == "random bytes over the log":
-        frames[middle + 300 : middle + 4300] = rng.randbytes(4000)
-    else:
-        del frames[middle + 500 :]
-    log.write_bytes(bytes(frames))
 
 
 def timed_open(path: Path) -> tuple[float, Spool, list[dict[str, Any]]]:

@@ -332,8 +332,10 @@ def test_messages_held_in_memory_are_bounded_and_a_disk_still_full_at_exit_repor
         assert [m.uuid for m in spool.pending()] == ["u1", "u2", "u3"]
 
 
+# No byte can be written; or the spool can be made, but not the room it reserves on opening.
+@pytest.mark.parametrize("limit", [0, 200_000], ids=["created", "reserved"])
 def test_a_spool_that_cannot_be_created_on_a_full_disk_never_says_move_it_aside(
-    tmp_path: Path,
+    tmp_path: Path, limit: int
 ) -> None:
     script = (
         "import resource, signal, sys\n"
@@ -342,19 +344,19 @@ def test_a_spool_that_cannot_be_created_on_a_full_disk_never_says_move_it_aside(
         "from alleycat_rider.spool import Spool\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
-        "resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), hard))\n"
         "try:\n"
         "    Spool(Path(sys.argv[1]))\n"
         "except SpoolError as exc:\n"
         "    print(exc)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "spool.db")],
+        [sys.executable, "-c", script, str(tmp_path / "spool.db"), str(limit)],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     message = result.stdout.strip()
     assert message.startswith(f"cannot use the spool {tmp_path / 'spool.db'}")
-    assert "free some space or make it writable" in message
+    assert "free some space or make it writable" in message and "\n" not in message
     assert "move it aside" not in message
 
 

@@ -207,29 +207,6 @@ def test_the_spool_reserves_its_room_on_disk_and_keeps_the_same_room_when_reopen
         assert db.execute("PRAGMA freelist_count").fetchone()[0] >= 1200
 
 
-def test_a_disk_without_room_for_the_reserve_is_a_clear_error(tmp_path: Path) -> None:
-    script = (
-        "import resource, signal, sys\n"
-        "from pathlib import Path\n"
-        "from alleycat_rider.errors import SpoolError\n"
-        "from alleycat_rider.spool import Spool\n"
-        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-        "hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
-        "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))\n"
-        "try:\n"
-        "    Spool(Path(sys.argv[1]))\n"
-        "except SpoolError as exc:\n"
-        "    print(exc)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "spool.db")],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    message = result.stdout.strip()
-    assert message.startswith(f"cannot use the spool {tmp_path / 'spool.db'}")
-    assert "free some space" in message and "\n" not in message
-
-
 def test_a_spool_may_reserve_nothing(tmp_path: Path) -> None:
     with Spool(tmp_path / "spool.db", reserve=0) as spool:
         assert spool.reserved == 0
