@@ -124,8 +124,9 @@ def inspect(path: Path) -> SpoolDamage | None:
         OSError: the files cannot be read or copied (nothing is opened then).
     """
     try:
-        head = path.read_bytes()[:100] if path.stat().st_size else b""
-        size = path.stat().st_size
+        with path.open("rb") as database:
+            head = database.read(100)
+            size = os.fstat(database.fileno()).st_size
     except FileNotFoundError:
         return None
     if not head.startswith(SQLITE_MAGIC):
@@ -137,7 +138,7 @@ def inspect(path: Path) -> SpoolDamage | None:
         log = path.with_name(path.name + "-wal").read_bytes()
     except FileNotFoundError:
         log = b""
-    if not wal.frames(log, page_size=page_size):
+    if len(log) < wal.WAL_HEADER_SIZE + wal.FRAME_HEADER_SIZE + page_size:
         # Without a log, the file must hold every page its header counts. (With one, the log
         # may hold them: a checkpoint on a full disk, say. SQLite's own check decides then.)
         pages = _pages_counted(head)
