@@ -1,7 +1,8 @@
 """What opening the spool costs: reserving its room, checking it, recovering a damaged one.
 
 Prints the wall time of ``Spool(path)`` for a new spool (the reserve written), a sound spool
-holding ``--messages`` (SQLite's ``quick_check`` reads all of it), and damaged spools of each
+holding ``--messages`` (SQLite's ``quick_check`` reads all of it), one killed with 900 messages
+in its log (read twice: as SQLite replays it, then by SQLite), and damaged spools of each
 kind the agent recovers from (a byte flipped in the middle of the log, random bytes over it, the
 log or the database file cut in half), with how many messages came back and how many are lost.
 A damaged spool is a snapshot of a live one's files (what a SIGKILL leaves), then damaged.
@@ -77,6 +78,10 @@ def main() -> None:
         print(f"sound spool of {spool.depth:,} messages: {seconds * 1000:7.1f} ms "
               f"({(root / 'full.db').stat().st_size:,} bytes)")  # fmt: skip
         spool.close()
+        filled(root / "live-killed.db", 900, snapshot=root / "killed.db")
+        seconds, spool, _ = timed_open(root / "killed.db")
+        print(f"spool killed with {spool.depth} messages in its log: {seconds * 1000:7.1f} ms")
+        spool.close()
         for kind in KINDS:
             path = root / f"{kind.replace(' ', '-')}.db"
             in_database = "database" in kind
@@ -85,9 +90,7 @@ def main() -> None:
             if in_database:
                 filled(path, args.damaged, reserve=0)
             else:
-                filled(root / "live.db", args.damaged, snapshot=path)
-                for suffix in ("", "-wal"):
-                    Path(f"{root / 'live.db'}{suffix}").unlink(missing_ok=True)
+                filled(root / f"live-{path.name}", args.damaged, snapshot=path)
             damage(path, kind)
             seconds, spool, events = timed_open(path)
             fields = events[0] if events else {"recovered": 0, "unreadable": 0}
