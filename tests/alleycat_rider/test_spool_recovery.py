@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from alleycat_rider import wal
-from alleycat_rider.core.message import RideMessage
+from alleycat_rider import salvage, wal
+from alleycat_rider.core.message import MessageEncoder, RideMessage, RiderIdentity, uuid4
 from alleycat_rider.errors import SpoolError
 from alleycat_rider.spool import DEFAULT_SPOOL_RESERVE, Spool
 
@@ -166,22 +166,27 @@ def test_every_message_whole_in_a_damaged_spool_is_spooled_again_and_counted(
     assert len(events) == 1
 
 
-def test_a_flipped_byte_inside_a_message_loses_that_message_only_and_counts_it(
-    tmp_path: Path,
-) -> None:
+def test_a_message_damaged_in_every_copy_is_lost_alone_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
     made = make_spool(path, count=30, close=False, reserve=0)
     log = bytearray(path.with_name("spool.db-wal").read_bytes())
-    # The newest message is in one frame only (the last): damage its uuid, then a later frame.
-    newest = log.rindex(made[-1])
-    log[newest + 20] = ord("Z")  # no longer a UUID: not a message
-    log[newest - 200] ^= 0x01  # and the checksum fails
+    # Message 15's uuid is garbled wherever it was written (its page is written once per append
+    # while it fills): no copy reads whole, and the frames holding it fail their checksums.
+    damaged, start = 0, log.find(made[15])
+    while start != -1:
+        log[start + 20] = ord("Z")
+        damaged += 1
+        start = log.find(made[15], start + 1)
+    assert damaged >= 1
     path.with_name("spool.db-wal").write_bytes(bytes(log))
+    kept = sqlite_keeps(path)
     events: list[dict[str, Any]] = []
     with Spool(path, report=lambda level, message, **f: events.append(f)) as spool:
         pending = [m.payload for m in spool.pending(limit=100)]
-    assert made[-1] not in pending
-    assert set(made[:-1]) <= set(pending) and len(pending) == 29
+    assert pending == made[:15] + made[16:]
+    [warning] = events
+    assert warning["unreadable"] == 1
+    assert kept <= 15 and warning["recovered"] == 29 - kept
 
 
 def test_the_spool_reserves_its_room_on_disk_and_keeps_the_same_room_when_reopened(
@@ -292,3 +297,23 @@ def test_a_disk_too_small_for_the_reserve_is_one_clear_error(
     message = str(raised.value)
     assert message.startswith(f"cannot use the spool {disk / 'spool.db'}")
     assert "the disk is full: free some space" in message and "\n" not in message
+
+
+def test_two_versions_of_a_message_are_settled_by_a_verified_frame_or_not_sent() -> None:
+    [(uuid, first), (other, second)] = [(RideMessage.from_json(p).uuid, p) for p in _two_messages()]
+    garbled = first.replace(b'"cadence":', b'"cadence":1')  # still a valid message
+    assert RideMessage.from_json(garbled).to_json() == garbled
+    dug = salvage.Dug(untrusted={uuid: {first, garbled}, other: {second}})
+    assert salvage.to_spool(dug, spooled=[]) == ([(other, second)], 1)  # unsure: lost, counted
+    dug.trusted[uuid] = first
+    found, lost = salvage.to_spool(dug, spooled=[other])
+    assert (found, lost) == ([(uuid, first)], 0)
+
+
+def _two_messages() -> list[bytes]:
+    encoder = MessageEncoder(RiderIdentity(racer_id=1, name="Ada", class_id=2))
+    rng = random.Random(3)
+    return [
+        encoder.encode(uuid4(rng), "update", 1764186600000 + i, i + 1, 5880622, 72.5, 30.0)
+        for i in range(2)
+    ]
