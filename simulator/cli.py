@@ -13,7 +13,7 @@ import click
 
 from alleycat_rider.bounds import finite, whole
 from simulator import build
-from simulator.cli_options import StopSignal, aws_options, parse_moment
+from simulator.cli_options import StopSignal, aws_options, check_html, parse_moment, write_html
 from simulator.engine.aggregation import BatchingMode, parse_batching
 from simulator.engine.batching import (
     KINESIS_MAX_RECORD_BYTES,
@@ -30,6 +30,7 @@ from simulator.engine.runner import RunResult, Simulation, SimulationConfig
 from simulator.errors import SimulatorError
 from simulator.mqtt.options import mqtt_fleet_options
 from simulator.report.live import run_with_progress
+from simulator.report.timeline import RunTimeline
 from simulator.sinks import DEFAULT_MAX_IN_FLIGHT, SinkOptions, make_dispatcher, open_sink
 
 
@@ -52,6 +53,9 @@ Examples:
 \b
   # A minute of 1,200 riders on one shard, in virtual time, as JSON
   alleycat simulate --riders 1200 --shards 1 --duration 60 --fast --json
+\b
+  # The same run as a page with charts, to open in a browser (the report extra)
+  alleycat simulate --riders 1200 --shards 1 --duration 60 --fast --html run.html
 \b
   # Into a real stream (local or AWS), keyed by racer
   alleycat simulate --stream alleycat --endpoint-url http://127.0.0.1:4567 --partition-key racer
@@ -205,6 +209,15 @@ Examples:
 @click.option(
     "--no-dashboard", is_flag=True, help="No live dashboard: a progress line every few seconds."
 )
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    metavar="FILE",
+    help="Also write the report as one HTML page, with charts, that opens offline "
+    "(needs the report extra).",
+)
 @mqtt_fleet_options
 def simulate(
     riders: int,
@@ -233,6 +246,7 @@ def simulate(
     as_json: bool,
     batching: BatchingMode,
     no_dashboard: bool,
+    html_path: str | None,
     **mqtt: Any,
 ) -> None:
     """Drive virtual riders into Kinesis with PutRecords batches.
@@ -251,6 +265,10 @@ def simulate(
     """
     if speed is not None and fast:
         raise click.UsageError("choose --speed or --fast, not both")
+    if html_path is not None:
+        if mqtt["via"] == "mqtt":
+            raise click.UsageError("--html reports runs into Kinesis; not with --via mqtt")
+        check_html(html_path)
     try:
         limits = BatchLimits(
             max_records=max_records,
@@ -321,11 +339,15 @@ def simulate(
             say="stopping: sending what is buffered (Ctrl-C again to stop at once)",
             again_stops_at_once=True,
         ) as stopped_by:
+            timeline = None
+            if html_path is not None:
+                timeline = RunTimeline(simulation.stats, simulation.start)
             result = run_with_progress(
                 simulation,
                 json_output=as_json,
                 dashboard=not no_dashboard,
                 batching=batching.label,
+                observe=timeline,
             )
     except SimulatorError as exc:
         raise click.ClickException(str(exc)) from None
@@ -349,6 +371,11 @@ def simulate(
         from simulator.report.summary import summary_table
 
         Console().print(summary_table(summary))
+    if timeline is not None and html_path is not None:
+        from simulator.report.html import simulate_page
+
+        timeline.finish(result.stats, simulation.clock.now())
+        write_html(html_path, simulate_page(summary, timeline.to_dict()))
     if result.error is not None:
         raise click.ClickException(str(result.error))
     stopped_by.exit_if_interrupted()

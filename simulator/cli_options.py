@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import signal
 import sys
 import threading
@@ -125,3 +126,31 @@ def stopped_by_signals(
     The block gets the :class:`StopSignal`, to exit 130 after the summary when Ctrl-C came.
     """
     return StopSignal().watch(stop, say=say)
+
+
+def check_html(path: str) -> None:
+    """Before a long run: ``--html FILE`` can be written there, and plotly is installed.
+
+    Raises:
+        click.UsageError: the folder is missing, or the ``report`` extra (exit 2).
+    """
+    from simulator.report.html import MissingPlotting, check_plotting
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"{path}: there is no folder {folder}", param_hint="'--html'")
+    try:
+        check_plotting()
+    except MissingPlotting as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def write_html(path: str, page: str) -> None:
+    """Write a report, and say where on stderr (stdout may carry the JSON)."""
+    data = page.encode("utf-8")
+    try:
+        with open(path, "wb") as file:
+            file.write(data)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
+    click.echo(f"wrote the HTML report to {path} ({len(data) / 1e6:.1f} MB)", err=True)

@@ -19,6 +19,7 @@ from rich.text import Text
 from alleycat_rider.bounds import finite, whole
 from alleycat_rider.plural import counted
 from simulator.backend.template import KeyTemplate, TemplateError
+from simulator.cli_options import check_html, write_html
 from simulator.compare.costs import DEFAULT_PRICES, Prices
 from simulator.compare.ingest import (
     DEFAULT_IOT_PRICES,
@@ -106,6 +107,9 @@ Examples:
   # Synchronised bikes on 2 shards: where `time` keys pile up
   alleycat compare --strategies time,racer,balanced --shards 2 --phase-spread 0
 \b
+  # The same as a page with charts, each shard second by second (the report extra)
+  alleycat compare --strategies time,racer,balanced --shards 2 --phase-spread 0 --html c.html
+\b
   # Batching modes and their monthly cost, as CSV
   alleycat compare --batching --format csv
 \b
@@ -140,6 +144,9 @@ Examples:
               default="table", show_default=True, help="Output format.")  # fmt: skip
 @click.option("--jobs", type=whole(0), default=0, show_default=True,
               help="Processes to run in; 0: one per CPU.")  # fmt: skip
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True),
+              default=None, metavar="FILE", help="Also write the comparison as one HTML page, "
+              "with charts, that opens offline (needs the report extra).")  # fmt: skip
 @_price("shard-hour", DEFAULT_PRICES.shard_hour, "Provisioned: per shard-hour.")
 @_price("put-units", DEFAULT_PRICES.put_units_million, "Provisioned: per million PUT units.")
 @_price("on-demand-gb", DEFAULT_PRICES.on_demand_gb, "On-demand: per GB written.")
@@ -173,6 +180,7 @@ def compare(
     strategy: str,
     output: str,
     jobs: int,
+    html_path: str | None,
     price_shard_hour: float,
     price_put_units: float,
     price_on_demand_gb: float,
@@ -213,6 +221,8 @@ def compare(
         on_demand_stream_hour=price_stream_hour,
     )
     jobs = jobs or usable_cpus()
+    if html_path is not None:
+        check_html(html_path)
     started = time.monotonic()
     if ingest:
         _only_one_comparison(modes)
@@ -242,6 +252,9 @@ def compare(
         else:
             view = render_ingest(workload, runs, prices, iot_prices, recommendation, wall)
             _console().print(view)
+        if html_path is not None:
+            report = ingest_json(workload, runs, prices, iot_prices, recommendation, wall)
+            write_compare_html(html_path, report, [f.run for f in runs], batching=False)
         return
     try:
         if modes:
@@ -258,6 +271,20 @@ def compare(
         click.echo(comparison_csv(comparison.runs), nl=False)
     else:
         _console().print(render_comparison(comparison, prices, batching=bool(modes), wall=wall))
+    if html_path is not None:
+        report = comparison_json(comparison, prices, wall)
+        write_compare_html(html_path, report, comparison.runs, batching=bool(modes))
+
+
+def write_compare_html(
+    path: str, report: dict[str, Any], runs: Sequence[RunFigures], *, batching: bool
+) -> None:
+    """Write the comparison's HTML page: ``report`` is the JSON ``--format json`` prints."""
+    from simulator.report.html import compare_page
+
+    offered = [f.offered_per_second for f in runs]
+    curves = [f.latency_curve for f in runs]
+    write_html(path, compare_page(report, offered, curves, batching=batching))
 
 
 def _only_one_comparison(modes: list[BatchingMode]) -> None:
@@ -411,6 +438,7 @@ def ingest_row(f: IngestFigures) -> dict[str, Any]:
 def run_row(f: RunFigures) -> dict[str, Any]:
     """One run's figures as plain JSON values."""
     row = asdict(f)
+    del row["offered_per_second"], row["latency_curve"]  # series for the HTML report
     row["throttled_share"] = round(f.throttled_share, 6)
     row["shard_share"] = [round(s, 6) for s in f.shard_share]
     row["imbalance"] = round(f.imbalance, 4)

@@ -172,6 +172,8 @@ class MeteredStream:
         self._offered_peak = [0] * count
         self._second = -1
         self._offered = [0] * count
+        self._history: dict[int, list[int]] = {}
+        """Each past second's entries offered to each shard."""
         self.rider_shard = [-1] * riders
         """Each rider's shard index; -2 once a rider has been seen on two shards."""
         self._rider_last = [0.0] * riders
@@ -183,6 +185,15 @@ class MeteredStream:
     def offered_peak(self) -> list[int]:
         """The most entries offered to each shard in one second, accepted or not."""
         return [max(p, c) for p, c in zip(self._offered_peak, self._offered, strict=True)]
+
+    def offered_per_second(self, start: float) -> tuple[tuple[int, ...], ...]:
+        """Entries offered to each shard in each second from ``start`` to the last put."""
+        seconds = dict(self._history)
+        if self._second >= 0:
+            seconds[self._second] = self._offered
+        empty = [0] * len(self._offered)
+        last = max(seconds, default=int(start) - 1)
+        return tuple(tuple(seconds.get(s, empty)) for s in range(int(start), last + 1))
 
     def describe(self) -> StreamDescription:
         """The wrapped stream's description."""
@@ -226,5 +237,7 @@ class MeteredStream:
         for i, count in enumerate(self._offered):
             if count > peak[i]:
                 peak[i] = count
+        if self._second >= 0:
+            self._history[self._second] = self._offered
         self._second = second
         self._offered = [0] * len(peak)

@@ -38,6 +38,7 @@ from simulator.engine.runner import Simulation, SimulationConfig
 from simulator.engine.shards import SHARD_RECORDS_PER_SECOND, LocalStream
 from simulator.errors import SimulatorError
 from simulator.report.stats import RunStats
+from simulator.report.timeline import latency_curve
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +79,11 @@ class RunFigures:
     out_of_order: int
     cost: MonthlyCost
     verdict: str = ""
+    offered_per_second: tuple[tuple[int, ...], ...] = ()
+    """Entries offered to each shard in each second of the workload (the HTML report's heat
+    map); not in the JSON."""
+    latency_curve: tuple[float, ...] = ()
+    """The latency at every whole percentile, 0 to 100 (the HTML report); not in the JSON."""
 
 
 def run_one(
@@ -160,6 +166,8 @@ def _figures(
             billed_kilobytes=stream.billed_kilobytes,
             prices=prices,
         ),
+        offered_per_second=stream.offered_per_second(WORKLOAD_START),
+        latency_curve=tuple(latency_curve(stats.latency)),
     )
     return replace(figures, verdict=verdict(figures))
 

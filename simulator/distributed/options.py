@@ -80,6 +80,12 @@ def add_arguments(parser: Any) -> None:
         metavar="FILE",
         help="Write the run's summary as JSON to FILE (- for stdout)",
     )
+    add(
+        "--summary-html",
+        default=None,
+        metavar="FILE",
+        help="Write the run's summary as one HTML page with charts to FILE (needs plotly)",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +97,7 @@ class RunOptions:
     producer: ProducerConfig
     batching: BatchingMode
     summary_json: str | None
+    summary_html: str | None = None
 
     @classmethod
     def from_parsed(cls, options: argparse.Namespace | Any) -> RunOptions:
@@ -138,6 +145,7 @@ class RunOptions:
             ),
             batching=parse_batching(o.batching),
             summary_json=o.summary_json,
+            summary_html=getattr(o, "summary_html", None),
         )
 
 
