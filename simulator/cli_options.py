@@ -14,6 +14,8 @@ from typing import TypeVar
 
 import click
 
+from alleycat_rider.bounds import finite, whole
+
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -154,3 +156,76 @@ def write_html(path: str, page: str) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
     click.echo(f"wrote the HTML report to {path} ({len(data) / 1e6:.1f} MB)", err=True)
+
+
+def on_demand_options(command: F) -> F:
+    """How the built-in on-demand stream is sized: what AWS does not publish, and Advantage's
+    warm throughput (see :class:`simulator.engine.capacity.OnDemandPolicy`)."""
+    from simulator.engine.capacity import DEFAULT_ON_DEMAND_POLICY as policy
+
+    options = [
+        click.option(
+            "--warm-throughput",
+            type=finite(0, policy.max_write_mibps),
+            default=0.0,
+            metavar="MIBPS",
+            help="On-demand Advantage: write capacity available at once (WarmThroughputMiBps).",
+        ),
+        click.option(
+            "--scale-out-seconds",
+            type=finite(0),
+            default=policy.scale_out_seconds,
+            show_default=True,
+            metavar="SECONDS",
+            help="Built-in on-demand stream: from a higher peak to the split that meets it. "
+            "Assumed: AWS does not publish it.",
+        ),
+        click.option(
+            "--on-demand-shards",
+            type=whole(1, 1024),
+            default=policy.initial_shards,
+            show_default=True,
+            metavar="N",
+            help="Built-in on-demand stream: shards of a new stream. Assumed: AWS publishes "
+            "its 4 MiB/s, not its shards.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def ramp_option(command: F) -> F:
+    """``--ramp SECONDS``: riders join over that time (a race start)."""
+    return click.option(
+        "--ramp",
+        type=whole(0),
+        default=0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Riders join over this many seconds (0: all at once). How fast load arrives "
+        "decides whether an on-demand stream throttles.",
+    )(command)
+
+
+def capacity_problem(
+    *, strategy: str, on_demand: bool, advantage: bool, batching: str, warm_throughput: float
+) -> str | None:
+    """What is wrong with a capacity mode, key and batching asked together; None if nothing."""
+    if strategy == "auto" and not on_demand:
+        return (
+            "--partition-key auto needs an on-demand stream: add --capacity on-demand "
+            "(AWS refuses service-managed distribution on provisioned streams)"
+        )
+    if strategy == "auto" and batching != "per-second":
+        return (
+            f"--partition-key auto cannot be used with --batching {batching}: AWS warns that "
+            "consumers may drop aggregated records on a stream that spreads records itself; "
+            "use --batching per-second"
+        )
+    if warm_throughput and not advantage:
+        return (
+            "--warm-throughput needs --capacity on-demand-advantage (warm throughput comes "
+            "with the account's minimum throughput commitment)"
+        )
+    return None

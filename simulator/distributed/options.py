@@ -18,7 +18,7 @@ from simulator.distributed.riders import GroupSettings
 from simulator.engine.aggregation import BatchingMode, parse_batching
 from simulator.engine.batching import KINESIS_MAX_RECORDS, BatchLimits
 from simulator.engine.fleet import FleetConfig
-from simulator.engine.keys import PartitionKeyStrategy
+from simulator.engine.keys import KEYLESS, PartitionKeyStrategy
 from simulator.engine.producer import ProducerConfig
 from simulator.sinks.options import DEFAULT_MAX_IN_FLIGHT, SinkOptions
 
@@ -35,7 +35,7 @@ def add_arguments(parser: Any) -> None:
     add(
         "--partition-key",
         default="random",
-        choices=[s.value for s in PartitionKeyStrategy],
+        choices=[s.value for s in PartitionKeyStrategy if s not in KEYLESS],
         help="How records are keyed",
     )
     add("--shards", type=int, default=4, help="Shards of the built-in model or of --create-stream")

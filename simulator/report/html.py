@@ -419,6 +419,8 @@ def run_name(run: dict[str, Any]) -> str:
     """What a compared run is called: its ingestion path, batching mode or strategy."""
     if "path" in run:
         return f"{run['path']} ({run['key']})"
+    if "monthly_usd" in run:  # a capacity mode
+        return f"{run['stream']} ({run['strategy']})"
     return str(run["strategy"])
 
 
@@ -468,6 +470,12 @@ def compare_page(
             ("IoT Core", [r["iot_cost"]["total"] for r in runs]),
         ]
         barmode = "stack"
+    elif "monthly_usd" in runs[0]:  # capacity modes: each run is priced as its own mode
+        cost_series = [
+            ("fixed", [r["monthly_usd"]["fixed"] for r in runs]),
+            ("usage", [r["monthly_usd"]["usage"] for r in runs]),
+        ]
+        barmode = "stack"
     else:
         cost_series = [
             ("provisioned", [r["cost"]["provisioned"] for r in runs]),
@@ -489,6 +497,8 @@ def compare_page(
         PERCENTILES,
     )
     what = "mode" if batching else ("path" if "iot_cost" in runs[0] else "strategy")
+    if "monthly_usd" in runs[0]:
+        what = "capacity mode and key"
     facts = (
         f"{workload['riders']:,} riders × {workload['duration']:,} s on {workload['shards']} "
         f"shards, phase spread {workload['phase_spread_ms']} ms, seed {workload['seed']}; "
@@ -536,7 +546,10 @@ def runs_table(runs: Sequence[dict[str, Any]], names: Sequence[str], *, batching
             ("p50 ms", "latency_p50_ms"),
             ("p99 ms", "latency_p99_ms"),
             ("riders on 1 shard", "riders_on_one_shard"),
+            ("shards", "shards_over_time"),
+            ("order kept", "order_kept"),
             ("$/month", "monthly_total_usd"),
+            ("$/month (mode)", "monthly_usd.total"),
             ("$/month prov.", "cost.provisioned"),
             ("stream $/month prov.", "stream_cost.provisioned"),
         )

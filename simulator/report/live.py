@@ -19,6 +19,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from simulator.engine.fleet import fleet_messages
 from simulator.engine.runner import RunResult, Simulation
 from simulator.report.dashboard import render_dashboard
 from simulator.report.history import RunHistory
@@ -148,7 +149,8 @@ class DashboardSampler:
         config = simulation.config
         self._batching = batching
         self._per_record = batching == "per-second"
-        self._total = config.fleet.riders * config.duration if self._per_record else None
+        messages = fleet_messages(config.fleet.riders, config.duration, config.fleet.ramp_seconds)
+        self._total = messages if self._per_record else None
         self._latest: RenderableType = Text("")
         self.take(simulation)
 
@@ -198,7 +200,10 @@ class ProgressLine:
         self._clock = clock
         self._next = clock() + every
         self._out = out
-        self._total = simulation.config.fleet.riders * simulation.config.duration
+        config = simulation.config
+        self._total = fleet_messages(
+            config.fleet.riders, config.duration, config.fleet.ramp_seconds
+        )
 
     def __call__(self, simulation: Simulation) -> None:
         wall = self._clock()

@@ -1,7 +1,7 @@
 """A run, second by second, for the HTML report: rates, throttling, latency and each shard's load.
 
 Each shard's records per second are exact: the run's counters keep them, by the second each
-record was accepted in (:meth:`~simulator.report.stats.RunStats.keep_per_second`), and records
+record was accepted in (:meth:`~simulator.engine.counters.RunStats.keep_per_second`), and records
 accepted per second is their sum. Records made, entries throttled and the p99 latency are
 sampled: :class:`RunTimeline` is called on every pass of the run loop, as the dashboard's sampler
 is, and reads the counters once per simulated second, on the loop's own thread; what changed
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from simulator.engine.counters import LatencyHistogram, RunStats
 from simulator.report.history import _p99_since
-from simulator.report.stats import LatencyHistogram, RunStats
 
 #: The latency curve's points: every whole percentile, 0 to 100.
 PERCENTILES = tuple(range(101))

@@ -58,8 +58,9 @@ def test_the_terminal_stays_the_default_and_html_only_adds_a_file(tmp_path: Path
         ["--strategies", "time,balanced", "--phase-spread", "0"],
         ["--batching"],
         ["--ingest", "sdk,iot-rule", "--phase-spread", "0"],
+        ["--capacity", "provisioned:2,on-demand", "--phase-spread", "0"],
     ],
-    ids=["strategies", "batching", "ingest"],
+    ids=["strategies", "batching", "ingest", "capacity"],
 )
 def test_compare_html_holds_the_json_figures_and_the_recommendation(tmp_path: Path, how: list[str]):
     path = tmp_path / "compare.html"

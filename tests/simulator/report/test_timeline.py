@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from simulator.engine.batching import Record
 from simulator.engine.clock import VirtualClock
+from simulator.engine.counters import RunStats
 from simulator.engine.fleet import FleetConfig
 from simulator.engine.runner import Simulation, SimulationConfig
 from simulator.engine.shards import SHARD_RECORDS_PER_SECOND, LocalStream
-from simulator.report.stats import RunStats
 from simulator.report.timeline import PERCENTILES, RunTimeline, _spread
 
 START = 1_764_187_200.0

@@ -1,6 +1,7 @@
-"""What a run did: counts, per-shard load, latency, and recent rates.
+"""What a run did, as the engine counts it: counts, per-shard load, latency, and recent rates.
 
-:class:`RunStats` is written by the producer as results come in; :meth:`RunStats.snapshot` gives an
+:class:`RunStats` is written by the producer as results come in; the reports (dashboard, summary,
+compare) only read it. :meth:`RunStats.snapshot` gives an
 immutable copy for the dashboard, and :meth:`RunStats.summary` the figures ``--json`` prints.
 """
 
