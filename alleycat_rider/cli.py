@@ -135,6 +135,12 @@ Examples:
     **default_in_help("86400"),
 )
 @click.option(
+    "--spool-reserve",
+    type=BOUNDS["spool_reserve"].click_type(),
+    help="Reserve disk room for this many messages when the spool opens (0: none).",
+    **default_in_help("3600, an hour"),
+)
+@click.option(
     "--sensor",
     type=click.Choice(SENSOR_KINDS),
     help="Where readings come from.",
@@ -314,7 +320,12 @@ def run_agent(config: RiderConfig, reporter: Reporter) -> Agent:
     spool = None
     if config.qos == 1:
         # The spool reports a damaged log it found and the disk refusing writes, and riding on.
-        spool = Spool(config.spool, max_messages=config.spool_max, report=reporter.event)
+        spool = Spool(
+            config.spool,
+            max_messages=config.spool_max,
+            reserve=config.spool_reserve,
+            report=reporter.event,
+        )
     try:
         agent = Agent(
             config,

@@ -28,7 +28,7 @@ from alleycat_rider.core.message import DEFAULT_RACE_SECONDS, MessageError, Ride
 from alleycat_rider.core.physiology import DEFAULT_BOUNDS
 from alleycat_rider.errors import ConfigError
 from alleycat_rider.sensors.base import SENSOR_KINDS
-from alleycat_rider.spool import DEFAULT_SPOOL_MAX
+from alleycat_rider.spool import DEFAULT_SPOOL_MAX, DEFAULT_SPOOL_RESERVE
 
 #: The system-wide config file, read when it exists and no other file is named.
 DEFAULT_CONFIG_PATH = Path("/etc/alleycat/rider.toml")
@@ -73,6 +73,8 @@ class RiderConfig:
     """The SQLite spool of QoS 1 messages."""
     spool_max: int = DEFAULT_SPOOL_MAX
     """The most messages the spool holds; the oldest are dropped beyond."""
+    spool_reserve: int = DEFAULT_SPOOL_RESERVE
+    """Room for this many messages is reserved on disk when the spool opens (0: none)."""
     sensor: str = "mock"
     device: str | None = None
     baud: int | None = None
@@ -222,6 +224,7 @@ SETTINGS: dict[str, str] = {
     "qos": "int",
     "spool": "path",
     "spool_max": "int",
+    "spool_reserve": "int",
     "sensor": "str",
     "device": "str",
     "baud": "int",
@@ -251,6 +254,7 @@ BOUNDS: dict[str, Bounds] = {
     "port": Bounds(minimum=1, maximum=65535, integer=True),
     "race_seconds": Bounds(minimum=1, integer=True),
     "spool_max": Bounds(minimum=1, integer=True),
+    "spool_reserve": Bounds(minimum=0, integer=True),
     "baud": Bounds(minimum=1, integer=True),
     "ftms_resistance_scale": Bounds(minimum=0, min_open=True),
     "keiser_id": Bounds(minimum=0, maximum=255, integer=True),

@@ -27,53 +27,36 @@ recovery; ``unspooled`` counts the messages that could not be written when they 
 is still held in memory when the agent stops is lost, and reported. Removals that cannot be
 written are kept in memory too, and written with the rest (or, lost, only cause a resend).
 
-A write-ahead log damaged in its middle (a flipped byte) makes SQLite drop every commit after
-the damage without a word, and the next write overwrites them. Before opening, the spool reads
-its log as SQLite will (:mod:`alleycat_rider.wal`); if commits would be dropped it copies the
-database and its log aside first (``NAME.damaged-N`` and ``NAME.damaged-N-wal``) and reports it.
+Opening checks the database and its log; a damaged spool is copied aside, every whole ride
+message SQLite cannot give back is spooled again, and the recovered and lost are reported. Then
+room for ``reserve`` messages is reserved on disk, so a disk that fills up later cannot take it
+(:mod:`alleycat_rider.spoolfile`, :mod:`alleycat_rider.salvage`).
 
 The spool is used from one thread only (the agent's loop); SDK callbacks never touch it.
 """
 
 from __future__ import annotations
 
-import errno
 import itertools
-import shutil
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alleycat_rider import wal
+from alleycat_rider import salvage
 from alleycat_rider.errors import SpoolError
+from alleycat_rider.spoolfile import DEFAULT_SPOOL_RESERVE, PAGE_SIZE, hint, open_spool
+from alleycat_rider.spoolfile import refusal as disk_refusal
+
+__all__ = ["DEFAULT_SPOOL_MAX", "DEFAULT_SPOOL_RESERVE", "PAGE_SIZE", "Spool", "SpooledMessage"]
 
 #: Default bound: one day of messages at one a second (about 20 MB on disk).
 DEFAULT_SPOOL_MAX = 86_400
-#: The page size of a new spool's database, in bytes.
-PAGE_SIZE = 1024
 #: Default bound of the messages held in memory while the disk refuses writes: an hour's worth.
 DEFAULT_MEMORY_MAX = 3600
-#: SQLite's primary result codes for a disk that does not take writes: read-only, I/O error, full.
-_UNWRITABLE = {8: "the file system is read-only", 10: "the disk refused a write (I/O error)",
-               13: "the disk is full"}  # fmt: skip
-
 #: Where the spool reports (``Reporter.event``'s signature): level, message, fields.
 SpoolReport = Callable[..., None]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY,
-    uuid TEXT NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,27 +72,6 @@ class SpooledMessage:
     """The exact bytes to publish, again if need be."""
 
 
-@dataclass(frozen=True, slots=True)
-class SpoolDamage:
-    """A damaged write-ahead log found on opening, and where its copy is."""
-
-    frame: int
-    """The first damaged frame of the log: SQLite replays none from there."""
-    lost_commits: int
-    """Commits written whole after the damage, dropped by SQLite: each held up to one message
-    (and the removals of acknowledged ones)."""
-    copy: Path
-    """The copy of the database; its log is beside it with ``-wal`` appended."""
-
-    def describe(self, path: Path) -> str:
-        """One line saying what happened and where the copy is."""
-        return (
-            f"the spool {path} was damaged (its write-ahead log is corrupt at frame "
-            f"{self.frame}): up to {self.lost_commits} messages spooled after the damage are "
-            f"lost; the damaged files are copied to {self.copy} and {self.copy}-wal"
-        )
-
-
 class Spool:
     """A bounded, ordered, crash-safe queue of messages on disk.
 
@@ -117,11 +79,14 @@ class Spool:
         path: The SQLite database file; its directory is created if missing.
         max_messages: How many messages the spool keeps at most.
         memory_max: How many messages it holds in memory at most while the disk refuses writes.
+        reserve: How many messages' room to reserve on disk on opening (at most
+            ``max_messages``); 0 reserves nothing.
         report: Where to report a damaged spool found on opening, the disk refusing writes and
             taking them again (``Reporter.event``); nowhere if ``None``.
 
     Raises:
-        SpoolError: the database cannot be created, opened or is not a spool.
+        SpoolError: the database cannot be created, opened, is not a spool, or the disk has no
+            room for the reserve.
     """
 
     def __init__(
@@ -130,6 +95,7 @@ class Spool:
         *,
         max_messages: int = DEFAULT_SPOOL_MAX,
         memory_max: int = DEFAULT_MEMORY_MAX,
+        reserve: int = DEFAULT_SPOOL_RESERVE,
         report: SpoolReport | None = None,
     ) -> None:
         if max_messages < 1:
@@ -147,56 +113,23 @@ class Spool:
         self._unspooled = 0
         self._memory_dropped = 0
         self._refusal: str | None = None
-        self.damage: SpoolDamage | None = None
-        """A damaged log found (and copied aside) on opening, else ``None``."""
+        opened = open_spool(path, reserve=min(reserve, max_messages), report=self._report)
+        self._db = db = opened.db
+        self.damage: salvage.SpoolDamage | None = opened.damage
+        """A damaged spool found (and copied aside) on opening, else ``None``."""
+        self.reserved = opened.reserved
+        """The room reserved on opening, in bytes of the database and its log."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.damage = _copy_if_damaged(path)
-            # Autocommit mode: every statement below is its own transaction unless grouped.
-            self._db = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=1.0
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise SpoolError(f"cannot open the spool {path}: {exc}{_hint(exc)}") from exc
-        try:
-            # One agent per spool: the lock is taken once and held (no shared-memory index and
-            # no file locking on every transaction), and a second agent is refused.
-            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
-            # A new spool gets 1 KB pages (a message is about 250 bytes): each append writes one
-            # page to the WAL, a quarter of the default 4 KB, which also costs less CPU time
-            # (copying, checksums, the file growing). An existing spool keeps its page size.
-            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise SpoolError(f"the spool {path} cannot use WAL mode (got {mode!r})")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._depth: int = self._db.execute("SELECT count(*) FROM messages").fetchone()[0]
-            self._dropped: int = self._db.execute(
+            self._depth: int = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+            self._dropped: int = db.execute(
                 "SELECT value FROM counters WHERE name = 'dropped'"
             ).fetchone()[0]
-            self._last_seq: int = self._db.execute(
+            self._last_seq: int = db.execute(
                 "SELECT coalesce(max(seq), 0) FROM messages"
             ).fetchone()[0]
         except sqlite3.Error as exc:
-            self._db.close()
-            if "locked" in str(exc):
-                if self.damage is not None:  # not ours to judge while another agent writes it
-                    _remove_copy(self.damage.copy)
-                raise SpoolError(
-                    f"the spool {path} is in use by another agent: give each its own --spool"
-                ) from exc
-            # Moving aside a healthy spool on a full or read-only disk would lose its messages.
-            hint = _hint(exc) or " (not a spool? move it aside)"
-            raise SpoolError(f"cannot use the spool {path}: {exc}{hint}") from exc
-        if self.damage is not None:
-            damage = self.damage
-            self._report(
-                "warning",
-                damage.describe(path),
-                lost_commits=damage.lost_commits,
-                copy=str(damage.copy),
-            )
+            db.close()
+            raise SpoolError(f"cannot use the spool {path}: {exc}{hint(exc)}") from exc
 
     @property
     def depth(self) -> int:
@@ -252,7 +185,7 @@ class Spool:
             return self._append(uuid, payload, durable=durable)
         except SpoolError as exc:
             cause = exc.__cause__
-            if not (isinstance(cause, sqlite3.Error) and _refusal(cause)):
+            if not (isinstance(cause, sqlite3.Error) and disk_refusal(cause)):
                 raise
             self._refused(cause)
             return self._hold(uuid, payload)
@@ -311,7 +244,7 @@ class Spool:
                 self._db.execute("BEGIN IMMEDIATE")
             removed = self._db.execute("DELETE FROM messages WHERE seq = ?", (seq,)).rowcount > 0
         except sqlite3.Error as exc:
-            if not _refusal(exc):
+            if not disk_refusal(exc):
                 raise SpoolError(f"cannot use the spool {self.path}: {exc}") from exc
             self._roll_back()
             self._refused(exc)
@@ -376,7 +309,7 @@ class Spool:
             if self._db.in_transaction:
                 self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if not _refusal(exc):
+            if not disk_refusal(exc):
                 raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
             self._roll_back()  # only removals are lost: those messages are sent again
         finally:
@@ -431,7 +364,7 @@ class Spool:
     def _refused(self, exc: sqlite3.Error) -> None:
         """The disk refused a write: say so the first time, until it takes writes again."""
         if self._refusal is None:
-            self._refusal = _refusal(exc)
+            self._refusal = disk_refusal(exc)
             self._report(
                 "warning",
                 "the spool cannot be written: holding new messages in memory until it can",
@@ -474,7 +407,7 @@ class Spool:
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             self._roll_back()
-            if not _refusal(exc):
+            if not disk_refusal(exc):
                 raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
             return
         self._depth = depth - overflow + len(held)
@@ -489,51 +422,3 @@ class Spool:
 
 def _ignore(level: str, message: str, **fields: Any) -> None:
     """Report nowhere."""
-
-
-def _refusal(exc: sqlite3.Error) -> str | None:
-    """Why the disk refused a write, if that is what ``exc`` says; else ``None``."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return None if code is None else _UNWRITABLE.get(code & 0xFF)
-
-
-def _hint(exc: BaseException) -> str:
-    """What to do about a disk that refuses writes (never "move it aside": that loses data)."""
-    reason = _refusal(exc) if isinstance(exc, sqlite3.Error) else None
-    if reason is None and isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS):
-        reason = "the disk is full" if exc.errno == errno.ENOSPC else "the file system is read-only"
-    if reason is None:
-        return ""
-    return f" ({reason}: free some space or make it writable; the spool's messages are kept)"
-
-
-def _copy_if_damaged(path: Path) -> SpoolDamage | None:
-    """Copy the database and its log aside if SQLite would drop commits of the log on opening.
-
-    Raises:
-        OSError: the log is damaged and cannot be copied (nothing is opened then).
-    """
-    log = path.with_name(path.name + "-wal")
-    try:
-        with path.open("rb") as database:
-            page_size = wal.page_size_of(database.read(100))
-        data = log.read_bytes()
-    except FileNotFoundError:
-        return None
-    found = wal.replay(data, page_size=page_size)
-    if not found.damaged or found.damaged_frame is None:
-        return None
-    number = 1
-    while path.with_name(f"{path.name}.damaged-{number}").exists():
-        number += 1
-    copy = path.with_name(f"{path.name}.damaged-{number}")
-    for suffix in ("-wal", "-shm", ""):  # the database last: its presence marks a whole copy
-        original = path.with_name(path.name + suffix)
-        if original.exists():
-            shutil.copyfile(original, copy.with_name(copy.name + suffix))
-    return SpoolDamage(frame=found.damaged_frame, lost_commits=found.lost_commits, copy=copy)
-
-
-def _remove_copy(copy: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        copy.with_name(copy.name + suffix).unlink(missing_ok=True)

@@ -45,16 +45,30 @@ class WalReplay:
         return self.lost_commits > 0
 
 
-def replay(wal: bytes, *, page_size: int | None = None) -> WalReplay:
-    """Read ``wal`` as SQLite replays it, and count the commits beyond where it would stop.
+@dataclass(frozen=True, slots=True)
+class WalFrame:
+    """One frame of a log: a page as a transaction wrote it, and whether it reads back whole."""
 
-    Args:
-        wal: The ``-wal`` file's bytes.
-        page_size: The database's page size, from its own header; the log's header says it too,
-            but that header may be the damaged part.
+    index: int
+    """Its place in the log, from 0."""
+    page: bytes
+    """The page's bytes as written (or as damaged)."""
+    whole: bool
+    """Its salt is this log generation's and its checksum verifies: these bytes are as written."""
+    commit: bool
+    """It ends a transaction (its header says so; not to be trusted unless ``whole``)."""
+
+
+def frames(wal: bytes, *, page_size: int | None = None) -> list[WalFrame]:
+    """The frames of ``wal``'s current generation, damaged or not, in order.
+
+    A frame is checked against the checksum its writer chained from (the stored checksum of the
+    frame before), so frames after a damaged one still verify. The generation ends with the last
+    frame carrying its salt: frames after it are leftovers of an older generation (or damaged
+    beyond recognition) and are not returned.
     """
     if len(wal) < WAL_HEADER_SIZE:
-        return WalReplay(frames=0, replayed=0, damaged_frame=None, lost_commits=0)
+        return []
     magic, _version, header_page_size, _sequence = struct.unpack(">4I", wal[:16])
     big_endian = magic != _MAGIC_LITTLE_ENDIAN  # either a big-endian log or a damaged magic
     stored = struct.unpack(">2I", wal[24:32])
@@ -65,31 +79,54 @@ def replay(wal: bytes, *, page_size: int | None = None) -> WalReplay:
     )
     size = page_size or header_page_size
     if not 512 <= size <= 65536 or size & (size - 1):
-        return WalReplay(frames=0, replayed=0, damaged_frame=None, lost_commits=0)
+        return []
     frame_size = FRAME_HEADER_SIZE + size
     count = (len(wal) - WAL_HEADER_SIZE) // frame_size
-    frames = [
+    raw = [
         wal[start : start + frame_size]
         for start in range(WAL_HEADER_SIZE, WAL_HEADER_SIZE + count * frame_size, frame_size)
     ]
+    if not raw:
+        return []
     # A damaged header spoils its salt too: then the first frame's stands for the generation.
-    salt = wal[16:24] if header_valid or not frames else frames[0][8:16]
-    replayed, damaged, lost = 0, None if header_valid else 0, 0
-    seed = stored
-    for index, frame in enumerate(frames):
-        whole = frame[8:16] == salt and _frame_checksum(frame, seed, big_endian) == tuple(
-            struct.unpack(">2I", frame[16:24])
+    salt = wal[16:24] if header_valid else raw[0][8:16]
+    found = []
+    seed = stored if header_valid else None
+    for index, frame in enumerate(raw):
+        checksum = tuple(struct.unpack(">2I", frame[16:24]))
+        whole = (
+            seed is not None
+            and frame[8:16] == salt
+            and _frame_checksum(frame, seed, big_endian) == checksum
         )
         commit = struct.unpack(">I", frame[4:8])[0] != 0
+        found.append(WalFrame(index, frame[FRAME_HEADER_SIZE:], whole, commit))
+        # Past any damage, each frame is checked against the checksum its writer chained from.
+        seed = (checksum[0], checksum[1])
+    last = max((i for i, frame in enumerate(raw) if frame[8:16] == salt), default=-1)
+    return found[: last + 1]
+
+
+def replay(wal: bytes, *, page_size: int | None = None) -> WalReplay:
+    """Read ``wal`` as SQLite replays it, and count the commits beyond where it would stop.
+
+    Args:
+        wal: The ``-wal`` file's bytes.
+        page_size: The database's page size, from its own header; the log's header says it too,
+            but that header may be the damaged part.
+    """
+    found = frames(wal, page_size=page_size)
+    size = page_size or (struct.unpack(">I", wal[8:12])[0] if len(wal) >= 12 else 0)
+    count = (len(wal) - WAL_HEADER_SIZE) // (FRAME_HEADER_SIZE + size) if size else 0
+    replayed, damaged, lost = 0, None, 0
+    for frame in found:
         if damaged is None:
-            if not whole:
-                damaged = index
-            elif commit:
-                replayed = index + 1
-        elif whole and commit:
+            if not frame.whole:
+                damaged = frame.index
+            elif frame.commit:
+                replayed = frame.index + 1
+        elif frame.whole and frame.commit:
             lost += 1
-        # Past the damage, each frame is checked against the checksum its writer chained from.
-        seed = struct.unpack(">2I", frame[16:24])
     if damaged is not None and lost == 0:
         damaged = None  # a torn last write, or nothing but leftovers of an older generation
     elif damaged is not None:

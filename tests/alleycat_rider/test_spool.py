@@ -50,7 +50,7 @@ def test_numbers_of_acknowledged_messages_are_not_handed_out_again(tmp_path: Pat
 
 def test_an_append_on_a_healthy_link_writes_one_small_page(tmp_path: Path) -> None:
     wal = tmp_path / "spool.db-wal"
-    with Spool(tmp_path / "spool.db") as spool:
+    with Spool(tmp_path / "spool.db", reserve=0) as spool:  # the log grows: it is not reserved
         seq, _ = spool.append("u0", b"x" * 250, durable=False)
         before = wal.stat().st_size
         for i in range(1, 11):  # acknowledged, then removed with the next append
@@ -183,7 +183,7 @@ def _spool_killed_after(path: Path, count: int) -> bytes:
         "import time\n"
         "from pathlib import Path\n"
         "from alleycat_rider.spool import Spool\n"
-        f"spool = Spool(Path({str(path)!r}))\n"
+        f"spool = Spool(Path({str(path)!r}), reserve=0)\n"
         f"for i in range({count}):\n"
         "    spool.append(f'u{i}', b'payload')\n"
         "print('appended', flush=True)\n"
@@ -203,7 +203,7 @@ def test_a_damaged_write_ahead_log_is_reported_and_copied_before_it_is_overwritt
     path = tmp_path / "spool.db"
     log = bytearray(_spool_killed_after(path, 20))
     # One flipped byte in the page of a frame in the middle of the log.
-    log[_frame_offset(8) + 24 + 500] ^= 0x01
+    log[_frame_offset(10) + 24 + 500] ^= 0x01  # the commit of u1
     path.with_name("spool.db-wal").write_bytes(bytes(log))
     database = path.read_bytes()
     events: list[tuple[str, str, dict[str, object]]] = []
@@ -213,11 +213,14 @@ def test_a_damaged_write_ahead_log_is_reported_and_copied_before_it_is_overwritt
         assert path.with_name("spool.db-wal").read_bytes() != bytes(log)
         damage = s.damage
     assert kept == ["u0"]  # SQLite dropped the 19 commits after the damage
-    assert damage is not None and damage.frame == 8
+    assert damage is not None and damage.frame == 10
     assert damage.lost_commits == 19
     [(level, message, fields)] = events
     assert level == "warning"
-    assert message.startswith(f"the spool {path} was damaged") and "up to 19 messages" in message
+    assert message.startswith(f"the spool {path} was damaged")
+    # These payloads are no ride messages: nothing to recover, nothing unreadable.
+    assert "0 messages recovered" in message and "0 messages seen there unreadable" in message
+    assert (fields["recovered"], fields["unreadable"], fields["damaged_frames"]) == (0, 0, 1)
     assert fields["copy"] == str(tmp_path / "spool.db.damaged-1")
     # The copies are the damaged files as they were: every lost message can still be dug out.
     assert (tmp_path / "spool.db.damaged-1-wal").read_bytes() == bytes(log)
@@ -261,7 +264,7 @@ from alleycat_rider.spool import Spool
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, not the process
 path = Path(sys.argv[1])
 events = []
-spool = Spool(path, memory_max=int(sys.argv[2]),
+spool = Spool(path, memory_max=int(sys.argv[2]), reserve=0,
               report=lambda level, message, **fields: events.append([level, message]))
 seqs = [spool.append(f"u{i}", b"payload")[0] for i in range(3)]
 spool.ack(seqs[0])
@@ -329,8 +332,10 @@ def test_messages_held_in_memory_are_bounded_and_a_disk_still_full_at_exit_repor
         assert [m.uuid for m in spool.pending()] == ["u1", "u2", "u3"]
 
 
+# No byte can be written; or the spool can be made, but not the room it reserves on opening.
+@pytest.mark.parametrize("limit", [0, 200_000], ids=["created", "reserved"])
 def test_a_spool_that_cannot_be_created_on_a_full_disk_never_says_move_it_aside(
-    tmp_path: Path,
+    tmp_path: Path, limit: int
 ) -> None:
     script = (
         "import resource, signal, sys\n"
@@ -339,19 +344,19 @@ def test_a_spool_that_cannot_be_created_on_a_full_disk_never_says_move_it_aside(
         "from alleycat_rider.spool import Spool\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
-        "resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), hard))\n"
         "try:\n"
         "    Spool(Path(sys.argv[1]))\n"
         "except SpoolError as exc:\n"
         "    print(exc)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "spool.db")],
+        [sys.executable, "-c", script, str(tmp_path / "spool.db"), str(limit)],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     message = result.stdout.strip()
     assert message.startswith(f"cannot use the spool {tmp_path / 'spool.db'}")
-    assert "free some space or make it writable" in message
+    assert "free some space or make it writable" in message and "\n" not in message
     assert "move it aside" not in message
 
 
