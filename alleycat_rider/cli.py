@@ -114,6 +114,11 @@ Examples:
 )
 @click.option("--topic", help="Publish ride messages here.", **default_in_help("alleycat-publish"))
 @click.option(
+    "--own-topic/--no-own-topic",
+    default=None,
+    help="Publish on TOPIC/CLIENT_ID, the bike's own topic (what `provision` allows).",
+)
+@click.option(
     "--results-topic", help="Read standings here.", **default_in_help("alleycat-subscribe")
 )
 @click.option(

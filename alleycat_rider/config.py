@@ -38,6 +38,8 @@ ENV_PREFIX = "ALLEYCAT_"
 TLS_PORT = 8883
 #: The usual port of plain-TCP MQTT (loopback or ``--insecure`` only).
 PLAIN_PORT = 1883
+#: The shared ride topic; a bike's own topic is ``<topic>/<client id>``.
+DEFAULT_TOPIC = "alleycat-publish"
 #: How the agent reports: ``auto`` is a panel on a terminal and JSON lines otherwise.
 LOG_FORMATS = ("auto", "json", "panel")
 #: How much the agent reports.
@@ -65,7 +67,8 @@ class RiderConfig:
     class_id: int = 1
     race_seconds: int = DEFAULT_RACE_SECONDS
     """Length of one race; races follow one another."""
-    topic: str = "alleycat-publish"
+    topic: str = DEFAULT_TOPIC
+    """The topic ride messages are published on (with ``own_topic``, ``<topic>/<client id>``)."""
     results_topic: str = "alleycat-subscribe"
     qos: int = 1
     """0: fire and forget, dropped while offline; 1: spooled on disk until acknowledged."""
@@ -218,6 +221,7 @@ SETTINGS: dict[str, str] = {
     "class_id": "int",
     "race_seconds": "int",
     "topic": "str",
+    "own_topic": "bool",
     "results_topic": "str",
     "qos": "int",
     "spool": "path",
@@ -519,6 +523,10 @@ def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
     settings.setdefault("port", TLS_PORT if cert is not None else PLAIN_PORT)
     settings.setdefault("name", f"R{racer_id}"[:8])
     settings.setdefault("client_id", f"alleycat-{racer_id}")
+    if settings.pop("own_topic", False):
+        # The bike's own topic, the only one a per-bike policy lets it publish on, and the one
+        # the rule takes the sender from.
+        settings["topic"] = f"{settings.get('topic', DEFAULT_TOPIC)}/{settings['client_id']}"
     settings.setdefault("spool", default_spool_path(env))
     names = {field.name for field in fields(RiderConfig)}
     config = RiderConfig(**{key: value for key, value in settings.items() if key in names})
