@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alleycat_rider.iot.devcerts import make_directory, write_private, write_public
 from alleycat_rider.iot.provision import (
     DEFAULT_CERTS_DIR,
     DEFAULT_RESULTS_TOPIC,
     DEFAULT_TOPIC,
-    ProvisionError,
+    aws_clients,
     aws_errors,
+    create_certificate,
     device_policy,
     ensure_policy,
 )
@@ -252,19 +252,11 @@ def provision_fleet(
     endpoint_url: str | None = None,
 ) -> FleetResult:
     """:func:`provision_fleet_with` through boto3 clients of the profile and region."""
-    import boto3
-    from botocore.config import Config
-
-    with aws_errors("open an AWS session"):
-        session = boto3.Session(profile_name=profile, region_name=region)
-        if not session.region_name:
-            raise ProvisionError("no AWS region: pass --region or set AWS_REGION")
-        config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3})
-        iot = session.client("iot", endpoint_url=endpoint_url, config=config)
-        sts = session.client("sts", endpoint_url=endpoint_url, config=config)
-        iam = session.client("iam", endpoint_url=endpoint_url, config=config)
+    region_name, (iot, sts, iam) = aws_clients(
+        ("iot", "sts", "iam"), region=region, profile=profile, endpoint_url=endpoint_url
+    )
     return provision_fleet_with(
-        request, iot=iot, sts=sts, iam=iam, templates=iot, region=session.region_name
+        request, iot=iot, sts=sts, iam=iam, templates=iot, region=region_name
     )
 
 
@@ -354,18 +346,5 @@ def _ensure_claim(iot: Any, directory: Path) -> tuple[str, str, bool]:
                     cert = described["certificateDescription"]
                     if cert["status"] == "ACTIVE":
                         return found, str(cert["certificateArn"]), False
-    with aws_errors("create the claim certificate"):
-        made = iot.create_keys_and_certificate(setAsActive=True)
-    try:
-        make_directory(directory)
-        write_private(key_path, made["keyPair"]["PrivateKey"].encode())
-        write_public(cert_path, made["certificatePem"].encode())
-    except OSError as exc:
-        with aws_errors(f"delete the certificate {made['certificateId']}"):
-            iot.update_certificate(certificateId=made["certificateId"], newStatus="INACTIVE")
-            iot.delete_certificate(certificateId=made["certificateId"])
-        raise ProvisionError(
-            f"cannot write the claim key to {directory}: {exc.strerror}; "
-            "the new certificate was deleted"
-        ) from exc
-    return str(made["certificateId"]), str(made["certificateArn"]), True
+    made = create_certificate(iot, directory, cert_file=CLAIM_CERT_FILE, key_file=CLAIM_KEY_FILE)
+    return made.id, made.arn, True

@@ -270,6 +270,24 @@ def provision(
     Raises:
         ProvisionError: No credentials, no permission, AWS unreachable, or files not writable.
     """
+    region_name, (iot, sts) = aws_clients(
+        ("iot", "sts"), region=region, profile=profile, endpoint_url=endpoint_url
+    )
+    return provision_with(request, iot=iot, sts=sts, region=region_name)
+
+
+def aws_clients(
+    services: tuple[str, ...],
+    *,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+) -> tuple[str, list[Any]]:
+    """The session's region and a boto3 client for each service (all at ``endpoint_url``).
+
+    Raises:
+        ProvisionError: No region, an unknown profile, or another session error.
+    """
     import boto3
     from botocore.config import Config
 
@@ -278,9 +296,11 @@ def provision(
         if not session.region_name:
             raise ProvisionError("no AWS region: pass --region or set AWS_REGION")
         config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3})
-        iot = session.client("iot", endpoint_url=endpoint_url, config=config)
-        sts = session.client("sts", endpoint_url=endpoint_url, config=config)
-    return provision_with(request, iot=iot, sts=sts, region=session.region_name)
+        clients = [
+            session.client(service, endpoint_url=endpoint_url, config=config)
+            for service in services
+        ]
+    return str(session.region_name), clients
 
 
 def provision_with(
@@ -431,6 +451,12 @@ def _local_match(active: list[_Certificate], cert_path: Path) -> _Certificate | 
 
 def _create_certificate(iot: Any, directory: Path) -> _Certificate:
     """Make an active key pair and certificate and write them; undo it if writing fails."""
+    return create_certificate(iot, directory, cert_file=CERT_FILE, key_file=KEY_FILE)
+
+
+def create_certificate(iot: Any, directory: Path, *, cert_file: str, key_file: str) -> _Certificate:
+    """Make an active key pair and certificate and write them to ``directory`` (the key 0600);
+    delete the certificate again if they cannot be written."""
     with aws_errors("create a certificate"):
         made = iot.create_keys_and_certificate(setAsActive=True)
     certificate = _Certificate(
@@ -438,8 +464,8 @@ def _create_certificate(iot: Any, directory: Path) -> _Certificate:
     )
     try:
         make_directory(directory)
-        write_private(directory / KEY_FILE, made["keyPair"]["PrivateKey"].encode())
-        write_public(directory / CERT_FILE, certificate.pem.encode())
+        write_private(directory / key_file, made["keyPair"]["PrivateKey"].encode())
+        write_public(directory / cert_file, certificate.pem.encode())
     except OSError as exc:
         with aws_errors(f"delete the certificate {certificate.id}"):
             iot.update_certificate(certificateId=certificate.id, newStatus="INACTIVE")
