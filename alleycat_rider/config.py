@@ -70,6 +70,13 @@ class RiderConfig:
     topic: str = DEFAULT_TOPIC
     """The topic ride messages are published on (with ``own_topic``, ``<topic>/<client id>``)."""
     results_topic: str = "alleycat-subscribe"
+    fleet_template: str | None = None
+    """Enrol by claim with this provisioning template when there is no certificate yet."""
+    claim_cert: Path | None = None
+    """The factory's claim certificate (PEM), for the first boot."""
+    claim_key: Path | None = None
+    serial_number: str | None = None
+    """The bike's serial number: its thing name once enrolled."""
     qos: int = 1
     """0: fire and forget, dropped while offline; 1: spooled on disk until acknowledged."""
     spool: Path
@@ -222,6 +229,10 @@ SETTINGS: dict[str, str] = {
     "race_seconds": "int",
     "topic": "str",
     "own_topic": "bool",
+    "fleet_template": "str",
+    "claim_cert": "path",
+    "claim_key": "path",
+    "serial_number": "str",
     "results_topic": "str",
     "qos": "int",
     "spool": "path",
@@ -512,7 +523,17 @@ def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
     cert = settings.get("cert")
     if (cert is None) != (settings.get("key") is None):
         raise ConfigError("mutual TLS needs both a certificate (--cert) and a key (--key)")
-    if cert is None:
+    enrolling = settings.get("fleet_template") is not None and cert is None
+    if enrolling:
+        for key, flag in (
+            ("claim_cert", "--claim-cert"),
+            ("claim_key", "--claim-key"),
+            ("serial_number", "--serial-number"),
+        ):
+            if settings.get(key) is None:
+                raise ConfigError(f"enrolling with --fleet-template needs {flag}")
+        settings.setdefault("client_id", settings["serial_number"])
+    elif cert is None:
         if settings.get("ca") is not None:
             raise ConfigError("--ca needs a device certificate and key (--cert, --key)")
         if not (is_loopback(endpoint) or settings.get("insecure")):
@@ -520,7 +541,7 @@ def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
                 f"no device certificate for {endpoint}: pass --cert and --key "
                 "(plain TCP is only for a broker on this machine, or with --insecure)"
             )
-    settings.setdefault("port", TLS_PORT if cert is not None else PLAIN_PORT)
+    settings.setdefault("port", TLS_PORT if cert is not None or enrolling else PLAIN_PORT)
     settings.setdefault("name", f"R{racer_id}"[:8])
     settings.setdefault("client_id", f"alleycat-{racer_id}")
     if settings.pop("own_topic", False):

@@ -272,3 +272,26 @@ def test_own_topic_publishes_on_the_topic_under_the_client_id(tmp_path: Path) ->
     assert load_config({"own_topic": False}, env, path).topic == "rides"
     in_file = write(tmp_path, 'endpoint = "localhost"\nracer_id = 4\nown_topic = true\n')
     assert load_config({}, home, in_file).topic == "alleycat-publish/alleycat-4"
+
+
+def test_a_first_boot_needs_the_claim_and_the_serial_number_and_no_certificate() -> None:
+    claim = {
+        "endpoint": "iot.example.com",
+        "racer_id": 17,
+        "fleet_template": "alleycat-bikes",
+        "claim_cert": Path("/claim.crt"),
+        "claim_key": Path("/claim.key"),
+        "serial_number": "SN-17",
+    }
+    config = load_config(claim, {"HOME": "/h"})
+    assert (config.cert, config.client_id, config.port) == (None, "SN-17", 8883)
+    for missing, flag in (
+        ("claim_cert", "--claim-cert"),
+        ("claim_key", "--claim-key"),
+        ("serial_number", "--serial-number"),
+    ):
+        with pytest.raises(ConfigError, match=f"enrolling with --fleet-template needs {flag}"):
+            load_config({**claim, missing: None}, {"HOME": "/h"})
+    # An enrolled bike's own certificate wins: the template is not used.
+    enrolled = load_config({**claim, **TLS, "claim_cert": None}, {"HOME": "/h"})
+    assert enrolled.cert == Path("/c.pem")
