@@ -378,7 +378,7 @@ def enrolled(config: RiderConfig, reporter: Reporter) -> RiderConfig:
             template=config.fleet_template,
             parameters={"SerialNumber": config.serial_number, "RacerId": str(config.racer_id)},
         )
-        identity = enrol(claim, state)
+        identity = enrol(claim, state, report=reporter.event)
         reporter.event("info", "enrolled", thing_name=identity.thing_name)
     device = identity.device_configuration
     topic = device.get("topic", DEFAULT_TOPIC)

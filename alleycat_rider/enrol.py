@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,8 @@ CERT_FILE = "certificate.pem.crt"
 KEY_FILE = "private.pem.key"
 #: Seconds to wait for each answer of the provisioning API.
 OPERATION_TIMEOUT = 30
+#: Seconds between attempts when a step gets no answer: doubling from the first to the last.
+RETRY_BACKOFF = (1.0, 60.0)
 
 
 class EnrolmentError(AlleycatError):
@@ -58,6 +62,8 @@ class Claim:
     settings: MqttSettings
     template: str
     parameters: dict[str, str] = field(default_factory=dict)
+    timeout: int = OPERATION_TIMEOUT
+    """Seconds to wait for each answer before asking again."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,8 +100,18 @@ def stored_identity(state_dir: Path) -> Identity | None:
     )
 
 
-def enrol(claim: Claim, state_dir: Path) -> Identity:
+def enrol(
+    claim: Claim,
+    state_dir: Path,
+    *,
+    report: Callable[..., None] = lambda *_args, **_fields: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Identity:
     """Enrol with ``claim`` and store the identity in ``state_dir``; return it.
+
+    A step that gets no answer (the network, or IoT Core, lost it) is asked again with backoff,
+    for as long as it takes, each time reported as a warning through ``report`` (a reporter's
+    ``event``).
 
     Raises:
         EnrolmentError: The claim certificate was refused, or the template refused the bike.
@@ -128,7 +144,7 @@ def enrol(claim: Claim, state_dir: Path) -> Identity:
             mqtt_request_response.ClientOptions(
                 max_request_response_subscriptions=2,
                 max_streaming_subscriptions=0,
-                operation_timeout_in_seconds=OPERATION_TIMEOUT,
+                operation_timeout_in_seconds=claim.timeout,
             ),
         )
         key = ec.generate_private_key(ec.SECP256R1())
@@ -138,23 +154,30 @@ def enrol(claim: Claim, state_dir: Path) -> Identity:
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, serial)]))
             .sign(key, hashes.SHA256())
         )
-        try:
-            made = client.create_certificate_from_csr(
-                iotidentity.CreateCertificateFromCsrRequest(
-                    certificate_signing_request=csr.public_bytes(
-                        serialization.Encoding.PEM
-                    ).decode()
-                )
-            ).result()
-            registered = client.register_thing(
-                iotidentity.RegisterThingRequest(
-                    template_name=claim.template,
-                    certificate_ownership_token=made.certificate_ownership_token,
-                    parameters=claim.parameters,
-                )
-            ).result()
-        except V2ServiceException as exc:
-            raise EnrolmentError(_refusal(claim.template, exc)) from exc
+        backoff = RETRY_BACKOFF[0]
+        while True:
+            try:
+                made = client.create_certificate_from_csr(
+                    iotidentity.CreateCertificateFromCsrRequest(
+                        certificate_signing_request=csr.public_bytes(
+                            serialization.Encoding.PEM
+                        ).decode()
+                    )
+                ).result()
+                registered = client.register_thing(
+                    iotidentity.RegisterThingRequest(
+                        template_name=claim.template,
+                        certificate_ownership_token=made.certificate_ownership_token,
+                        parameters=claim.parameters,
+                    )
+                ).result()
+                break
+            except V2ServiceException as exc:
+                if exc.modeled_error is not None:  # IoT Core answered: refused
+                    raise EnrolmentError(_refusal(claim.template, exc)) from exc
+                report("warning", "enrolment unanswered", reason=exc.message, retry_in=backoff)
+                sleep(backoff)
+                backoff = min(2 * backoff, RETRY_BACKOFF[1])
     finally:
         link.stop()
     key_pem = key.private_bytes(

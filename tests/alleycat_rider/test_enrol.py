@@ -19,7 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from alleycat_rider.enrol import stored_identity
+from alleycat_rider.enrol import Claim, enrol, stored_identity
+from alleycat_rider.mqtt import MqttSettings
 from tests.alleycat_rider.test_agent_broker import agent
 from tests.servers.mosquitto import MqttClient, RunningBroker
 
@@ -40,6 +41,7 @@ class Responder:
         self.ca_key: Any = ca_key
         self.tokens: dict[str, str] = {}
         self.refused_serials: set[str] = set()
+        self.csr_to_drop = 0
         self.answer_register = threading.Event()
         self.answer_register.set()
         self.requests: list[str] = []
@@ -59,6 +61,9 @@ class Responder:
 
     def _answer(self, topic: str, request: dict[str, Any]) -> None:
         self.requests.append(topic)
+        if topic == CSR_TOPIC and self.csr_to_drop:
+            self.csr_to_drop -= 1  # lost on the way
+            return
         if topic == CSR_TOPIC:
             csr = x509.load_pem_x509_csr(request["certificateSigningRequest"].encode())
             serial = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
@@ -229,3 +234,38 @@ def test_a_template_that_refuses_is_one_line_and_exit_1(
     assert line.startswith("Error: fleet provisioning with the template")
     assert line.rstrip().endswith(f"refused: {reason}")
     assert stored_identity(tmp_path) is None
+
+
+def test_a_step_without_an_answer_is_asked_again_with_backoff(
+    mqtt_broker: RunningBroker, responder: Responder, tmp_path: Path
+) -> None:
+    responder.csr_to_drop = 2
+    claim_cert, claim_key = mqtt_broker.pki.client("bike-1")
+    claim = Claim(
+        settings=MqttSettings(
+            endpoint=mqtt_broker.host,
+            port=mqtt_broker.port,
+            client_id="SN-1003",
+            cert=claim_cert,
+            key=claim_key,
+            ca=mqtt_broker.pki.ca_cert,
+        ),
+        template=TEMPLATE,
+        parameters={"SerialNumber": "SN-1003", "RacerId": "3"},
+        timeout=1,
+    )
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    pauses: list[float] = []
+    identity = enrol(
+        claim,
+        tmp_path,
+        report=lambda level, message, **fields: events.append((level, message, fields)),
+        sleep=pauses.append,
+    )
+    stored = stored_identity(tmp_path)
+    assert stored is not None and stored.thing_name == identity.thing_name == "SN-1003"
+    assert responder.requests.count(CSR_TOPIC) == 3
+    assert [(level, message) for level, message, _ in events] == [
+        ("warning", "enrolment unanswered")
+    ] * 2
+    assert pauses == [1.0, 2.0]
