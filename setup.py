@@ -32,7 +32,7 @@ COMPILED_GROUPS = {
         "simulator/engine/keys.py",
         "simulator/engine/shards.py",
         "simulator/engine/producer.py",
-        "simulator/report/stats.py",
+        "simulator/engine/counters.py",
         "simulator/engine/aggregation.py",
         "simulator/engine/runner.py",
     ],

@@ -13,7 +13,16 @@ import click
 
 from alleycat_rider.bounds import finite, whole
 from simulator import build
-from simulator.cli_options import StopSignal, aws_options, parse_moment
+from simulator.cli_options import (
+    StopSignal,
+    aws_options,
+    capacity_problem,
+    check_html,
+    on_demand_options,
+    parse_moment,
+    ramp_option,
+    write_html,
+)
 from simulator.engine.aggregation import BatchingMode, parse_batching
 from simulator.engine.batching import (
     KINESIS_MAX_RECORD_BYTES,
@@ -22,14 +31,18 @@ from simulator.engine.batching import (
     MIB,
     BatchLimits,
 )
+from simulator.engine.capacity import CapacityMode, OnDemandPolicy
 from simulator.engine.clock import Clock, ScaledClock, VirtualClock
-from simulator.engine.fleet import FleetConfig
-from simulator.engine.keys import STRATEGY_TRADE_OFFS, PartitionKeyStrategy
+from simulator.engine.fleet import FleetConfig, fleet_messages
+from simulator.engine.keys import KEYLESS, STRATEGY_TRADE_OFFS, PartitionKeyStrategy
 from simulator.engine.producer import ProducerConfig
 from simulator.engine.runner import RunResult, Simulation, SimulationConfig
+from simulator.engine.shards import LocalStream
+from simulator.engine.sink import RecordDistribution
 from simulator.errors import SimulatorError
 from simulator.mqtt.options import mqtt_fleet_options
 from simulator.report.live import run_with_progress
+from simulator.report.timeline import RunTimeline
 from simulator.sinks import DEFAULT_MAX_IN_FLIGHT, SinkOptions, make_dispatcher, open_sink
 
 
@@ -52,6 +65,9 @@ Examples:
 \b
   # A minute of 1,200 riders on one shard, in virtual time, as JSON
   alleycat simulate --riders 1200 --shards 1 --duration 60 --fast --json
+\b
+  # The same run as a page with charts, to open in a browser (the report extra)
+  alleycat simulate --riders 1200 --shards 1 --duration 60 --fast --html run.html
 \b
   # Into a real stream (local or AWS), keyed by racer
   alleycat simulate --stream alleycat --endpoint-url http://127.0.0.1:4567 --partition-key racer
@@ -115,6 +131,15 @@ Examples:
     help="Shards of the built-in stream (or of one made by --create-stream).",
 )
 @click.option(
+    "--capacity",
+    type=click.Choice([m.value for m in CapacityMode]),
+    default=CapacityMode.PROVISIONED.value,
+    show_default=True,
+    help="The stream's capacity mode (built-in, or made by --create-stream; see below).",
+)
+@on_demand_options
+@ramp_option
+@click.option(
     "--stream",
     default=None,
     metavar="NAME",
@@ -122,7 +147,17 @@ Examples:
 )
 @aws_options
 @click.option(
-    "--create-stream", is_flag=True, help="Create --stream with --shards shards if missing."
+    "--create-stream",
+    is_flag=True,
+    help="Create --stream if missing: --shards shards, or --capacity on-demand (with "
+    "service-managed distribution for --partition-key auto).",
+)
+@click.option(
+    "--max-record-size",
+    type=whole(1024, 10240),
+    default=None,
+    metavar="KIB",
+    help="--create-stream: the stream's largest record (MaxRecordSizeInKiB; default 1024).",
 )
 @click.option(
     "--max-in-flight",
@@ -205,6 +240,15 @@ Examples:
 @click.option(
     "--no-dashboard", is_flag=True, help="No live dashboard: a progress line every few seconds."
 )
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    metavar="FILE",
+    help="Also write the report as one HTML page, with charts, that opens offline "
+    "(needs the report extra).",
+)
 @mqtt_fleet_options
 def simulate(
     riders: int,
@@ -214,11 +258,17 @@ def simulate(
     phase_spread: int,
     strategy: str,
     shards: int,
+    capacity: str,
+    warm_throughput: float,
+    scale_out_seconds: float,
+    on_demand_shards: int,
+    ramp: int,
     stream: str | None,
     region: str | None,
     profile: str | None,
     endpoint_url: str | None,
     create_stream: bool,
+    max_record_size: int | None,
     max_in_flight: int,
     flush_interval: float,
     record_ttl: float,
@@ -233,6 +283,7 @@ def simulate(
     as_json: bool,
     batching: BatchingMode,
     no_dashboard: bool,
+    html_path: str | None,
     **mqtt: Any,
 ) -> None:
     """Drive virtual riders into Kinesis with PutRecords batches.
@@ -247,11 +298,43 @@ def simulate(
     CreateStream splits them, MD5 routing, and 1,000 records/s and 1 MiB/s per shard, so it
     throttles where Kinesis would. No AWS account is needed.
 
+    --capacity on-demand starts the built-in stream at 4 MiB/s on ON-DEMAND-SHARDS shards and
+    splits shards toward twice the highest write rate it has accepted, SCALE-OUT-SECONDS after
+    seeing it; until then, load above its shards' limits throttles. on-demand-advantage adds
+    WARM-THROUGHPUT MiB/s from the start. Per-shard limits hold in every mode: one hot key still
+    throttles. --ramp spreads the riders' start (a race start) over that many seconds.
+
+    \b
+    Examples:
+      alleycat simulate --fast --riders 5000 --capacity on-demand --partition-key auto
+      alleycat simulate --fast --riders 3000 --capacity on-demand --ramp 60
+      alleycat simulate --stream rides --create-stream --capacity on-demand --partition-key auto
+
     Partition keys (--partition-key), and what each trades:
     """
     if speed is not None and fast:
         raise click.UsageError("choose --speed or --fast, not both")
+    if html_path is not None:
+        if mqtt["via"] == "mqtt":
+            raise click.UsageError("--html reports runs into Kinesis; not with --via mqtt")
+        check_html(html_path)
+    mode = CapacityMode(capacity)
+    problem = capacity_problem(
+        strategy=strategy,
+        # A real stream that exists is checked when it is opened.
+        on_demand=mode.on_demand or (stream is not None and not create_stream),
+        advantage=mode is CapacityMode.ON_DEMAND_ADVANTAGE,
+        batching=batching.label,
+        warm_throughput=warm_throughput,
+    )
+    if problem is not None:
+        raise click.UsageError(problem)
     try:
+        policy = OnDemandPolicy(
+            initial_shards=on_demand_shards,
+            scale_out_seconds=scale_out_seconds,
+            warm_throughput_mibps=warm_throughput,
+        )
         limits = BatchLimits(
             max_records=max_records,
             max_request_bytes=max_request_bytes,
@@ -263,6 +346,7 @@ def simulate(
                 classes=classes,
                 race_seconds=race_seconds,
                 phase_spread_ms=phase_spread,
+                ramp_seconds=ramp,
             ),
             duration=duration,
             strategy=PartitionKeyStrategy(strategy),
@@ -301,6 +385,15 @@ def simulate(
         endpoint_url=endpoint_url,
         create_stream=create_stream,
         max_in_flight=max_in_flight,
+        capacity=mode,
+        distribution=(
+            RecordDistribution.AUTO
+            if PartitionKeyStrategy(strategy) in KEYLESS
+            else RecordDistribution.USER_PARTITION_KEY
+        ),
+        policy=policy,
+        max_record_size_kib=max_record_size,
+        max_record_bytes=max_record_bytes,
     )
     try:
         sink = open_sink(sink_options)  # may wait for a new stream to become ACTIVE
@@ -321,11 +414,15 @@ def simulate(
             say="stopping: sending what is buffered (Ctrl-C again to stop at once)",
             again_stops_at_once=True,
         ) as stopped_by:
+            timeline = None
+            if html_path is not None:
+                timeline = RunTimeline(simulation.stats, simulation.start)
             result = run_with_progress(
                 simulation,
                 json_output=as_json,
                 dashboard=not no_dashboard,
                 batching=batching.label,
+                observe=timeline,
             )
     except SimulatorError as exc:
         raise click.ClickException(str(exc)) from None
@@ -338,7 +435,9 @@ def simulate(
     summary["messages_generated"] = simulation.batching.messages
     # A run stopped early (Ctrl-C, an error) rode fewer seconds than --duration: whole seconds
     # every rider finished.
-    summary["ridden_seconds"] = min(duration, simulation.batching.messages // riders)
+    summary["ridden_seconds"] = ridden_seconds(
+        simulation.batching.messages, riders=riders, duration=duration, ramp=ramp
+    )
     if stopped_by.signum is not None:
         summary["stopped_by"] = signal.Signals(stopped_by.signum).name  # SIGINT or SIGTERM
     if as_json:
@@ -349,6 +448,11 @@ def simulate(
         from simulator.report.summary import summary_table
 
         Console().print(summary_table(summary))
+    if timeline is not None and html_path is not None:
+        from simulator.report.html import simulate_page
+
+        timeline.finish(result.stats, simulation.clock.now())
+        write_html(html_path, simulate_page(summary, timeline.to_dict()))
     if result.error is not None:
         raise click.ClickException(str(result.error))
     stopped_by.exit_if_interrupted()
@@ -358,6 +462,19 @@ simulate.help = inspect.cleandoc(simulate.help or "") + "".join(
     "\n\n\b\n" + textwrap.fill(f"{strategy.value}: {trade_off}", 78, subsequent_indent="  ")
     for strategy, trade_off in STRATEGY_TRADE_OFFS.items()
 )
+
+
+def ridden_seconds(messages: int, *, riders: int, duration: int, ramp: int) -> int:
+    """The whole seconds of the run every rider who had joined rode, from the messages made
+    (a fleet makes each second's messages before the next second's)."""
+    done, todo = 0, duration
+    while done < todo:  # the most seconds whose messages were all made
+        middle = (done + todo + 1) // 2
+        if fleet_messages(riders, middle, ramp) <= messages:
+            done = middle
+        else:
+            todo = middle - 1
+    return done
 
 
 def _summary(simulation: Simulation, result: RunResult) -> dict[str, Any]:
@@ -375,6 +492,15 @@ def _summary(simulation: Simulation, result: RunResult) -> dict[str, Any]:
         "build": build(),
     }
     summary.update(result.stats.summary())
+    sink = simulation.sink
+    if isinstance(sink, LocalStream):
+        summary["capacity"] = sink.capacity.value
+        first = int(simulation.start)
+        summary["scale_outs"] = [
+            {"at_second": second - first, "open_shards": count} for second, count in sink.scale_outs
+        ]
+    # Records the stream spreads itself keep no order; keyed ones keep it per key and shard.
+    summary["order_kept"] = simulation.stream.distribution is RecordDistribution.USER_PARTITION_KEY
     delivered = result.stats.delivered
     summary["records_per_wall_second"] = round(delivered / wall, 1) if wall else None
     return summary

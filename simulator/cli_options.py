@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import signal
 import sys
 import threading
@@ -12,6 +13,8 @@ from types import FrameType
 from typing import TypeVar
 
 import click
+
+from alleycat_rider.bounds import finite, whole
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -125,3 +128,104 @@ def stopped_by_signals(
     The block gets the :class:`StopSignal`, to exit 130 after the summary when Ctrl-C came.
     """
     return StopSignal().watch(stop, say=say)
+
+
+def check_html(path: str) -> None:
+    """Before a long run: ``--html FILE`` can be written there, and plotly is installed.
+
+    Raises:
+        click.UsageError: the folder is missing, or the ``report`` extra (exit 2).
+    """
+    from simulator.report.html import MissingPlotting, check_plotting
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"{path}: there is no folder {folder}", param_hint="'--html'")
+    try:
+        check_plotting()
+    except MissingPlotting as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def write_html(path: str, page: str) -> None:
+    """Write a report, and say where on stderr (stdout may carry the JSON)."""
+    data = page.encode("utf-8")
+    try:
+        with open(path, "wb") as file:
+            file.write(data)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
+    click.echo(f"wrote the HTML report to {path} ({len(data) / 1e6:.1f} MB)", err=True)
+
+
+def on_demand_options(command: F) -> F:
+    """How the built-in on-demand stream is sized: what AWS does not publish, and Advantage's
+    warm throughput (see :class:`simulator.engine.capacity.OnDemandPolicy`)."""
+    from simulator.engine.capacity import DEFAULT_ON_DEMAND_POLICY as policy
+
+    options = [
+        click.option(
+            "--warm-throughput",
+            type=finite(0, policy.max_write_mibps),
+            default=0.0,
+            metavar="MIBPS",
+            help="On-demand Advantage: write capacity available at once (WarmThroughputMiBps).",
+        ),
+        click.option(
+            "--scale-out-seconds",
+            type=finite(0),
+            default=policy.scale_out_seconds,
+            show_default=True,
+            metavar="SECONDS",
+            help="Built-in on-demand stream: from a higher peak to the split that meets it. "
+            "Assumed: AWS does not publish it.",
+        ),
+        click.option(
+            "--on-demand-shards",
+            type=whole(1, 1024),
+            default=policy.initial_shards,
+            show_default=True,
+            metavar="N",
+            help="Built-in on-demand stream: shards of a new stream. Assumed: AWS publishes "
+            "its 4 MiB/s, not its shards.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def ramp_option(command: F) -> F:
+    """``--ramp SECONDS``: riders join over that time (a race start)."""
+    return click.option(
+        "--ramp",
+        type=whole(0),
+        default=0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Riders join over this many seconds (0: all at once). How fast load arrives "
+        "decides whether an on-demand stream throttles.",
+    )(command)
+
+
+def capacity_problem(
+    *, strategy: str, on_demand: bool, advantage: bool, batching: str, warm_throughput: float
+) -> str | None:
+    """What is wrong with a capacity mode, key and batching asked together; None if nothing."""
+    if strategy == "auto" and not on_demand:
+        return (
+            "--partition-key auto needs an on-demand stream: add --capacity on-demand "
+            "(AWS refuses service-managed distribution on provisioned streams)"
+        )
+    if strategy == "auto" and batching != "per-second":
+        return (
+            f"--partition-key auto cannot be used with --batching {batching}: AWS warns that "
+            "consumers may drop aggregated records on a stream that spreads records itself; "
+            "use --batching per-second"
+        )
+    if warm_throughput and not advantage:
+        return (
+            "--warm-throughput needs --capacity on-demand-advantage (warm throughput comes "
+            "with the account's minimum throughput commitment)"
+        )
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from simulator.engine.batching import Record
 from simulator.engine.shards import LocalStream, ShardRouter
@@ -16,8 +17,8 @@ class RecordingStream:
     does not let Python classes inherit from its classes.
     """
 
-    def __init__(self, shard_count: int) -> None:
-        self.stream = LocalStream(shard_count)
+    def __init__(self, shard_count: int, **options: Any) -> None:
+        self.stream = LocalStream(shard_count, **options)
         self.accepted: list[tuple[str, Record, float]] = []
 
     @property

@@ -105,3 +105,18 @@ def test_the_agent_loads_neither_simulator_boto3_nor_rich_off_a_terminal(code: s
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "loaded:"
+
+
+def test_the_engine_imports_only_itself_its_errors_and_the_shared_core() -> None:
+    # The engine is the bottom of the simulator: reports, compare, sinks and the CLI read what it
+    # counted; it never reaches up into them.
+    allowed = ("simulator.engine", "simulator.errors", "alleycat_rider.core")
+    graph = import_graph()
+    upward = {
+        (name, target)
+        for name, targets in graph.items()
+        if name.startswith("simulator.engine")
+        for target in targets
+        if not target.startswith(allowed)
+    }
+    assert upward == set()

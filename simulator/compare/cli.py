@@ -7,7 +7,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
 import click
@@ -19,6 +19,8 @@ from rich.text import Text
 from alleycat_rider.bounds import finite, whole
 from alleycat_rider.plural import counted
 from simulator.backend.template import KeyTemplate, TemplateError
+from simulator.cli_options import check_html, on_demand_options, ramp_option, write_html
+from simulator.compare.capacity import CapacityComparison, compare_capacities, parse_capacities
 from simulator.compare.costs import DEFAULT_PRICES, Prices
 from simulator.compare.ingest import (
     DEFAULT_IOT_PRICES,
@@ -38,7 +40,9 @@ from simulator.compare.runs import (
     usable_cpus,
 )
 from simulator.engine.aggregation import DEFAULT_BATCHING_MODES, BatchingMode, parse_batching
-from simulator.engine.keys import PartitionKeyStrategy
+from simulator.engine.capacity import CapacityMode, OnDemandPolicy
+from simulator.engine.fleet import fleet_messages
+from simulator.engine.keys import KEYLESS, PartitionKeyStrategy
 from simulator.engine.shards import SHARD_RECORDS_PER_SECOND
 from simulator.errors import SimulatorError
 
@@ -106,6 +110,9 @@ Examples:
   # Synchronised bikes on 2 shards: where `time` keys pile up
   alleycat compare --strategies time,racer,balanced --shards 2 --phase-spread 0
 \b
+  # The same as a page with charts, each shard second by second (the report extra)
+  alleycat compare --strategies time,racer,balanced --shards 2 --phase-spread 0 --html c.html
+\b
   # Batching modes and their monthly cost, as CSV
   alleycat compare --batching --format csv
 \b
@@ -127,9 +134,16 @@ Examples:
               metavar="MS", help="Spread riders' send times over this part of each second "
               "(0 = synchronised riders, all on the whole second).")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True, help="The workload's seed.")
+@ramp_option
 @click.option("--strategies", callback=_strategies, show_default=True,
-              default=",".join(s.value for s in PartitionKeyStrategy),
-              help="Partition-key strategies to compare, comma-separated.")  # fmt: skip
+              default=",".join(s.value for s in PartitionKeyStrategy if s not in KEYLESS),
+              help="Partition-key strategies to compare, comma-separated (auto is added "
+              "with an on-demand --capacity).")  # fmt: skip
+@click.option("--capacity", "capacities", default=None, metavar="MODES",
+              help="Capacity modes: one (provisioned[:N], on-demand, on-demand-advantage) "
+              "runs the strategies on that stream; several compare the modes, e.g. "
+              "provisioned:4,on-demand,on-demand-advantage.")  # fmt: skip
+@on_demand_options
 @click.option("--batching", "modes", callback=_modes, is_flag=False, flag_value=ALL_MODES,
               default=None, metavar="[MODES]", help="Compare batching modes instead "
               f"(per-second, buffered:SECONDS, kpl); alone: {ALL_MODES}.")  # fmt: skip
@@ -140,10 +154,19 @@ Examples:
               default="table", show_default=True, help="Output format.")  # fmt: skip
 @click.option("--jobs", type=whole(0), default=0, show_default=True,
               help="Processes to run in; 0: one per CPU.")  # fmt: skip
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True),
+              default=None, metavar="FILE", help="Also write the comparison as one HTML page, "
+              "with charts, that opens offline (needs the report extra).")  # fmt: skip
 @_price("shard-hour", DEFAULT_PRICES.shard_hour, "Provisioned: per shard-hour.")
 @_price("put-units", DEFAULT_PRICES.put_units_million, "Provisioned: per million PUT units.")
 @_price("on-demand-gb", DEFAULT_PRICES.on_demand_gb, "On-demand: per GB written.")
 @_price("stream-hour", DEFAULT_PRICES.on_demand_stream_hour, "On-demand: per stream-hour.")
+@_price("advantage-gb", DEFAULT_PRICES.advantage_gb,
+        "On-demand Advantage: per GB written (a third party's figure).")  # fmt: skip
+@click.option("--advantage-commitment", type=finite(0), show_default=True, metavar="MIBPS",
+              default=DEFAULT_PRICES.advantage_commitment_mibps,
+              help="On-demand Advantage: ingest billed at least (the account's "
+              "commitment).")  # fmt: skip
 @click.option("--ingest", "ingest", default=None, metavar="PATHS", callback=_ingest_paths,
               help="Compare ingestion paths instead: sdk (PutRecords batches), iot-rule (IoT "
               "Core's rule, one PutRecord per message); e.g. sdk,iot-rule.")  # fmt: skip
@@ -168,15 +191,23 @@ def compare(
     classes: int,
     phase_spread: int,
     seed: int,
+    ramp: int,
     strategies: list[PartitionKeyStrategy],
+    capacities: str | None,
+    warm_throughput: float,
+    scale_out_seconds: float,
+    on_demand_shards: int,
     modes: list[BatchingMode],
     strategy: str,
     output: str,
     jobs: int,
+    html_path: str | None,
     price_shard_hour: float,
     price_put_units: float,
     price_on_demand_gb: float,
     price_stream_hour: float,
+    price_advantage_gb: float,
+    advantage_commitment: float,
     ingest: list[str] | None,
     rule_key: str,
     rule_delay_ms: int,
@@ -203,16 +234,51 @@ def compare(
     PutRecords batches, and IoT Core's rule putting one record per message keyed by --rule-key,
     never retrying (throttled records are lost, or go to an error action); with the monthly cost
     of the stream and of IoT Core (--price-iot-* override its prices).
+
+    With --capacity provisioned:4,on-demand,on-demand-advantage, compare capacity modes: the
+    workload through each mode with --partition-key, and through each on-demand mode with auto
+    (the stream spreads records itself), with the shards used over time, throttling, latency,
+    per-rider order and the monthly cost of each mode. One mode (--capacity on-demand) runs the
+    strategies on that stream instead, auto among them. --ramp spreads the riders' start: how
+    fast load arrives decides whether on-demand throttles. How the on-demand stream grows is
+    partly assumed (see --scale-out-seconds, --on-demand-shards); the assumptions are printed
+    under the table.
+
+    \b
+    Examples:
+      alleycat compare --capacity provisioned:4,on-demand,on-demand-advantage
+      alleycat compare --capacity on-demand --riders 5000 --ramp 60
+      alleycat compare --capacity on-demand,on-demand-advantage --warm-throughput 10
     """
     workload = Workload(riders=riders, shards=shards, duration=duration, classes=classes,
-                        phase_spread_ms=phase_spread, seed=seed)  # fmt: skip
-    prices = Prices(
-        shard_hour=price_shard_hour,
-        put_units_million=price_put_units,
-        on_demand_gb=price_on_demand_gb,
-        on_demand_stream_hour=price_stream_hour,
-    )
+                        phase_spread_ms=phase_spread, seed=seed, ramp_seconds=ramp)  # fmt: skip
+    try:
+        prices = Prices(
+            shard_hour=price_shard_hour,
+            put_units_million=price_put_units,
+            on_demand_gb=price_on_demand_gb,
+            on_demand_stream_hour=price_stream_hour,
+            advantage_gb=price_advantage_gb,
+            advantage_commitment_mibps=advantage_commitment,
+        )
+        policy = OnDemandPolicy(
+            initial_shards=on_demand_shards,
+            scale_out_seconds=scale_out_seconds,
+            warm_throughput_mibps=warm_throughput,
+        )
+        specs = parse_capacities(capacities, shards) if capacities else []
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--capacity") from None
+    if specs and (ingest or (modes and len(specs) > 1)):
+        raise click.UsageError(
+            "--capacity with --ingest, or several modes with --batching: compare one thing at "
+            "a time (--batching takes one --capacity mode)"
+        )
+    if warm_throughput and not any(s.mode is CapacityMode.ON_DEMAND_ADVANTAGE for s in specs):
+        raise click.UsageError("--warm-throughput needs on-demand-advantage in --capacity")
     jobs = jobs or usable_cpus()
+    if html_path is not None:
+        check_html(html_path)
     started = time.monotonic()
     if ingest:
         _only_one_comparison(modes)
@@ -242,13 +308,60 @@ def compare(
         else:
             view = render_ingest(workload, runs, prices, iot_prices, recommendation, wall)
             _console().print(view)
+        if html_path is not None:
+            report = ingest_json(workload, runs, prices, iot_prices, recommendation, wall)
+            write_compare_html(html_path, report, [f.run for f in runs], batching=False)
         return
+    if len(specs) > 1:
+        try:
+            capacity = compare_capacities(
+                workload, specs, PartitionKeyStrategy(strategy), policy=policy, prices=prices,
+                processes=jobs,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        except SimulatorError as exc:
+            raise click.ClickException(str(exc)) from None
+        wall = time.monotonic() - started
+        if output == "json":
+            click.echo(json.dumps(capacity_json(capacity, prices, wall)))
+        elif output == "csv":
+            click.echo(comparison_csv([r.run for r in capacity.runs]), nl=False)
+        else:
+            _console().print(render_capacity(capacity, prices, wall))
+        if html_path is not None:
+            report = capacity_json(capacity, prices, wall)
+            write_compare_html(html_path, report, [r.run for r in capacity.runs], batching=False)
+        return
+    spec = None
+    if specs:
+        spec = specs[0]
+        if spec.mode.on_demand:
+            spec = replace(spec, policy=policy)
+            if ctx_default(click.get_current_context(), "strategies"):
+                strategies = [*strategies, PartitionKeyStrategy.AUTO]
+        elif any(s in KEYLESS for s in strategies):
+            raise click.UsageError(
+                "auto needs an on-demand stream: --capacity on-demand (AWS refuses "
+                "service-managed distribution on provisioned streams)"
+            )
+    elif any(s in KEYLESS for s in strategies):
+        raise click.UsageError("auto needs an on-demand stream: add --capacity on-demand")
     try:
         if modes:
             key = PartitionKeyStrategy(strategy)
-            comparison = compare_batching(workload, key, modes, prices=prices, processes=jobs)
+            if key in KEYLESS:
+                raise click.UsageError(
+                    "--partition-key auto cannot be used with --batching: AWS warns that "
+                    "consumers may drop aggregated records on a stream that spreads records itself"
+                )
+            comparison = compare_batching(
+                workload, key, modes, prices=prices, processes=jobs, spec=spec
+            )
         else:
-            comparison = compare_strategies(workload, strategies, prices=prices, processes=jobs)
+            comparison = compare_strategies(
+                workload, strategies, prices=prices, processes=jobs, spec=spec
+            )
     except SimulatorError as exc:
         raise click.ClickException(str(exc)) from None
     wall = time.monotonic() - started
@@ -258,6 +371,20 @@ def compare(
         click.echo(comparison_csv(comparison.runs), nl=False)
     else:
         _console().print(render_comparison(comparison, prices, batching=bool(modes), wall=wall))
+    if html_path is not None:
+        report = comparison_json(comparison, prices, wall)
+        write_compare_html(html_path, report, comparison.runs, batching=bool(modes))
+
+
+def write_compare_html(
+    path: str, report: dict[str, Any], runs: Sequence[RunFigures], *, batching: bool
+) -> None:
+    """Write the comparison's HTML page: ``report`` is the JSON ``--format json`` prints."""
+    from simulator.report.html import compare_page
+
+    offered = [f.offered_per_second for f in runs]
+    curves = [f.latency_curve for f in runs]
+    write_html(path, compare_page(report, offered, curves, batching=batching))
 
 
 def _only_one_comparison(modes: list[BatchingMode]) -> None:
@@ -383,6 +510,11 @@ def render_ingest(
     )  # fmt: skip
 
 
+def ctx_default(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was left at its default."""
+    return ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT
+
+
 def ingest_row(f: IngestFigures) -> dict[str, Any]:
     """One path's figures, the same in JSON, CSV and the table; each key means one thing.
 
@@ -411,6 +543,7 @@ def ingest_row(f: IngestFigures) -> dict[str, Any]:
 def run_row(f: RunFigures) -> dict[str, Any]:
     """One run's figures as plain JSON values."""
     row = asdict(f)
+    del row["offered_per_second"], row["latency_curve"]  # series for the HTML report
     row["throttled_share"] = round(f.throttled_share, 6)
     row["shard_share"] = [round(s, 6) for s in f.shard_share]
     row["imbalance"] = round(f.imbalance, 4)
@@ -453,10 +586,16 @@ def rows_csv(json_rows: Sequence[dict[str, Any]]) -> str:
         for key, prefix in _CSV_COSTS.items():
             for name, value in row.pop(key, {}).items():
                 row[f"{prefix}_{name}_usd"] = value
+        if "scale_outs" in row:
+            # "62:6 120:8": the second of each split and the open shards after it.
+            row["scale_outs"] = " ".join(f"{s}:{count}" for s, count in row["scale_outs"])
         rows.append(row)
     out = io.StringIO()
     if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        # Runs on an on-demand stream may end with more shards than others: every column of
+        # every row, empty where a run has no such shard.
+        columns = list(dict.fromkeys(name for row in rows for name in row))
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return out.getvalue()
@@ -467,7 +606,7 @@ def render_comparison(
 ) -> RenderableType:
     """The comparison for a terminal: table, heat map or prices, and the recommendation."""
     w = comparison.workload
-    messages = w.riders * w.duration
+    messages = fleet_messages(w.riders, w.duration, w.ramp_seconds)
     parts: list[RenderableType] = []
     if batching:
         parts += [batching_table(comparison.runs), prices_note(prices, w.shards)]
@@ -485,9 +624,11 @@ def render_comparison(
         )
     runs = len(comparison.runs)
     what = counted(runs, "mode") if batching else counted(runs, "strategy", "strategies")
+    stream = comparison.runs[0].stream if comparison.runs else ""
+    where = f"an {stream} stream" if stream.startswith("on-demand") else counted(w.shards, "shard")
     ran = (
         f"{what} × {counted(w.riders, 'rider')} × {w.duration:,} s "
-        f"({counted(messages, 'message')} each) on {counted(w.shards, 'shard')}, seed {w.seed}, "
+        f"({counted(messages, 'message')} each) on {where}, seed {w.seed}, "
         f"in {counted(comparison.processes, 'process', 'processes')}"
     )
     parts.append(Text(f"Ran {ran}" + (f" in {wall:.1f} s." if wall is not None else "."), "dim"))
@@ -622,3 +763,73 @@ def prices_note(prices: Prices, shards: int) -> Text:
         "Delivery latency is per Kinesis record, from its oldest message.",
         "dim",
     )
+
+
+def capacity_json(comparison: CapacityComparison, prices: Prices, wall: float) -> dict[str, Any]:
+    """The capacity comparison as one JSON object: one entry in ``runs`` per mode and key."""
+    rows = []
+    for r in comparison.runs:
+        row = run_row(r.run)
+        row["shards_over_time"] = r.shards_over_time
+        row["order_kept"] = r.order_kept
+        row["monthly_usd"] = {k: round(v, 2) for k, v in asdict(r.cost).items()}
+        rows.append(row)
+    return {
+        "workload": asdict(comparison.workload),
+        "prices_usd": asdict(prices),
+        "assumptions": asdict(comparison.policy),
+        "processes": comparison.processes,
+        "wall_seconds": round(wall, 3),
+        "runs": rows,
+        "recommendation": comparison.recommendation,
+    }
+
+
+def render_capacity(comparison: CapacityComparison, prices: Prices, wall: float) -> RenderableType:
+    """One row per mode and key, the assumptions and prices, and the recommendation."""
+    table = _table("Capacity modes")
+    table.add_column("stream")  # on-demand-advantage may wrap at its hyphens
+    table.add_column("key", no_wrap=True)
+    for name in ("shards", "throt-\ntled", "dropped", "p50/p99\nms", "order", "$/month"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for r in comparison.runs:
+        f = r.run
+        table.add_row(
+            r.spec.label, f.strategy, r.shards_over_time, f"{f.throttled_share:.1%}",
+            f"{f.dropped:,}", f"{f.latency_p50_ms:,.0f}/{f.latency_p99_ms:,.0f}",
+            "yes" if r.order_kept else "no", f"{r.cost.total:,.2f}",
+        )  # fmt: skip
+    p = comparison.policy
+    w = comparison.workload
+    assumptions = Text(
+        f"On-demand, as modelled: starts at 4 MiB/s on {p.initial_shards} shards (the shard "
+        f"count is assumed) and splits shards toward {p.headroom:g}× the highest write rate it "
+        f"has accepted, {p.scale_out_seconds:g} s after seeing it (assumed: AWS does not "
+        "publish it); until then load above its shards throttles. 1,000 records/s and 1 MiB/s "
+        "per shard in every mode. Advantage starts with "
+        f"{p.warm_throughput_mibps:g} MiB/s of warm throughput. Order: each rider's records on "
+        "one shard, or on shards split from it.",
+        "dim",
+    )
+    costs = Text(
+        f"Monthly cost if this load ran all month (730 h). Provisioned: shards × "
+        f"${prices.shard_hour}/shard-hour + ${prices.put_units_million}/M PUT units. "
+        f"On-demand: ${prices.on_demand_stream_hour}/stream-hour + ${prices.on_demand_gb}/GB "
+        f"(each record rounded up to 1 KB). Advantage: ${prices.advantage_gb}/GB (a third "
+        f"party's figure), billed for at least {prices.advantage_commitment_mibps:g} MiB/s "
+        "(the account's commitment, shared by its streams; its retrieval part is not counted). "
+        f"Quoted us-east-1 prices checked 2026-12, not fetched: check {PRICING_PAGE} and "
+        "override with --price-* and --advantage-commitment.",
+        "dim",
+    )
+    ran = (
+        f"Ran {counted(len(comparison.runs), 'run')} × {counted(w.riders, 'rider')} × "
+        f"{w.duration:,} s"
+        + (f" (joining over {w.ramp_seconds:,} s)" if w.ramp_seconds else "")
+        + f", seed {w.seed}, in {counted(comparison.processes, 'process', 'processes')} "
+        f"in {wall:.1f} s."
+    )
+    return Group(
+        table, Text(""), assumptions, costs,
+        Text.assemble(("Recommendation: ", "bold"), comparison.recommendation), Text(ran, "dim"),
+    )  # fmt: skip

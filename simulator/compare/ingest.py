@@ -31,12 +31,13 @@ from simulator.compare.costs import (
     Prices,
     monthly_cost,
 )
-from simulator.compare.replay import MeteredStream, RecordedWorkload
+from simulator.compare.replay import WORKLOAD_START, MeteredStream, RecordedWorkload
 from simulator.compare.runs import RunFigures, _classes_on_one_shard, run_one
 from simulator.engine.batching import PUT_PAYLOAD_UNIT_BYTES, Record
 from simulator.engine.fleet import FIRST_RACER_ID
 from simulator.engine.keys import PartitionKeyStrategy
 from simulator.engine.shards import SHARD_RECORDS_PER_SECOND, LocalStream
+from simulator.report.timeline import PERCENTILES
 
 INGEST_PATHS = ("sdk", "iot-rule")
 #: IoT Core meters messages, rules and actions in steps of 5 KB.
@@ -253,6 +254,8 @@ def run_iot_rule(
         classes_on_one_shard=_classes_on_one_shard(stream.rider_shard, w.classes),
         out_of_order=stream.out_of_order,
         cost=cost,
+        offered_per_second=stream.offered_per_second(WORKLOAD_START),
+        latency_curve=(float(delay_ms),) * len(PERCENTILES) if delivered else (),
     )
     return IngestFigures(
         path="iot-rule",

@@ -16,7 +16,7 @@ import pickle
 import queue
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 from alleycat_rider.plural import counted
@@ -27,17 +27,20 @@ from simulator.compare.replay import (
     MeteredStream,
     RecordedWorkload,
     ReplayFleet,
+    StreamSpec,
     Workload,
     record_workload,
 )
 from simulator.engine.aggregation import PER_SECOND, BatchingMode, BatchingStage
+from simulator.engine.capacity import CapacityMode
 from simulator.engine.clock import VirtualClock
+from simulator.engine.counters import RunStats
 from simulator.engine.fleet import FleetConfig
-from simulator.engine.keys import PartitionKeyStrategy
+from simulator.engine.keys import KEYLESS, PartitionKeyStrategy
 from simulator.engine.runner import Simulation, SimulationConfig
 from simulator.engine.shards import SHARD_RECORDS_PER_SECOND, LocalStream
 from simulator.errors import SimulatorError
-from simulator.report.stats import RunStats
+from simulator.report.timeline import latency_curve
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +81,15 @@ class RunFigures:
     out_of_order: int
     cost: MonthlyCost
     verdict: str = ""
+    offered_per_second: tuple[tuple[int, ...], ...] = ()
+    """Entries offered to each shard in each second of the workload (the HTML report's heat
+    map); not in the JSON."""
+    latency_curve: tuple[float, ...] = ()
+    """The latency at every whole percentile, 0 to 100 (the HTML report); not in the JSON."""
+    stream: str = ""
+    """The built-in stream written to: ``provisioned:4``, ``on-demand``, ..."""
+    scale_outs: list[tuple[int, int]] = field(default_factory=list)
+    """``(second of the run, open shards after)`` of each split of an on-demand stream."""
 
 
 def run_one(
@@ -85,11 +97,21 @@ def run_one(
     strategy: PartitionKeyStrategy,
     mode: BatchingMode = PER_SECOND,
     prices: Prices = DEFAULT_PRICES,
+    spec: StreamSpec | None = None,
 ) -> RunFigures:
-    """Replay ``recorded`` with ``strategy`` and ``mode`` on the built-in stream."""
+    """Replay ``recorded`` with ``strategy`` and ``mode`` on the built-in stream ``spec``
+    (default: provisioned, the workload's shards)."""
     w = recorded.workload
-    stream = MeteredStream(LocalStream(w.shards), w.riders)
-    fleet = FleetConfig(riders=w.riders, classes=w.classes, race_seconds=w.race_seconds)
+    spec = spec or StreamSpec(shards=w.shards)
+    if strategy in KEYLESS:  # records without a key need a stream that spreads them itself
+        spec = replace(spec, auto=True)
+    stream = MeteredStream(spec.open(), w.riders)
+    fleet = FleetConfig(
+        riders=w.riders,
+        classes=w.classes,
+        race_seconds=w.race_seconds,
+        ramp_seconds=w.ramp_seconds,
+    )
     config = SimulationConfig(fleet=fleet, duration=w.duration, strategy=strategy, seed=w.seed)
     # The recorded messages take the place of a fresh fleet: same messages, same schedule.
     simulation = Simulation(
@@ -123,8 +145,8 @@ def _figures(
     w: Workload,
     prices: Prices,
 ) -> RunFigures:
-    shard_ids = [s.shard_id for s in stream.describe().shards]
-    counts = [stats.shards[sid].records for sid in shard_ids]
+    shard_ids = stream.shard_ids  # closed by a split too
+    counts = [stats.shards[sid].records if sid in stats.shards else 0 for sid in shard_ids]
     delivered = max(1, stats.delivered)
     mean = sum(counts) / len(counts)
     sent = stats.delivered + stats.throttled + stats.internal_failures
@@ -160,8 +182,20 @@ def _figures(
             billed_kilobytes=stream.billed_kilobytes,
             prices=prices,
         ),
+        offered_per_second=stream.offered_per_second(WORKLOAD_START),
+        latency_curve=tuple(latency_curve(stats.latency)),
+        stream=_stream_label(stream.stream),
+        scale_outs=[
+            (second - int(WORKLOAD_START), count) for second, count in stream.stream.scale_outs
+        ],
     )
     return replace(figures, verdict=verdict(figures))
+
+
+def _stream_label(stream: LocalStream) -> str:
+    if stream.capacity is CapacityMode.PROVISIONED:
+        return f"{stream.capacity.value}:{len(stream.router.shards)}"
+    return stream.capacity.value
 
 
 def _classes_on_one_shard(rider_shard: list[int], classes: int) -> float:
@@ -205,7 +239,7 @@ class Comparison:
     recommendation: str
 
 
-Job = tuple[PartitionKeyStrategy, BatchingMode]
+Job = tuple[PartitionKeyStrategy, BatchingMode, StreamSpec | None]
 
 
 def usable_cpus() -> int:
@@ -233,7 +267,8 @@ def run_all(
     processes = max(1, min(processes, len(jobs)))
     if processes == 1 or "fork" not in multiprocessing.get_all_start_methods():
         recorded = record_workload(workload)
-        return [run_one(recorded, strategy, mode, prices) for strategy, mode in jobs], 1
+        runs = [run_one(recorded, strategy, mode, prices, spec) for strategy, mode, spec in jobs]
+        return runs, 1
     context = multiprocessing.get_context("fork")
     todo: multiprocessing.Queue[tuple[int, Job] | None] = context.Queue()
     done: multiprocessing.Queue[tuple[int, RunFigures | str]] = context.Queue()
@@ -292,9 +327,9 @@ def _worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     recorded = RecordedWorkload(workload, lambda: cast(Chunk, pickle.loads(feed.get())))
     while (item := todo.get()) is not None:
-        index, (strategy, mode) = item
+        index, (strategy, mode, spec) = item
         try:
-            done.put((index, run_one(recorded, strategy, mode, prices)))
+            done.put((index, run_one(recorded, strategy, mode, prices, spec)))
         except Exception as exc:  # Reported by the parent as one line, not lost in a child.
             done.put((index, f"{strategy.value}, {mode.label}: {exc!r}"))
             return
@@ -307,9 +342,10 @@ def compare_strategies(
     mode: BatchingMode = PER_SECOND,
     prices: Prices = DEFAULT_PRICES,
     processes: int = 1,
+    spec: StreamSpec | None = None,
 ) -> Comparison:
-    """Run the same workload through each partition-key strategy."""
-    jobs = [(strategy, mode) for strategy in strategies]
+    """Run the same workload through each partition-key strategy (on the stream ``spec``)."""
+    jobs: list[Job] = [(strategy, mode, spec) for strategy in strategies]
     runs, used = run_all(workload, jobs, prices=prices, processes=processes)
     return Comparison(
         workload=workload, runs=runs, processes=used, recommendation=recommend_strategy(runs)
@@ -323,9 +359,11 @@ def compare_batching(
     *,
     prices: Prices = DEFAULT_PRICES,
     processes: int = 1,
+    spec: StreamSpec | None = None,
 ) -> Comparison:
-    """Run the same workload, keyed by ``strategy``, through each batching mode."""
-    jobs = [(strategy, mode) for mode in modes]
+    """Run the same workload, keyed by ``strategy``, through each batching mode (on the
+    stream ``spec``)."""
+    jobs: list[Job] = [(strategy, mode, spec) for mode in modes]
     runs, used = run_all(workload, jobs, prices=prices, processes=processes)
     return Comparison(
         workload=workload, runs=runs, processes=used, recommendation=recommend_batching(runs)

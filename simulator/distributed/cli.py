@@ -76,6 +76,10 @@ def locust(args: tuple[str, ...]) -> None:
     if not locust_installed():
         click.echo(INSTALL_HINT, err=True)
         sys.exit(2)
+    wants_html = any(a == "--summary-html" or a.startswith("--summary-html=") for a in args)
+    if wants_html and importlib.util.find_spec("plotly") is None:
+        click.echo("--summary-html needs plotly: pip install 'alleycat[report]'", err=True)
+        sys.exit(2)
     argv = locust_argv(args)
     if "-h" in args or "--help" in args:
         # Locust prints its help before it loads a locustfile, so without ours: ours first,

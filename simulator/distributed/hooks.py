@@ -139,6 +139,8 @@ class SummaryCollector:
             build=build(),
         )
         self._show(summary, options.summary_json)
+        if options.summary_html is not None and not _write_html(options.summary_html, summary):
+            environment.process_exit_code = 1
         if summary["error"] or summary["lost"]:
             environment.process_exit_code = 1
 
@@ -173,6 +175,24 @@ class SummaryCollector:
         else:
             with open(path, "w", encoding="utf-8") as file:
                 file.write(text + "\n")
+
+
+def _write_html(path: str, summary: dict[str, Any]) -> bool:
+    """Write the summary's HTML page to ``path``; say where, or one line on why not."""
+    from simulator.report.html import INSTALL_HINT, locust_page
+
+    try:
+        data = locust_page(summary).encode("utf-8")
+        with open(path, "wb") as file:
+            file.write(data)
+    except ImportError:
+        logger.error("alleycat: --summary-html needs plotly: %s", INSTALL_HINT)
+        return False
+    except OSError as exc:
+        logger.error("alleycat: cannot write %s: %s", path, exc.strerror)
+        return False
+    logger.info("alleycat: wrote the HTML report to %s (%.1f MB)", path, len(data) / 1e6)
+    return True
 
 
 _worker = WorkerSide()

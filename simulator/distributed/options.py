@@ -18,7 +18,7 @@ from simulator.distributed.riders import GroupSettings
 from simulator.engine.aggregation import BatchingMode, parse_batching
 from simulator.engine.batching import KINESIS_MAX_RECORDS, BatchLimits
 from simulator.engine.fleet import FleetConfig
-from simulator.engine.keys import PartitionKeyStrategy
+from simulator.engine.keys import KEYLESS, PartitionKeyStrategy
 from simulator.engine.producer import ProducerConfig
 from simulator.sinks.options import DEFAULT_MAX_IN_FLIGHT, SinkOptions
 
@@ -35,7 +35,7 @@ def add_arguments(parser: Any) -> None:
     add(
         "--partition-key",
         default="random",
-        choices=[s.value for s in PartitionKeyStrategy],
+        choices=[s.value for s in PartitionKeyStrategy if s not in KEYLESS],
         help="How records are keyed",
     )
     add("--shards", type=int, default=4, help="Shards of the built-in model or of --create-stream")
@@ -80,6 +80,12 @@ def add_arguments(parser: Any) -> None:
         metavar="FILE",
         help="Write the run's summary as JSON to FILE (- for stdout)",
     )
+    add(
+        "--summary-html",
+        default=None,
+        metavar="FILE",
+        help="Write the run's summary as one HTML page with charts to FILE (needs plotly)",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +97,7 @@ class RunOptions:
     producer: ProducerConfig
     batching: BatchingMode
     summary_json: str | None
+    summary_html: str | None = None
 
     @classmethod
     def from_parsed(cls, options: argparse.Namespace | Any) -> RunOptions:
@@ -138,6 +145,7 @@ class RunOptions:
             ),
             batching=parse_batching(o.batching),
             summary_json=o.summary_json,
+            summary_html=getattr(o, "summary_html", None),
         )
 
 

@@ -1,6 +1,6 @@
 """One run's summary from many workers: each worker's report, and their sum on the master.
 
-Pure. A worker's report is its :meth:`~simulator.report.stats.RunStats.summary` (the figures
+Pure. A worker's report is its :meth:`~simulator.engine.counters.RunStats.summary` (the figures
 ``simulate --json`` prints) with its latency histogram and what it still holds; the master adds
 the counts up, merges the latency histograms (exact percentiles again) and the shards, and
 counts what a worker that died still held as ``lost``. So the fields are those of
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from alleycat_rider.plural import counted
-from simulator.report.stats import LatencyHistogram, RunStats
+from simulator.engine.counters import LatencyHistogram, RunStats
 
 #: Summary fields that are not counts to add up (they are recomputed or taken from one report).
 NOT_SUMMED = frozenset({"mean_batch_records", "latency_ms", "shards"})

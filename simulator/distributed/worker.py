@@ -209,7 +209,7 @@ class WorkerRide:
         """This worker's figures so far (final once :meth:`finish` has returned)."""
         simulation = self.simulation
         if simulation is None:
-            from simulator.report.stats import RunStats
+            from simulator.engine.counters import RunStats
 
             stats, pending = RunStats([]), 0
         else:

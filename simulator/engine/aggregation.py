@@ -26,10 +26,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from simulator.engine.batching import MIB, PUT_PAYLOAD_UNIT_BYTES, Record
+from simulator.engine.counters import LatencyHistogram
 from simulator.engine.kpl import deaggregate, new_aggregate
 from simulator.engine.shards import ShardRouter
 from simulator.engine.source import RecordSource
-from simulator.report.stats import LatencyHistogram
 
 if TYPE_CHECKING:
     from aws_kinesis_agg.aggregator import AggRecord

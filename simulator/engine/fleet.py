@@ -48,8 +48,13 @@ class FleetConfig:
     first_rider: int = 0
     """The fleet's first rider in a larger fleet split over processes: rider ``i`` here is
     racer ``FIRST_RACER_ID + first_rider + i``, named and classed as that rider."""
+    ramp_seconds: int = 0
+    """Riders join over this many seconds (a race start): rider ``i`` of N sends from second
+    ``i * ramp_seconds // N`` on. 0: every rider from the first second."""
 
     def __post_init__(self) -> None:
+        if self.ramp_seconds < 0:
+            raise ValueError("the ramp cannot be negative")
         if self.first_rider < 0:
             raise ValueError("the first rider's number cannot be negative")
         if self.riders < 1:
@@ -60,6 +65,17 @@ class FleetConfig:
             raise ValueError("a race lasts at least one second")
         if not 0 <= self.phase_spread_ms <= 1000:
             raise ValueError("the phase spread is 0 to 1000 ms")
+
+
+def join_second(index: int, riders: int, ramp_seconds: int) -> int:
+    """The second rider ``index`` of ``riders`` sends its first message in, ramping up over
+    ``ramp_seconds``."""
+    return index * ramp_seconds // riders
+
+
+def fleet_messages(riders: int, duration: int, ramp_seconds: int = 0) -> int:
+    """Messages a fleet sends in ``duration`` seconds when its riders join over the ramp."""
+    return sum([max(0, duration - join_second(i, riders, ramp_seconds)) for i in range(riders)])
 
 
 def rider_name(index: int) -> str:
@@ -138,6 +154,13 @@ class Fleet:
         self._texts = tenths_texts(int(10 * max(bounds.cadence_max, bounds.resistance_max)) + 1)
         # UUIDs draw from their own generator, so riders' behaviour does not depend on them.
         self._uuid_rng = random.Random(rng.getrandbits(64))
+        #: The second each rider (by index) joins in; the ramp's last second is before
+        #: ``_ramp_ticks``.
+        self._joins = [
+            join_second(i, config.riders, config.ramp_seconds) for i in range(config.riders)
+        ]
+        self._ramp_ticks = max(self._joins)
+        self._total = fleet_messages(config.riders, duration, config.ramp_seconds)
         self._tick = 0
         self._cursor = 0
         self._position: RacePosition = race_position(self._start_ms, 0, config.race_seconds)
@@ -146,7 +169,7 @@ class Fleet:
     @property
     def total(self) -> int:
         """Messages the whole run will produce."""
-        return self.config.riders * self.duration
+        return self._total
 
     @property
     def done(self) -> bool:
@@ -167,6 +190,7 @@ class Fleet:
         timestamps and come out on a later call, late.
         """
         count = 0
+        first = len(out)
         n = len(self._by_phase)
         now_ms = now * 1000
         while count < limit and self._tick < self.duration:
@@ -175,7 +199,10 @@ class Fleet:
             end = min(due, self._cursor + limit - count)
             if end <= self._cursor:
                 break
-            self._emit_slice(self._cursor, end, second_ms, now, out)
+            if self._tick < self._ramp_ticks:
+                self._emit_joined(self._cursor, end, second_ms, now, out)
+            else:
+                self._emit_slice(self._cursor, end, second_ms, now, out)
             count += end - self._cursor
             self._cursor = end
             if end < n:
@@ -186,8 +213,17 @@ class Fleet:
                 self._position = race_position(self._start_ms, self._tick, self.config.race_seconds)
                 if self._position.second == 1:
                     self._start_race()
-        self.generated += count
-        return count
+        # ``count`` is of riders' turns; in the ramp, those who have not joined send nothing.
+        made = len(out) - first
+        self.generated += made
+        return made
+
+    def _emit_joined(self, lo: int, hi: int, second_ms: int, now: float, out: list[Record]) -> None:
+        """:meth:`_emit_slice` for a second of the ramp: only riders who have joined send."""
+        tick, joins, by_phase = self._tick, self._joins, self._by_phase
+        for k in range(lo, hi):
+            if joins[by_phase[k].index] <= tick:
+                self._emit_slice(k, k + 1, second_ms, now, out)
 
     def _emit_slice(self, lo: int, hi: int, second_ms: int, now: float, out: list[Record]) -> None:
         """The messages of riders ``lo:hi`` (in phase order) for the second at ``second_ms``.

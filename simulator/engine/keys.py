@@ -23,6 +23,7 @@ class PartitionKeyStrategy(StrEnum):
     CLASS = "class"
     RACER = "racer"
     BALANCED = "balanced"
+    AUTO = "auto"
 
 
 #: What each strategy does and what it trades away (shown by ``--help`` and the README).
@@ -46,9 +47,17 @@ STRATEGY_TRADE_OFFS: dict[PartitionKeyStrategy, str] = {
     PartitionKeyStrategy.BALANCED: (
         "the racer id, with an ExplicitHashKey that deals riders round-robin over the shards' "
         "hash ranges: even load and per-rider order, but the map must be rebuilt after "
-        "resharding."
+        "resharding (the simulator rebuilds it when the built-in stream splits)."
+    ),
+    PartitionKeyStrategy.AUTO: (
+        "no partition key: the stream spreads records over its shards itself (service-managed "
+        "distribution, on-demand streams only). Even load with no key to choose, but no order "
+        "at all, and no KPL aggregation or buffered batching."
     ),
 }
+
+#: Strategies whose records carry no key; they need a stream that spreads records itself.
+KEYLESS = frozenset({PartitionKeyStrategy.AUTO})
 
 
 #: ``keyer(riders, timestamps_ms)``: the ``(partition_key, explicit_hash_key)`` of each record,
@@ -78,18 +87,54 @@ def make_keyer(
             return [(str(timestamp), None) for timestamp in timestamps_ms]
 
         return time_keys
-    per_rider: KeyList
-    if strategy is PartitionKeyStrategy.CLASS:
-        per_rider = [(str(c), None) for c in class_ids]
-    elif strategy is PartitionKeyStrategy.BALANCED:
-        per_rider = balanced_keys(racer_ids, shards)
-    else:
-        per_rider = [(str(r), None) for r in racer_ids]
+    if strategy is PartitionKeyStrategy.AUTO:
 
-    def rider_keys(riders: Sequence[int], timestamps_ms: Sequence[int]) -> KeyList:
+        def no_keys(riders: Sequence[int], timestamps_ms: Sequence[int]) -> KeyList:
+            return [NO_KEY] * len(riders)
+
+        return no_keys
+    return RiderKeys(strategy, racer_ids=racer_ids, class_ids=class_ids, shards=shards)
+
+
+#: The key of a record sent without one (``auto``): nothing goes on the wire for it.
+NO_KEY: tuple[str, str | None] = ("", None)
+
+
+class RiderKeys:
+    """Each rider's own key, for ``class``, ``racer`` and ``balanced``: a keyer.
+
+    ``balanced`` deals riders over the shards it was given; :meth:`reshard` deals them again
+    over the shards a split left open.
+    """
+
+    def __init__(
+        self,
+        strategy: PartitionKeyStrategy,
+        *,
+        racer_ids: Sequence[int],
+        class_ids: Sequence[int],
+        shards: Sequence[Shard],
+    ) -> None:
+        self.strategy = strategy
+        self._racer_ids = list(racer_ids)
+        self.per_rider: KeyList
+        if strategy is PartitionKeyStrategy.CLASS:
+            self.per_rider = [(str(c), None) for c in class_ids]
+        elif strategy is PartitionKeyStrategy.BALANCED:
+            self.per_rider = balanced_keys(racer_ids, shards)
+        else:
+            self.per_rider = [(str(r), None) for r in racer_ids]
+
+    def __call__(self, riders: Sequence[int], timestamps_ms: Sequence[int]) -> KeyList:
+        per_rider = self.per_rider
         return [per_rider[rider] for rider in riders]
 
-    return rider_keys
+    def reshard(self, shards: Sequence[Shard]) -> bool:
+        """Deal ``balanced`` riders over ``shards``; True if the keys changed."""
+        if self.strategy is not PartitionKeyStrategy.BALANCED:
+            return False
+        self.per_rider = balanced_keys(self._racer_ids, shards)
+        return True
 
 
 #: Digits in a random partition key: as many as a 64-bit number has, short of overflowing one.

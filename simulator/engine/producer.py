@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from simulator.engine.batching import DEFAULT_BATCH_LIMITS, BatchLimits, Record
+from simulator.engine.counters import RunStats
 from simulator.engine.shards import DEFAULT_SHARD_LIMITS, THROTTLED, ShardLimits, ShardRouter
 from simulator.engine.sink import PutRecordsOutcome
-from simulator.report.stats import RunStats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +148,8 @@ class Producer:
         expire_in_flight: give up on records in flight at their TTL. Off in virtual time,
             where the clock jumps ahead while a request is out: its flight takes no simulated
             time there, so the TTL cannot end during it.
+        pace_limits: what one "shard" of the pacer takes a second; without a router (keys the
+            stream ignores) every record is one shard's, so give the whole stream's limits.
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class Producer:
         router: ShardRouter | None = None,
         *,
         expire_in_flight: bool = True,
+        pace_limits: ShardLimits = DEFAULT_SHARD_LIMITS,
     ) -> None:
         self.config = config
         self._expire_in_flight = expire_in_flight
@@ -175,7 +178,7 @@ class Producer:
         #: Shard index -> when it may be written again, and its throttled responses in a row.
         self._not_before: dict[int, float] = {}
         self._failures: dict[int, int] = {}
-        self._pacer = ShardPacer()
+        self._pacer = ShardPacer(pace_limits)
         self.in_flight = 0
         """Records sent and not yet settled (nor given up on at their TTL)."""
         self._flights: list[_Flight] = []
@@ -395,6 +398,31 @@ class Producer:
         self.in_flight -= len(batch)
         for record in batch:
             self._count_drop(record)
+
+    def reshard(
+        self, router: ShardRouter | None, pace_limits: ShardLimits = DEFAULT_SHARD_LIMITS
+    ) -> None:
+        """Predict shards with ``router`` from now on (the stream split its shards).
+
+        Records waiting for a retry are sorted into the new shards' backlogs, oldest first;
+        backoffs and pacing start afresh, as for shards never throttled.
+        """
+        waiting = sorted([r for queue in self._backlogs.values() for r in queue], key=_age)
+        self._router = router
+        self._index_of = (
+            {shard.shard_id: i for i, shard in enumerate(router.shards)} if router else {}
+        )
+        self._backlogs = {}
+        self._not_before.clear()
+        self._failures.clear()
+        self._pacer = ShardPacer(pace_limits)
+        for record in waiting:
+            shard = self._route(record)
+            queue = self._backlogs.get(shard)
+            if queue is None:
+                queue = self._backlogs[shard] = deque()
+                self._not_before[shard] = 0.0
+            queue.append(record)
 
     def expire(self, now: float) -> None:
         """Give up on records whose TTL has ended, waiting or in flight."""

@@ -14,18 +14,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from simulator.engine.aggregation import PER_SECOND, BatchingMode, BatchingStage
+from simulator.engine.aggregation import PER_SECOND, BatchingKind, BatchingMode, BatchingStage
 from simulator.engine.batching import Record
 from simulator.engine.clock import Clock, VirtualClock
+from simulator.engine.counters import RunStats, StatsSnapshot
 from simulator.engine.dispatch import Dispatcher, InlineDispatcher
 from simulator.engine.fleet import Fleet, FleetConfig
-from simulator.engine.keys import Keyer, PartitionKeyStrategy, make_keyer
+from simulator.engine.keys import KEYLESS, Keyer, PartitionKeyStrategy, RiderKeys, make_keyer
 from simulator.engine.producer import Producer, ProducerConfig
-from simulator.engine.shards import ShardRouter
-from simulator.engine.sink import StreamDescription, StreamSink
+from simulator.engine.shards import DEFAULT_SHARD_LIMITS, ShardLimits, ShardRouter
+from simulator.engine.sink import RecordDistribution, StreamDescription, StreamSink
 from simulator.engine.source import RecordSource
 from simulator.errors import FatalSinkError, RetryableSinkError, SimulatorError
-from simulator.report.stats import RunStats, StatsSnapshot
 
 #: The finest step the loop takes for a deadline (a flush, a backoff, a held record's hold).
 DEADLINE_STEP = 0.005
@@ -94,7 +94,18 @@ class Simulation:
         self.start = clock.now()
         self.started_wall = time.monotonic()
         count = config.fleet.riders
-        keyer = make_keyer(
+        keyless = config.strategy in KEYLESS
+        if keyless and self.stream.distribution is not RecordDistribution.AUTO:
+            raise ValueError(
+                f"--partition-key {config.strategy.value} sends no key: the stream must spread "
+                "records itself (an on-demand stream with service-managed distribution)"
+            )
+        if keyless and batching.kind is not BatchingKind.PER_SECOND:
+            raise ValueError(
+                f"--partition-key {config.strategy.value} cannot be used with --batching "
+                f"{batching.label}: consumers may drop aggregated records on such a stream"
+            )
+        self._keyer = keyer = make_keyer(
             config.strategy,
             racer_ids=[100 + i for i in range(count)],
             class_ids=[i % config.fleet.classes + 1 for i in range(count)],
@@ -112,15 +123,44 @@ class Simulation:
         #: The messages packed into Kinesis records as ``batching`` says.
         self.batching = BatchingStage(self.fleet, batching, self.stream.shards)
         self.stats = RunStats([s.shard_id for s in self.stream.shards])
+        self._known_shards: set[str | None] = {None, *[s.shard_id for s in self.stream.shards]}
+        self.rekeyed = 0
+        """Times ``balanced`` keys were dealt again over the shards of a split."""
+        router, pace_limits = self._routing(self.stream)
         self.producer = Producer(
             config.producer,
             self.stats,
             random.Random(rng.getrandbits(64)),
-            ShardRouter(self.stream.shards),
+            router,
             expire_in_flight=not isinstance(clock, VirtualClock),
+            pace_limits=pace_limits,
         )
         self._stop = threading.Event()
         self.interrupted = False
+
+    @staticmethod
+    def _routing(stream: StreamDescription) -> tuple[ShardRouter | None, ShardLimits]:
+        """How the producer predicts shards: by key, or (keys ignored) one stream-wide pace."""
+        if stream.distribution is RecordDistribution.AUTO:
+            count = len(stream.shards)
+            limits = ShardLimits(
+                records_per_second=DEFAULT_SHARD_LIMITS.records_per_second * count,
+                bytes_per_second=DEFAULT_SHARD_LIMITS.bytes_per_second * count,
+            )
+            return None, limits
+        return ShardRouter(stream.shards), DEFAULT_SHARD_LIMITS
+
+    def _resharded(self, shard_ids: list[str | None]) -> None:
+        """A result named a shard not seen before: the stream split; follow its new map."""
+        self._known_shards.update(shard_ids)
+        stream = self.sink.describe()
+        if stream.shards == self.stream.shards:
+            return
+        self.stream = stream
+        self._known_shards.update(s.shard_id for s in stream.shards)
+        self.producer.reshard(*self._routing(stream))
+        if isinstance(self._keyer, RiderKeys) and self._keyer.reshard(stream.shards):
+            self.rekeyed += 1
 
     def stop(self) -> None:
         """Ask the run to stop generating and drain (safe from another thread)."""
@@ -173,6 +213,8 @@ class Simulation:
                 self.producer.settle(
                     done.batch, done.outcome, done.finished_at, accepted_at=done.sent_at
                 )
+                if not self._known_shards.issuperset(done.outcome.shard_ids):
+                    self._resharded(done.outcome.shard_ids)
             elif isinstance(done.error, FatalSinkError):
                 self.producer.drop_request(done.batch, done.finished_at)
                 fatal = fatal or done.error

@@ -12,6 +12,7 @@ accepts at most 1,000 records and 1 MiB per second; entries over that budget are
 from __future__ import annotations
 
 import bisect
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,7 +24,13 @@ except ImportError:  # pragma: no cover - an interpreter built without it
     from hashlib import md5
 
 from simulator.engine.batching import Record
-from simulator.engine.sink import PutRecordsOutcome, Shard, StreamDescription
+from simulator.engine.capacity import (
+    DEFAULT_ON_DEMAND_POLICY,
+    CapacityMode,
+    OnDemandPolicy,
+    split_shards,
+)
+from simulator.engine.sink import PutRecordsOutcome, RecordDistribution, Shard, StreamDescription
 
 #: The hash space is ``[0, HASH_SPACE_MAX]``.
 HASH_SPACE_MAX = 2**128 - 1
@@ -136,6 +143,12 @@ class LocalStream:
 
     Time is the caller's: ``put_records(records, now)`` spends the budget of the second ``now``
     falls in, so the model throttles the same way in real, scaled and virtual time.
+
+    Provisioned, it keeps ``shard_count`` shards. On-demand (``capacity``), it starts with the
+    policy's shards and splits them as the write rate grows (:mod:`simulator.engine.capacity`):
+    the parents close, :attr:`closed` keeps them and :attr:`scale_outs` says when each split
+    happened. With ``distribution`` AUTO (on-demand only), keys are ignored and records are
+    dealt evenly over the open shards, in an order drawn from ``seed``.
     """
 
     def __init__(
@@ -144,24 +157,56 @@ class LocalStream:
         *,
         name: str = "built-in",
         limits: ShardLimits = DEFAULT_SHARD_LIMITS,
+        capacity: CapacityMode = CapacityMode.PROVISIONED,
+        policy: OnDemandPolicy = DEFAULT_ON_DEMAND_POLICY,
+        distribution: RecordDistribution = RecordDistribution.USER_PARTITION_KEY,
+        seed: int = 0,
     ) -> None:
+        if distribution is RecordDistribution.AUTO and not capacity.on_demand:
+            raise ValueError("service-managed distribution (AUTO) needs an on-demand stream")
         self.name = name
         self.limits = limits
-        self.router = ShardRouter(split_hash_space(shard_count))
+        self.capacity = capacity
+        self.policy = policy
+        self.distribution = distribution
+        if capacity.on_demand:
+            shard_count = policy.starting_shards(limits.bytes_per_second)
+        shards = split_hash_space(shard_count)
+        self.closed: list[Shard] = []
+        """Shards closed by a split, in the order they closed."""
+        self.scale_outs: list[tuple[int, int]] = []
+        """``(second, open shards after)`` of each split, in order."""
+        self._next_index = shard_count
+        self._peak_records = 0
+        self._peak_bytes = 0
+        self._scale_at: float | None = None
+        self._bag: list[int] = []
+        self._rng = random.Random(seed)
+        # Sequence numbers grow within a shard and look like Kinesis's 56-digit ones.
+        # They are the shard's 40-digit prefix and a 16-digit counter: formatting a small
+        # integer per record costs a fraction of formatting a 56-digit one.
+        self._counters: dict[str, int] = {}
+        self._open(shards)
         # What each shard has accepted in the current second: its budget spent so far.
         self._second = -1
         self._used_records = [0] * shard_count
         self._used_bytes = [0] * shard_count
-        # Sequence numbers grow within a shard and look like Kinesis's 56-digit ones.
-        # They are the shard's 40-digit prefix and a 16-digit counter: formatting a small
-        # integer per record costs a fraction of formatting a 56-digit one.
-        self._sequence_prefix = [f"{49 * 10**38 + i * 10**32}" for i in range(shard_count)]
-        self._sequence = [10**15] * shard_count
+
+    def _open(self, shards: list[Shard]) -> None:
+        """Route to ``shards`` from now on, keeping each shard's sequence counter."""
+        self._bag.clear()
+        self.router = ShardRouter(shards)
         self._ids = [s.shard_id for s in self.router.shards]
+        self._sequence_prefix = [
+            f"{49 * 10**38 + int(sid.rsplit('-', 1)[1]) * 10**32}" for sid in self._ids
+        ]
+        self._sequence = [self._counters.get(sid, 10**15) for sid in self._ids]
 
     def describe(self) -> StreamDescription:
         """The stream's name and open shards."""
-        return StreamDescription(name=self.name, shards=tuple(self.router.shards))
+        return StreamDescription(
+            name=self.name, shards=tuple(self.router.shards), distribution=self.distribution
+        )
 
     def put_records(self, records: Sequence[Record], now: float) -> PutRecordsOutcome:
         """Write a batch: each entry is accepted with a sequence number or throttled."""
@@ -170,6 +215,8 @@ class LocalStream:
         second = max(int(now), self._second)
         if second != self._second:
             # A new second: every shard's budget is whole again.
+            if self.capacity.on_demand:
+                self._scale(second)
             self._second = second
             self._used_records = [0] * len(self._ids)
             self._used_bytes = [0] * len(self._ids)
@@ -181,7 +228,7 @@ class LocalStream:
         sequence_numbers: list[str | None] = []
         error_codes: list[str | None] = []
         failed = 0
-        for record, index in zip(records, self.router.indices_for(records), strict=True):
+        for record, index in zip(records, self._indices(records), strict=True):
             size = record.size
             if used_records[index] < max_records and used_bytes[index] + size <= max_bytes:
                 used_records[index] += 1
@@ -201,6 +248,50 @@ class LocalStream:
             sequence_numbers=sequence_numbers,
             error_codes=error_codes,
         )
+
+    def _indices(self, records: Sequence[Record]) -> list[int]:
+        """The open shard each record goes to: by its key, or dealt in turn under AUTO."""
+        if self.distribution is RecordDistribution.USER_PARTITION_KEY:
+            return self.router.indices_for(records)
+        # Each run of N records goes one to each of the N open shards, in a random order: as
+        # even as dealing in turn, without pinning a rider who sends at the same place in
+        # every request to one shard.
+        bag, count = self._bag, len(self._ids)
+        indices: list[int] = []
+        for _ in range(len(records)):
+            if not bag:
+                bag.extend(range(count))
+                self._rng.shuffle(bag)
+            indices.append(bag.pop())
+        return indices
+
+    def _scale(self, second: int) -> None:
+        """At the turn of a second: note the write rate of the one that ended, and split
+        shards once a scale-out asked for earlier is due."""
+        if self._second >= 0:
+            self._peak_records = max(self._peak_records, sum(self._used_records))
+            self._peak_bytes = max(self._peak_bytes, sum(self._used_bytes))
+        needed = self.policy.shards_needed(
+            self._peak_records,
+            self._peak_bytes,
+            shard_records_per_second=self.limits.records_per_second,
+            shard_bytes_per_second=self.limits.bytes_per_second,
+        )
+        if needed <= len(self._ids):
+            self._scale_at = None
+            return
+        if self._scale_at is None:
+            self._scale_at = self._second + 1 + self.policy.scale_out_seconds
+        if second < self._scale_at:
+            return
+        self._scale_at = None
+        for sid, counter in zip(self._ids, self._sequence, strict=True):
+            self._counters[sid] = counter
+        shards, closed = split_shards(self.router.shards, needed, self._next_index)
+        self._next_index += 2 * len(closed)
+        self.closed += closed
+        self._open(shards)
+        self.scale_outs.append((second, len(shards)))
 
     def close(self) -> None:
         """Nothing to release; present so every sink can be closed alike."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -23,11 +24,23 @@ class Shard:
     shard_id: str
     starting_hash_key: int
     ending_hash_key: int
+    parent_shard_id: str | None = None
+    """The shard this one was split from, if any."""
 
     @property
     def midpoint(self) -> int:
         """A hash key in the middle of the range."""
         return (self.starting_hash_key + self.ending_hash_key) // 2
+
+
+class RecordDistribution(StrEnum):
+    """Who decides a record's shard (a stream's ``RecordDistributionStrategy``)."""
+
+    USER_PARTITION_KEY = "USER_PARTITION_KEY"
+    """The partition key's MD5 (or the explicit hash key), as ever."""
+    AUTO = "AUTO"
+    """The service spreads records over the open shards: keys are ignored and may be left
+    out, and no order is kept. On-demand streams only."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +50,7 @@ class StreamDescription:
     name: str
     shards: tuple[Shard, ...]
     """The open shards, in hash-key order."""
+    distribution: RecordDistribution = RecordDistribution.USER_PARTITION_KEY
 
 
 @dataclass(slots=True, kw_only=True)

@@ -42,8 +42,8 @@ from alleycat_rider.mqtt import (
     make_tls_context,
 )
 from simulator.engine.batching import Record
+from simulator.engine.counters import LatencyHistogram
 from simulator.engine.fleet import FIRST_RACER_ID, Fleet
-from simulator.report.stats import LatencyHistogram
 
 #: IoT Core's limit of publishes per second on one connection.
 MAX_PUBLISHES_PER_SECOND = 100

@@ -1,6 +1,6 @@
 """The live dashboard of ``alleycat simulate``: a pure function of a stats snapshot.
 
-:func:`render_dashboard` turns a :class:`~simulator.report.stats.StatsSnapshot` (and the recent
+:func:`render_dashboard` turns a :class:`~simulator.engine.counters.StatsSnapshot` (and the recent
 history of :mod:`simulator.report.history`) into a rich renderable that lays itself out for the
 width it is given and, with ``fit_height``, the terminal's height: on 80×24 it folds the figures
 into fewer columns, lists fewer shards and drops what does not fit (blank lines, then the long
@@ -21,9 +21,9 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.panel import Panel
 from rich.text import Text
 
+from simulator.engine.counters import ShardSnapshot, StatsSnapshot
 from simulator.engine.shards import SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND
 from simulator.report.history import HISTORY_SECONDS, WINDOW_SECONDS, RecentHistory
-from simulator.report.stats import ShardSnapshot, StatsSnapshot
 
 #: Shards listed one per line at most; beyond this (or the height), the busiest are listed
 #: and the rest summarised.

@@ -15,7 +15,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from simulator.report.stats import RunStats, StatsSnapshot
+from simulator.engine.counters import RunStats, StatsSnapshot
 
 #: Simulated seconds the shard bars are averaged over.
 WINDOW_SECONDS = 5

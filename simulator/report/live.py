@@ -19,6 +19,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from simulator.engine.fleet import fleet_messages
 from simulator.engine.runner import RunResult, Simulation
 from simulator.report.dashboard import render_dashboard
 from simulator.report.history import RunHistory
@@ -53,6 +54,7 @@ def run_with_progress(
     dashboard: bool = True,
     batching: str = "per-second",
     console: Console | None = None,
+    observe: Callable[[Simulation], None] | None = None,
 ) -> RunResult:
     """Run ``simulation`` with a live dashboard on a terminal, else with progress lines.
 
@@ -63,6 +65,7 @@ def run_with_progress(
         dashboard: draw the dashboard when a terminal is there (``--no-dashboard`` turns it off).
         batching: the batching mode's name, shown on the dashboard.
         console: draw the dashboard on this console, terminal or not (tests).
+        observe: also called on every pass of the run loop (the HTML report's timeline).
     """
     # Records are short-lived and form no cycles: the cyclic collector only costs time here.
     gc.collect()
@@ -74,14 +77,34 @@ def run_with_progress(
             if console is None:
                 # With --json, or stdout piped, draw on stderr so stdout keeps only the summary.
                 console = Console(stderr=json_output or not _isatty(sys.stdout))
-            return _run_live(simulation, console, batching=batching)
-        return simulation.run(on_pass=ProgressLine(simulation))
+            return _run_live(simulation, console, batching=batching, observe=observe)
+        return simulation.run(on_pass=_also(ProgressLine(simulation), observe))
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
 
 
-def _run_live(simulation: Simulation, console: Console, *, batching: str) -> RunResult:
+def _also(
+    on_pass: Callable[[Simulation], None], observe: Callable[[Simulation], None] | None
+) -> Callable[[Simulation], None]:
+    """``on_pass``, and ``observe`` after it when there is one."""
+    if observe is None:
+        return on_pass
+
+    def both(simulation: Simulation) -> None:
+        on_pass(simulation)
+        observe(simulation)
+
+    return both
+
+
+def _run_live(
+    simulation: Simulation,
+    console: Console,
+    *,
+    batching: str,
+    observe: Callable[[Simulation], None] | None = None,
+) -> RunResult:
     sampler = DashboardSampler(simulation, batching=batching)
     # The run loop only takes snapshots (on its own thread, so they never read counters the
     # loop is changing); Live's refresh thread lays them out and writes them to the terminal,
@@ -93,7 +116,7 @@ def _run_live(simulation: Simulation, console: Console, *, batching: str) -> Run
         refresh_per_second=REFRESH_PER_SECOND,
         transient=False,
     ) as live:
-        result = simulation.run(on_pass=sampler)
+        result = simulation.run(on_pass=_also(sampler, observe))
         sampler.take(simulation)
         live.refresh()
     return result
@@ -126,7 +149,8 @@ class DashboardSampler:
         config = simulation.config
         self._batching = batching
         self._per_record = batching == "per-second"
-        self._total = config.fleet.riders * config.duration if self._per_record else None
+        messages = fleet_messages(config.fleet.riders, config.duration, config.fleet.ramp_seconds)
+        self._total = messages if self._per_record else None
         self._latest: RenderableType = Text("")
         self.take(simulation)
 
@@ -176,7 +200,10 @@ class ProgressLine:
         self._clock = clock
         self._next = clock() + every
         self._out = out
-        self._total = simulation.config.fleet.riders * simulation.config.duration
+        config = simulation.config
+        self._total = fleet_messages(
+            config.fleet.riders, config.duration, config.fleet.ramp_seconds
+        )
 
     def __call__(self, simulation: Simulation) -> None:
         wall = self._clock()

@@ -28,8 +28,17 @@ def _ridden(summary: dict[str, Any]) -> str:
     return f"{riders:,} × {ridden:,} of {duration:,}"
 
 
+def _capacity(summary: dict[str, Any]) -> str:
+    """``on-demand: split to 8 shards at 62 s`` when the stream scaled out."""
+    splits = summary.get("scale_outs") or []
+    if not splits:
+        return str(summary["capacity"])
+    steps = ", ".join(f"{s['open_shards']:,} at {s['at_second']:,} s" for s in splits)
+    return f"{summary['capacity']}: split to {steps}"
+
+
 def summary_table(summary: dict[str, Any]) -> RenderableType:
-    """Render a run summary (:meth:`simulator.report.stats.RunStats.summary` plus run facts)."""
+    """Render a run summary (:meth:`simulator.engine.counters.RunStats.summary` plus run facts)."""
     totals = Table(title="Run summary", show_header=False, title_justify="left")
     totals.add_column("figure")
     totals.add_column("value", justify="right")
@@ -53,6 +62,10 @@ def summary_table(summary: dict[str, Any]) -> RenderableType:
         ),
         ("elapsed (wall)", f"{summary['wall_seconds']:,.1f} s ({summary['build']})"),
     ]
+    if "capacity" in summary:
+        rows.insert(2, ("capacity", _capacity(summary)))
+    if summary.get("order_kept") is False:
+        rows.insert(3, ("per-rider order", "not kept: the stream spreads records itself"))
     rate = summary.get("records_per_wall_second")
     if rate is not None:  # how fast the simulator itself went: the figure of a --fast run
         rows.append(("records/s (wall)", f"{rate:,.0f}"))

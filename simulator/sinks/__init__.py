@@ -14,7 +14,12 @@ __all__ = ["DEFAULT_MAX_IN_FLIGHT", "SinkOptions", "make_dispatcher", "open_sink
 def open_sink(options: SinkOptions) -> StreamSink:
     """The sink ``options`` name; raises a :class:`~simulator.errors.SimulatorError` if unusable."""
     if options.stream is None:
-        return LocalStream(options.shards)
+        return LocalStream(
+            options.shards,
+            capacity=options.capacity,
+            policy=options.policy,
+            distribution=options.distribution,
+        )
     from simulator.sinks.kinesis import KinesisSink  # boto3 is loaded only for real streams
 
     sink: StreamSink = KinesisSink.open(options)

@@ -157,9 +157,14 @@ def outcome_from_answer(answer: dict[str, Any], sent: int) -> PutRecordsOutcome:
 
 
 def _entry(record: Record) -> bytes:
-    """One entry of the request body: ``{"Data":"<base64>","PartitionKey":"..."}``."""
-    entry = b'{"Data":"' + binascii.b2a_base64(record.data, newline=False)
-    entry += b'","PartitionKey":' + _text(record.partition_key)
+    """One entry of the request body: ``{"Data":"<base64>","PartitionKey":"..."}``.
+
+    A record without a key (``--partition-key auto``) is sent without ``PartitionKey``: a
+    stream with service-managed distribution takes it so.
+    """
+    entry = b'{"Data":"' + binascii.b2a_base64(record.data, newline=False) + b'"'
+    if record.partition_key:
+        entry += b',"PartitionKey":' + _text(record.partition_key)
     if record.explicit_hash_key is not None:
         entry += b',"ExplicitHashKey":' + _text(record.explicit_hash_key)
     return entry + b"}"

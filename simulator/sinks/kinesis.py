@@ -18,6 +18,7 @@ check costs about 2 ms of CPU per 500-record request, on the core the run loop n
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -29,7 +30,8 @@ from botocore.config import Config
 
 from alleycat_rider.plural import counted
 from simulator.engine.batching import Record
-from simulator.engine.sink import PutRecordsOutcome, Shard, StreamDescription
+from simulator.engine.capacity import CapacityMode
+from simulator.engine.sink import PutRecordsOutcome, RecordDistribution, Shard, StreamDescription
 from simulator.errors import FatalSinkError
 from simulator.sinks.json_wire import MismatchedAnswer, PutRecordsWire, outcome_from_answer
 from simulator.sinks.kinesis_errors import BotoCoreError, ClientError, translate_error
@@ -221,8 +223,9 @@ class StreamOpener:
         """Call ``method`` with retries (see :func:`call_kinesis`)."""
         return call_kinesis(self._client, method, stream=self._stream, sleep=self._sleep, **kwargs)
 
-    def create(self, shard_count: int) -> bool:
-        """Create the stream with ``shard_count`` shards; False if it already exists.
+    def create(self, request: dict[str, Any]) -> bool:
+        """Create the stream as ``request`` (CreateStream's parameters, see
+        :func:`create_stream_request`) says; False if it already exists.
 
         A failure that can pass (a 5xx, a throttle, a reset connection) is retried with backoff,
         as every other call is. If an attempt whose answer was lost did create the stream, the
@@ -231,10 +234,11 @@ class StreamOpener:
         Raises:
             FatalSinkError: The stream cannot be created.
         """
+        what = _stream_kind(request)
         lost_answer = False
         for attempt in range(OPEN_ATTEMPTS):
             try:
-                self._client.create_stream(StreamName=self._stream, ShardCount=shard_count)
+                self._client.create_stream(**request)
             except ClientError as exc:
                 error = exc.response.get("Error", {})
                 code, message = error.get("Code"), str(error.get("Message", ""))
@@ -242,17 +246,22 @@ class StreamOpener:
                     return lost_answer
                 if code == "LimitExceededException" and "rate exceeded" not in message.lower():
                     raise FatalSinkError(
-                        f"cannot create stream {self._stream!r} with "
-                        f"{counted(shard_count, 'shard')}: "
+                        f"cannot create stream {self._stream!r} with {what}: "
                         f"{message or 'shard limit reached'} (ask for fewer --shards "
                         "or a higher shard quota)"
+                    ) from exc
+                on_demand = _stream_mode(request) != "PROVISIONED"
+                if on_demand and code in ("ValidationException", "InvalidArgumentException"):
+                    raise FatalSinkError(
+                        f"cannot create stream {self._stream!r} with {what}: {message} (an "
+                        "endpoint without on-demand streams? try --capacity provisioned)"
                     ) from exc
                 self._retry_or_raise(exc, attempt)
             except BotoCoreError as exc:
                 lost_answer = True  # the request may have reached the server
                 self._retry_or_raise(exc, attempt)
             else:
-                self.say(f"creating stream {self._stream!r} with {counted(shard_count, 'shard')}")
+                self.say(f"creating stream {self._stream!r} with {what}")
                 return True
         raise AssertionError("unreachable")
 
@@ -263,8 +272,8 @@ class StreamOpener:
         self.say(f"{error}; trying again")
         self._sleep(min(2.0, 0.2 * 2**attempt) * (0.5 + random.random() / 2))
 
-    def wait_until_active(self) -> None:
-        """Return once the stream takes writes (ACTIVE or UPDATING).
+    def wait_until_active(self) -> dict[str, Any]:
+        """Return the stream's summary once it takes writes (ACTIVE or UPDATING).
 
         Raises:
             FatalSinkError: The stream is being deleted, or stayed CREATING past the timeout.
@@ -278,7 +287,8 @@ class StreamOpener:
             if status in ("ACTIVE", "UPDATING"):
                 if next_note:
                     self.say(f"stream {self._stream!r} is ACTIVE")
-                return
+                found: dict[str, Any] = summary["StreamDescriptionSummary"]
+                return found
             if status == "DELETING":
                 raise FatalSinkError(
                     f"stream {self._stream!r} is being deleted: wait until it is gone, then "
@@ -320,6 +330,8 @@ class KinesisSink:
         name: The stream's name.
         shards: Its open shards.
         wire: The PutRecords sender (closed by :meth:`close`).
+        distribution: AUTO for a stream checked to spread records itself (records may then
+            go without a key).
     """
 
     def __init__(
@@ -329,11 +341,15 @@ class KinesisSink:
         shards: Sequence[Shard],
         *,
         wire: PutRecordsWire | None = None,
+        distribution: RecordDistribution = RecordDistribution.USER_PARTITION_KEY,
     ) -> None:
         self._client = client
         self._wire = wire
+        self.distribution = distribution
         self.name = name
         self.shards = tuple(shards)
+        self._known: set[str | None] = {None, *[s.shard_id for s in self.shards]}
+        self._resharded = False
         self.endpoint: str = client.meta.endpoint_url
 
     @classmethod
@@ -363,15 +379,26 @@ class KinesisSink:
                 progress=progress,
                 timeout=active_timeout,
             )
-            created = opener.create(options.shards) if options.create_stream else False
-            opener.wait_until_active()
+            request = create_stream_request(options.stream, options)
+            created = opener.create(request) if options.create_stream else False
+            summary = opener.wait_until_active()
             shards = opener.shards()
-            if options.create_stream and not created and len(shards) != options.shards:
+            problem = stream_mismatch(options.stream, summary, options)
+            if problem is not None:
+                raise FatalSinkError(problem)
+            mode = _stream_mode(summary)
+            if options.create_stream and not created and mode != _stream_mode(request):
                 opener.say(
-                    f"stream {options.stream!r} already exists with "
-                    f"{counted(len(shards), 'open shard')}: "
-                    f"writing to those (--shards {options.shards} applies to a new stream)"
+                    f"stream {options.stream!r} already exists as {mode}: writing to it "
+                    f"(--capacity {options.capacity.value} applies to a new stream)"
                 )
+            elif options.create_stream and not created and len(shards) != options.shards:
+                if mode == "PROVISIONED":
+                    opener.say(
+                        f"stream {options.stream!r} already exists with "
+                        f"{counted(len(shards), 'open shard')}: "
+                        f"writing to those (--shards {options.shards} applies to a new stream)"
+                    )
         except BaseException:
             client.close()
             raise
@@ -386,11 +413,19 @@ class KinesisSink:
             read_timeout=READ_TIMEOUT,
             max_connections=connections,
         )
-        return cls(client, options.stream, shards, wire=wire)
+        return cls(client, options.stream, shards, wire=wire, distribution=options.distribution)
 
     def describe(self) -> StreamDescription:
-        """The stream's name and open shards, as ListShards gave them."""
-        return StreamDescription(name=self.name, shards=self.shards)
+        """The stream's name and open shards, as ListShards gave them.
+
+        Listed again once an answer has named a shard not among them: the stream was
+        resharded (as an on-demand stream is when it scales), and the run asks for the new map.
+        """
+        if self._resharded:
+            self._resharded = False
+            self.shards = tuple(list_shards(self._client, self.name))
+            self._known = {None, *[s.shard_id for s in self.shards]}
+        return StreamDescription(name=self.name, shards=self.shards, distribution=self.distribution)
 
     def put_records(self, records: Sequence[Record], now: float) -> PutRecordsOutcome:
         """Send one PutRecords request; per-entry failures come back in the outcome.
@@ -401,9 +436,10 @@ class KinesisSink:
         """
         try:
             if self._wire is not None:
-                return self._wire.put_records(records)
-            answer = self._client.put_records(StreamName=self.name, Records=_entries(records))
-            return outcome_from_answer(answer, len(records))
+                outcome = self._wire.put_records(records)
+            else:
+                answer = self._client.put_records(StreamName=self.name, Records=_entries(records))
+                outcome = outcome_from_answer(answer, len(records))
         except (BotoCoreError, ClientError) as exc:
             raise translate_error(exc, stream=self.name, endpoint=self.endpoint) from exc
         except MismatchedAnswer as exc:
@@ -411,6 +447,9 @@ class KinesisSink:
                 f"{self.endpoint} answered {len(records)} records with {exc.results} results: "
                 "not a Kinesis-compatible endpoint?"
             ) from None
+        if not self._known.issuperset(outcome.shard_ids):
+            self._resharded = True
+        return outcome
 
     def close(self) -> None:
         """Close the client's connections."""
@@ -419,15 +458,95 @@ class KinesisSink:
         self._client.close()
 
 
+def create_stream_request(name: str, options: SinkOptions) -> dict[str, Any]:
+    """CreateStream's parameters for what the options ask.
+
+    A provisioned stream gets its shard count (and nothing a server without capacity modes
+    would refuse); an on-demand one its mode, AUTO distribution for records without a key,
+    and Advantage's warm throughput. The maximum record size is asked for only when set.
+    """
+    request: dict[str, Any] = {"StreamName": name}
+    if options.capacity is CapacityMode.PROVISIONED:
+        request["ShardCount"] = options.shards
+    else:
+        request["StreamModeDetails"] = {"StreamMode": "ON_DEMAND"}
+        if options.distribution is RecordDistribution.AUTO:
+            request["RecordDistributionStrategy"] = RecordDistribution.AUTO.value
+        warm = options.policy.warm_throughput_mibps
+        if options.capacity is CapacityMode.ON_DEMAND_ADVANTAGE and warm:
+            request["WarmThroughputMiBps"] = math.ceil(warm)
+    if options.max_record_size_kib is not None:
+        request["MaxRecordSizeInKiB"] = options.max_record_size_kib
+    return request
+
+
+#: A stream's maximum record size when DescribeStreamSummary does not say (1 MiB).
+DEFAULT_MAX_RECORD_KIB = 1024
+
+
+def stream_mismatch(name: str, summary: dict[str, Any], options: SinkOptions) -> str | None:
+    """One line on why the stream cannot take this run's records as asked; None if it can.
+
+    Args:
+        name: The stream's name.
+        summary: Its ``StreamDescriptionSummary``.
+        options: What the run sends (records without a key, how large).
+    """
+    if options.distribution is RecordDistribution.AUTO:
+        if _stream_mode(summary) != "ON_DEMAND":
+            return (
+                f"stream {name!r} is provisioned: --partition-key auto needs an on-demand "
+                "stream that spreads records itself (AWS refuses that on provisioned streams); "
+                "create one under a new --stream name with --create-stream --capacity on-demand"
+            )
+        strategy = summary.get("RecordDistributionStrategy", "USER_PARTITION_KEY")
+        if strategy != RecordDistribution.AUTO.value:
+            return (
+                f"stream {name!r} places records by partition key ({strategy}), so records "
+                "without one would be refused: switch it with `aws kinesis "
+                "update-stream-record-distribution-strategy --record-distribution-strategy "
+                "AUTO --stream-arn ARN`, or choose another --partition-key"
+            )
+    largest_kib = int(summary.get("MaxRecordSizeInKiB") or DEFAULT_MAX_RECORD_KIB)
+    needed_kib = math.ceil(options.max_record_bytes / 1024)
+    if needed_kib > largest_kib:
+        return (
+            f"stream {name!r} takes records of at most {largest_kib:,} KiB, but this run may "
+            f"send records of {needed_kib:,} KiB (--max-record-bytes {options.max_record_bytes}): "
+            "lower --max-record-bytes, or raise the stream's limit (`aws kinesis "
+            "update-max-record-size`)"
+        )
+    return None
+
+
+def _stream_mode(summary: dict[str, Any]) -> str:
+    """``PROVISIONED`` or ``ON_DEMAND``, from a summary or a CreateStream request (a server
+    without capacity modes says nothing: provisioned)."""
+    return str((summary.get("StreamModeDetails") or {}).get("StreamMode", "PROVISIONED"))
+
+
+def _stream_kind(request: dict[str, Any]) -> str:
+    """What a CreateStream request makes, for messages: "4 shards", "on-demand, AUTO"."""
+    if _stream_mode(request) == "PROVISIONED":
+        return counted(int(request.get("ShardCount", 1)), "shard")
+    parts = ["on-demand capacity"]
+    if "RecordDistributionStrategy" in request:
+        parts.append("record distribution AUTO")
+    if "WarmThroughputMiBps" in request:
+        parts.append(f"warm throughput {request['WarmThroughputMiBps']} MiB/s")
+    if "MaxRecordSizeInKiB" in request:
+        parts.append(f"records up to {request['MaxRecordSizeInKiB']:,} KiB")
+    return ", ".join(parts)
+
+
 def _entries(records: Sequence[Record]) -> list[dict[str, Any]]:
-    """PutRecords entries as boto3 takes them."""
-    return [
-        {"Data": r.data, "PartitionKey": r.partition_key}
-        if r.explicit_hash_key is None
-        else {
-            "Data": r.data,
-            "PartitionKey": r.partition_key,
-            "ExplicitHashKey": r.explicit_hash_key,
-        }
-        for r in records
-    ]
+    """PutRecords entries as boto3 takes them; a record without a key is sent without one."""
+    entries: list[dict[str, Any]] = []
+    for r in records:
+        entry: dict[str, Any] = {"Data": r.data}
+        if r.partition_key:
+            entry["PartitionKey"] = r.partition_key
+        if r.explicit_hash_key is not None:
+            entry["ExplicitHashKey"] = r.explicit_hash_key
+        entries.append(entry)
+    return entries

@@ -59,6 +59,9 @@ class ShardRule(StrEnum):
     ExplicitHashKey, so the key's MD5 says nothing here."""
     MD5_OR_BALANCED = "md5-or-balanced"
     """Strategy unknown: off its shard only when neither rule puts it there."""
+    SERVICE = "service"
+    """The stream placed records itself (``auto``: service-managed distribution): any shard
+    is right, none is checked."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +71,7 @@ class StreamRecord:
     shard_id: str
     sequence_number: str
     partition_key: str
+    """Empty for a record written without one (a stream that spreads records itself)."""
     data: bytes
 
 
@@ -366,14 +370,21 @@ class StreamVerifier:
     def _on_its_shard(self, record: StreamRecord, racers: list[int]) -> bool | None:
         """Whether ``record`` sits where the rule puts it; None when the rule cannot tell."""
         shard = self._ranges.get(record.shard_id)
-        if shard is None:
+        if shard is None or self.shard_rule is ShardRule.SERVICE:
             return None
+        if not record.partition_key and self.shard_rule is not ShardRule.BALANCED:
+            # Written without a key: the stream chose its shard, no MD5 rule can tell.
+            return None if self.shard_rule is ShardRule.MD5 else self._dealt_right(record, racers)
         if self.shard_rule is not ShardRule.BALANCED:
             key_hash = hash_key(record.partition_key)
             if shard.starting_hash_key <= key_hash <= shard.ending_hash_key:
                 return True
             if self.shard_rule is ShardRule.MD5:
                 return False
+        return self._dealt_right(record, racers)
+
+    def _dealt_right(self, record: StreamRecord, racers: list[int]) -> bool | None:
+        """Whether ``record``'s riders were dealt to its shard; None when it cannot tell."""
         index = self._deal.get(record.shard_id)
         if index is None or not racers:
             return None

@@ -13,7 +13,7 @@ import click
 
 from alleycat_rider.plural import counted
 from simulator.cli_options import aws_options, parse_moment
-from simulator.engine.keys import PartitionKeyStrategy
+from simulator.engine.keys import KEYLESS, PartitionKeyStrategy
 from simulator.engine.sink import Shard
 from simulator.errors import SimulatorError
 from simulator.verify.check import ShardRule, StreamRecord, StreamVerifier, VerifyReport
@@ -79,7 +79,7 @@ class ShardReader:
                 yield StreamRecord(
                     shard_id=shard.shard_id,
                     sequence_number=record["SequenceNumber"],
-                    partition_key=record["PartitionKey"],
+                    partition_key=record.get("PartitionKey") or "",
                     data=bytes(record["Data"]),
                 )
             iterator = page.get("NextShardIterator")
@@ -119,6 +119,8 @@ def shard_rule_for(strategy: str | None) -> ShardRule:
         return ShardRule.MD5_OR_BALANCED
     if PartitionKeyStrategy(strategy) is PartitionKeyStrategy.BALANCED:
         return ShardRule.BALANCED
+    if PartitionKeyStrategy(strategy) in KEYLESS:
+        return ShardRule.SERVICE
     return ShardRule.MD5
 
 
@@ -142,7 +144,9 @@ def verify_stream(
 
     opener = StreamOpener(client, stream, endpoint=client.meta.endpoint_url)
     shards = opener.shards(open_only=False)
-    dealt_over = None if shard_rule is ShardRule.MD5 else opener.shards(open_only=True)
+    dealt_over = (
+        None if shard_rule in (ShardRule.MD5, ShardRule.SERVICE) else opener.shards(open_only=True)
+    )
     verifier = StreamVerifier(stream, shards, shard_rule=shard_rule, dealt_over=dealt_over)
     reader = ShardReader(client, stream, since=since)
     for shard in shards:
@@ -252,7 +256,9 @@ def verify(
       balanced                    racer id 100+i on the i-th open shard in hash-key
                                   order, mod the shard count (GetRecords does not
                                   return the ExplicitHashKey, so MD5 cannot tell)
-      (not given)                 off_shard only when neither rule fits
+      auto                        not checked: the stream placed records itself
+      (not given)                 off_shard only when neither rule fits; a record
+                                  without a partition key only by the balanced rule
 
     Exits 1 when there are gaps or malformed records, or when most records are off their
     shard: the stream was then likely written with another --partition-key.

@@ -202,6 +202,42 @@ def test_old_races_and_uuids_expire_so_memory_stays_flat(backend: Backend) -> No
     assert backend.store.remembered() == 0
 
 
+def test_records_read_without_a_partition_key_count_like_any_other(
+    backend: Backend, aws_test_env: None
+) -> None:
+    # A stream that spreads records itself (auto) returns them with no PartitionKey.
+    from botocore.stub import Stubber
+
+    from simulator.backend.tail import StreamTail
+    from simulator.sinks.kinesis import make_client
+
+    client = make_client(endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    shard = {
+        "ShardId": "shardId-000000000000",
+        "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": str(2**128 - 1)},
+        "SequenceNumberRange": {"StartingSequenceNumber": "1"},
+    }
+    tail = StreamTail(client, "rides", start="TRIM_HORIZON")
+    with Stubber(client) as stub:
+        stub.add_response("list_shards", {"Shards": [shard]})
+        stub.add_response("list_shards", {"Shards": [shard]})
+        stub.add_response("get_shard_iterator", {"ShardIterator": "it-1"})
+        records = [
+            {"SequenceNumber": "1", "Data": ride(7, 80, 50)},
+            {"SequenceNumber": "2", "Data": ride(8, 90, 60, second=2)},
+        ]
+        stub.add_response(
+            "get_records",
+            {"Records": records, "NextShardIterator": "it-2", "MillisBehindLatest": 0},
+        )
+        [page] = tail.poll()
+        stub.assert_no_pending_responses()
+    client.close()
+    backend.standings.add_records(page.shard_id, page.records)
+    assert backend.standings.counts.messages == 2
+    assert backend.standings.riders() == 2
+
+
 def test_the_state_belongs_to_the_stream_it_was_kept_for(tmp_path: Path) -> None:
     made = Backend(tmp_path)
     assert made.standings.follow("arn:stream/alleycat created 1") is None  # a new state

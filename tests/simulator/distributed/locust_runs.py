@@ -15,6 +15,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from simulator.verify.cli import verify
+from tests.servers.ports import free_port
 
 ALLEYCAT = [sys.executable, "-m", "alleycat", "locust"]
 
@@ -49,6 +50,19 @@ class LocustProcesses:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{name} did not end:\n{self.output(name)[-3000:]}") from None
+
+    def master_and_workers(self, *args: str, workers: int = 2) -> subprocess.Popen[bytes]:
+        """A headless master on a free loopback port, given ``args``, and ``workers`` workers
+        started apart (``worker-a``, ``worker-b``, ...); returns the master."""
+        port = str(free_port())
+        master = self.start(
+            "master",
+            *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port),
+            *("--headless", "--expect-workers", str(workers), *args),
+        )
+        for name in (f"worker-{chr(ord('a') + i)}" for i in range(workers)):
+            self.start(name, "--worker", "--master-host", "127.0.0.1", "--master-port", port)
+        return master
 
     def kill_all(self) -> None:
         for process in self.started:

@@ -77,18 +77,13 @@ def test_a_master_and_two_workers_started_apart_give_the_same(
     kinesis_server, kinesis_client, stream_name, tmp_path: Path
 ):
     create_stream(kinesis_client, stream_name, 2)
-    port = free_port()
     summary_file = tmp_path / "summary.json"
     with locust_processes(tmp_path) as locust:
-        master = locust.start(
-            "master",
-            *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
-            *("--headless", "--expect-workers", "2", "-u", "300", "-r", "300", "-t", "10s"),
+        master = locust.master_and_workers(
+            *("-u", "300", "-r", "300", "-t", "10s"),
             *fleet_args(kinesis_server, stream_name),
             *("--summary-json", str(summary_file)),
         )
-        for name in ("worker-a", "worker-b"):
-            locust.start(name, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port))
         assert locust.wait(master, "master") == 0, locust.output("master")[-3000:]
 
     summary = read_summary(summary_file)

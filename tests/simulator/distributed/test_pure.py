@@ -17,9 +17,9 @@ from simulator.distributed.riders import (
 )
 from simulator.distributed.summary import merge_reports, worker_report, workers_line
 from simulator.engine.batching import Record
+from simulator.engine.counters import RunStats
 from simulator.engine.keys import PartitionKeyStrategy
 from simulator.engine.shards import LocalStream, ShardRouter
-from simulator.report.stats import RunStats
 
 SHARDS = LocalStream(4).describe().shards
 

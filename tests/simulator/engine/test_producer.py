@@ -5,10 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.engine.batching import BatchLimits, Record
+from simulator.engine.counters import RunStats
 from simulator.engine.producer import Backoff, Producer, ProducerConfig
 from simulator.engine.shards import THROTTLED
 from simulator.engine.sink import PutRecordsOutcome
-from simulator.report.stats import RunStats
 
 
 def _producer(**config):

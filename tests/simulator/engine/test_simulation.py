@@ -197,6 +197,20 @@ def test_stopping_a_run_drains_and_counts_what_is_left():
     assert stats.delivered + stats.dropped == stats.generated
 
 
+def test_with_a_ramp_riders_join_over_it_and_each_sends_from_its_join_second_on():
+    stream = RecordingStream(4)
+    config = SimulationConfig(fleet=FleetConfig(riders=10, ramp_seconds=5), duration=8, seed=2)
+    result = Simulation(config, stream, VirtualClock(START)).run()
+    per_second = Counter(int(r.generated_at - START) for _, r, _ in stream.accepted)
+    # Rider i of 10 joins in second i * 5 // 10: two riders more each second until second 4.
+    assert [per_second[s] for s in range(8)] == [2, 4, 6, 8, 10, 10, 10, 10]
+    assert result.stats.generated == result.stats.delivered == 60
+    firsts: dict[int, float] = {}
+    for _, record, _ in stream.accepted:
+        firsts.setdefault(record.rider, record.generated_at)
+    assert sorted(int(t - START) for t in firsts.values()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
 class WallClockTime:
     """Simulation time that also passes while the stream answers, as the wall clock does at
     ``--speed 10``: each PutRecords takes ``put_seconds`` of simulation time."""

@@ -5,9 +5,9 @@ import pytest
 from rich.console import Console
 
 from simulator.engine.batching import Record
+from simulator.engine.counters import RunStats, ShardSnapshot, StatsSnapshot
 from simulator.report.dashboard import render_dashboard
 from simulator.report.history import RecentHistory, RunHistory
-from simulator.report.stats import RunStats, ShardSnapshot, StatsSnapshot
 
 
 def _shard(index, records_per_s, bytes_per_s=None):

@@ -21,7 +21,7 @@ from simulator.engine.kpl import KPL_MAGIC, AggregateError, deaggregate
 from simulator.engine.shards import ShardRouter, split_hash_space
 from simulator.sinks.kinesis import make_client
 from simulator.verify.check import ShardRule, StreamRecord, StreamVerifier
-from simulator.verify.cli import ShardReader, verify
+from simulator.verify.cli import ShardReader, shard_rule_for, verify
 from tests.servers.kinesis import create_stream
 
 RACE = 5_880_622
@@ -578,3 +578,41 @@ def test_verify_unpacks_kpl_aggregates_in_a_fresh_process(
     report = json.loads(checked.stdout)
     assert (report["records"], report["aggregated"], report["messages"]) == (1, 1, 5)
     assert (report["unique"], report["malformed"]) == (5, 0)
+
+
+def _keyless(shard: str, racer: int, second: int) -> StreamRecord:
+    return StreamRecord(
+        shard_id=shard, sequence_number=str(second), partition_key="", data=message(racer, second)
+    )
+
+
+def test_records_without_a_partition_key_are_read_and_never_called_off_shard():
+    # A stream that spreads records itself (auto) puts a rider's seconds on any shard.
+    records = [_keyless(SHARDS[s % len(SHARDS)].shard_id, 7, s) for s in range(1, 11)]
+    for rule in (ShardRule.SERVICE, ShardRule.MD5):
+        verifier = StreamVerifier("rides", SHARDS, shard_rule=rule)
+        verifier.add_all(records)
+        report = verifier.report()
+        assert (report.messages, report.unique, report.gaps, report.malformed) == (10, 10, 0, 0)
+        assert report.off_shard == 0
+        assert report.shard_unchecked == 10
+    assert shard_rule_for("auto") is ShardRule.SERVICE
+
+
+def test_verify_reads_records_that_came_back_without_a_partition_key(aws_test_env):
+    client = make_client(endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    shard = split_hash_space(1)[0]
+    with Stubber(client) as stub:
+        stub.add_response("get_shard_iterator", {"ShardIterator": "it-1"})
+        stub.add_response(
+            "get_records",
+            {"Records": [{"SequenceNumber": "1", "Data": message(3, 1)}],
+             "NextShardIterator": "it-2", "MillisBehindLatest": 0},
+        )  # fmt: skip
+        stub.add_response("get_records", {"Records": [], "MillisBehindLatest": 0})
+        read = list(ShardReader(client, "rides").records(shard))
+    client.close()
+    assert read == [
+        StreamRecord(shard_id=shard.shard_id, sequence_number="1", partition_key="",
+                     data=message(3, 1))
+    ]  # fmt: skip

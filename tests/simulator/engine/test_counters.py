@@ -1,7 +1,7 @@
 from collections import Counter
 
 from simulator.engine.batching import Record
-from simulator.report.stats import LatencyHistogram, RunStats
+from simulator.engine.counters import LatencyHistogram, RunStats
 
 
 def test_latencies_added_in_bulk_count_like_one_at_a_time():

@@ -1,6 +1,7 @@
-"""What a run did: counts, per-shard load, latency, and recent rates.
+"""What a run did, as the engine counts it: counts, per-shard load, latency, and recent rates.
 
-:class:`RunStats` is written by the producer as results come in; :meth:`RunStats.snapshot` gives an
+:class:`RunStats` is written by the producer as results come in; the reports (dashboard, summary,
+compare) only read it. :meth:`RunStats.snapshot` gives an
 immutable copy for the dashboard, and :meth:`RunStats.summary` the figures ``--json`` prints.
 """
 
@@ -67,7 +68,7 @@ class ShardStats:
 
     __slots__ = ("shard_id", "records", "bytes", "peak_records_per_s", "peak_bytes_per_s",
                  "_second", "_second_records", "_second_bytes", "last_records_per_s",
-                 "last_bytes_per_s")  # fmt: skip
+                 "last_bytes_per_s", "per_second")  # fmt: skip
 
     def __init__(self, shard_id: str) -> None:
         self.shard_id = shard_id
@@ -80,6 +81,8 @@ class ShardStats:
         self._second = -1
         self._second_records = 0
         self._second_bytes = 0
+        #: Records accepted in each past second, when kept (:meth:`RunStats.keep_per_second`).
+        self.per_second: dict[int, int] | None = None
 
     def add(self, size: int, second: int, count: int = 1) -> None:
         """Count ``count`` records of ``size`` bytes in all, accepted during ``second``."""
@@ -102,7 +105,17 @@ class ShardStats:
             return self.last_records_per_s, self.last_bytes_per_s
         return 0, 0
 
+    def records_per_second(self) -> dict[int, int]:
+        """Records accepted in each second so far (when kept): the HTML report's heat map."""
+        seconds = dict(self.per_second or {})
+        if self._second >= 0:
+            seconds[self._second] = seconds.get(self._second, 0) + self._second_records
+        return seconds
+
     def _roll(self, second: int) -> None:
+        kept = self.per_second
+        if kept is not None and self._second >= 0:
+            kept[self._second] = kept.get(self._second, 0) + self._second_records
         consecutive = second == self._second + 1
         self.last_records_per_s = self._second_records if consecutive else 0
         self.last_bytes_per_s = self._second_bytes if consecutive else 0
@@ -210,6 +223,14 @@ class RunStats:
         self.shards = {sid: ShardStats(sid) for sid in shard_ids}
         self.generated_rate = RateWindow()
         self.delivered_rate = RateWindow()
+        self._keep_per_second = False
+
+    def keep_per_second(self) -> None:
+        """Keep each shard's records per second (one number a shard a second) from now on."""
+        self._keep_per_second = True
+        for shard in self.shards.values():
+            if shard.per_second is None:
+                shard.per_second = {}
 
     @property
     def dropped(self) -> int:
@@ -267,6 +288,8 @@ class RunStats:
             shard = self.shards.get(shard_id)
             if shard is None:
                 shard = self.shards[shard_id] = ShardStats(shard_id)
+                if self._keep_per_second:
+                    shard.per_second = {}
             shard.add(size, second, records_on_shard)
 
     def snapshot(
