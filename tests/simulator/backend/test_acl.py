@@ -17,6 +17,8 @@ from tests.alleycat_rider.test_agent_broker import agent
 from tests.servers.mosquitto import MqttClient
 from tests.simulator.backend.conftest import Broker, stack_broker
 
+pytestmark = pytest.mark.e2e
+
 
 def _ride(broker: Broker, device: str, spool: Path, *topic: str) -> dict[str, int]:
     """Run ``alleycat ride`` as ``device`` for a few messages; its final counts."""
