@@ -168,6 +168,7 @@ class Agent:
         self._connection = "connecting"
         self._last_failure: tuple[str, float] | None = None
         self._last_publish_failure: tuple[str, float] | None = None
+        self._last_rejection: tuple[str, float] | None = None
         self._tls_check_at: float | None = None
         self._reading: Reading | None = None
         self._race: tuple[int, int] | None = None
@@ -380,7 +381,7 @@ class Agent:
                 failed_live = not (event.delivered or event.rejected) and publisher.connected
                 publisher.on_publish_done(event)
                 if event.rejected:
-                    self._reporter.event("warning", "publish rejected", reason=event.code)
+                    self._publish_rejected(event.code)
                 elif failed_live and self._stop is None:
                     self._publish_failed(event.code, publisher.resume_in)
             case Connected():
@@ -441,6 +442,21 @@ class Agent:
             self._last_publish_failure = (code, now)
             self._reporter.event(
                 "warning", "publish failed", reason=code, retry_in_s=round(retry_in, 1)
+            )
+
+    def _publish_rejected(self, code: str) -> None:
+        """Log a publish the broker refused (not authorized on the topic, say): once a minute per
+        reason, with the number refused so far; every one is counted."""
+        now = self._monotonic()
+        last = self._last_rejection
+        if last is None or last[0] != code or now - last[1] >= FAILURE_LOG_INTERVAL:
+            self._last_rejection = (code, now)
+            self._reporter.event(
+                "warning",
+                "publish rejected",
+                reason=code,
+                rejected=self.publisher.counters.rejected,
+                topic=self.config.topic,
             )
 
     def _connection_failed(self, event: ConnectionFailed) -> None:

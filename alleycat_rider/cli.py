@@ -20,6 +20,7 @@ import click
 from alleycat_rider.bounds import whole
 from alleycat_rider.config import (
     BOUNDS,
+    DEFAULT_TOPIC,
     LOG_FORMATS,
     LOG_LEVELS,
     RiderConfig,
@@ -114,8 +115,21 @@ Examples:
 )
 @click.option("--topic", help="Publish ride messages here.", **default_in_help("alleycat-publish"))
 @click.option(
+    "--own-topic/--no-own-topic",
+    default=None,
+    help="Publish on TOPIC/CLIENT_ID, the bike's own topic (what `provision` allows).",
+)
+@click.option(
     "--results-topic", help="Read standings here.", **default_in_help("alleycat-subscribe")
 )
+@click.option(
+    "--fleet-template",
+    metavar="NAME",
+    help="First boot without --cert: enrol by claim with this provisioning template.",
+)
+@click.option("--claim-cert", type=_FILE, help="The factory's claim certificate (PEM).")
+@click.option("--claim-key", type=_FILE, help="The claim certificate's key (PEM).")
+@click.option("--serial-number", help="The bike's serial number, its thing name once enrolled.")
 @click.option(
     "--qos",
     type=whole(0, 1),
@@ -314,6 +328,8 @@ def run_agent(config: RiderConfig, reporter: Reporter) -> Agent:
     from alleycat_rider.sensors.choose import open_sensor
     from alleycat_rider.spool import Spool
 
+    if config.fleet_template is not None and config.cert is None:
+        config = enrolled(config, reporter)
     settings = mqtt_settings(config)
     check_credentials(settings)
     sensor = open_sensor(sensor_options(config))
@@ -340,3 +356,50 @@ def run_agent(config: RiderConfig, reporter: Reporter) -> Agent:
     finally:
         if spool is not None:
             spool.close()
+
+
+def enrolled(config: RiderConfig, reporter: Reporter) -> RiderConfig:
+    """``config`` with the bike's own identity: the one stored in its state directory, or one
+    made now by enrolling with the claim certificate and the template.
+
+    Raises:
+        EnrolmentError: The claim certificate or the template refused the bike.
+    """
+    from dataclasses import replace
+
+    from alleycat_rider.enrol import Claim, enrol, stored_identity
+    from alleycat_rider.mqtt import MqttSettings
+
+    assert config.fleet_template is not None and config.serial_number is not None
+    state = config.spool.parent
+    identity = stored_identity(state)
+    if identity is None:
+        reporter.event(
+            "info", "enrolling", template=config.fleet_template, serial_number=config.serial_number
+        )
+        claim = Claim(
+            settings=MqttSettings(
+                endpoint=config.endpoint,
+                port=config.port,
+                client_id=config.serial_number,
+                cert=config.claim_cert,
+                key=config.claim_key,
+                ca=config.ca,
+            ),
+            template=config.fleet_template,
+            parameters={"SerialNumber": config.serial_number, "RacerId": str(config.racer_id)},
+        )
+        identity = enrol(claim, state, report=reporter.event)
+        reporter.event("info", "enrolled", thing_name=identity.thing_name)
+    device = identity.device_configuration
+    topic = device.get("topic", DEFAULT_TOPIC)
+    if device.get("ownTopic") == "true":
+        topic = f"{topic}/{identity.thing_name}"
+    return replace(
+        config,
+        cert=identity.cert,
+        key=identity.key,
+        client_id=identity.thing_name,
+        topic=topic,
+        results_topic=device.get("resultsTopic", config.results_topic),
+    )

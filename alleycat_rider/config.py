@@ -38,6 +38,8 @@ ENV_PREFIX = "ALLEYCAT_"
 TLS_PORT = 8883
 #: The usual port of plain-TCP MQTT (loopback or ``--insecure`` only).
 PLAIN_PORT = 1883
+#: The shared ride topic; a bike's own topic is ``<topic>/<client id>``.
+DEFAULT_TOPIC = "alleycat-publish"
 #: How the agent reports: ``auto`` is a panel on a terminal and JSON lines otherwise.
 LOG_FORMATS = ("auto", "json", "panel")
 #: How much the agent reports.
@@ -65,8 +67,16 @@ class RiderConfig:
     class_id: int = 1
     race_seconds: int = DEFAULT_RACE_SECONDS
     """Length of one race; races follow one another."""
-    topic: str = "alleycat-publish"
+    topic: str = DEFAULT_TOPIC
+    """The topic ride messages are published on (with ``own_topic``, ``<topic>/<client id>``)."""
     results_topic: str = "alleycat-subscribe"
+    fleet_template: str | None = None
+    """Enrol by claim with this provisioning template when there is no certificate yet."""
+    claim_cert: Path | None = None
+    """The factory's claim certificate (PEM), for the first boot."""
+    claim_key: Path | None = None
+    serial_number: str | None = None
+    """The bike's serial number: its thing name once enrolled."""
     qos: int = 1
     """0: fire and forget, dropped while offline; 1: spooled on disk until acknowledged."""
     spool: Path
@@ -220,6 +230,11 @@ SETTINGS: dict[str, str] = {
     "class_id": "int",
     "race_seconds": "int",
     "topic": "str",
+    "own_topic": "bool",
+    "fleet_template": "str",
+    "claim_cert": "path",
+    "claim_key": "path",
+    "serial_number": "str",
     "results_topic": "str",
     "qos": "int",
     "spool": "path",
@@ -512,7 +527,17 @@ def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
     cert = settings.get("cert")
     if (cert is None) != (settings.get("key") is None):
         raise ConfigError("mutual TLS needs both a certificate (--cert) and a key (--key)")
-    if cert is None:
+    enrolling = settings.get("fleet_template") is not None and cert is None
+    if enrolling:
+        for key, flag in (
+            ("claim_cert", "--claim-cert"),
+            ("claim_key", "--claim-key"),
+            ("serial_number", "--serial-number"),
+        ):
+            if settings.get(key) is None:
+                raise ConfigError(f"enrolling with --fleet-template needs {flag}")
+        settings.setdefault("client_id", settings["serial_number"])
+    elif cert is None:
         if settings.get("ca") is not None:
             raise ConfigError("--ca needs a device certificate and key (--cert, --key)")
         if not (is_loopback(endpoint) or settings.get("insecure")):
@@ -520,9 +545,13 @@ def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
                 f"no device certificate for {endpoint}: pass --cert and --key "
                 "(plain TCP is only for a broker on this machine, or with --insecure)"
             )
-    settings.setdefault("port", TLS_PORT if cert is not None else PLAIN_PORT)
+    settings.setdefault("port", TLS_PORT if cert is not None or enrolling else PLAIN_PORT)
     settings.setdefault("name", f"R{racer_id}"[:8])
     settings.setdefault("client_id", f"alleycat-{racer_id}")
+    if settings.pop("own_topic", False):
+        # The bike's own topic, the only one a per-bike policy lets it publish on, and the one
+        # the rule takes the sender from.
+        settings["topic"] = f"{settings.get('topic', DEFAULT_TOPIC)}/{settings['client_id']}"
     settings.setdefault("spool", default_spool_path(env))
     names = {field.name for field in fields(RiderConfig)}
     config = RiderConfig(**{key: value for key, value in settings.items() if key in names})

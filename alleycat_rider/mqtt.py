@@ -342,6 +342,11 @@ class MqttLink:
             )
         )
 
+    @property
+    def client(self) -> Any:
+        """The awscrt MQTT 5 client, for the SDK's service clients."""
+        return self._client
+
     def start(self) -> None:
         """Start connecting; :class:`Connected` or :class:`ConnectionFailed` follows."""
         try:

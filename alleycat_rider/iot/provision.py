@@ -1,8 +1,12 @@
 """Enrol a bike in AWS IoT Core: a thing, its certificate and a least-privilege policy.
 
 The policy lets the device connect only with its thing name as client id (and only with a
-certificate attached to that thing), publish only to the ride topic, and subscribe to and receive
-only the results topic, in one account and region.
+certificate attached to that thing), publish only on its own ride topic,
+``alleycat-publish/<thing name>`` (written with the policy variable
+``${iot:Connection.Thing.ThingName}``, so the bike cannot publish as another), and subscribe to and
+receive only the results topic, in one account and region. ``shared_topic`` lets it publish on the
+one shared ride topic instead, as the original did: weaker, since the rule then cannot tell the
+sender from the topic.
 
 Files written in ``certs/NAME/`` (the key with mode 0600, the others 0644, the folders it
 creates 0755, whatever the umask)::
@@ -36,6 +40,8 @@ DEFAULT_CERTS_DIR = Path("certs")
 #: The ride topic and the results topic, as ``alleycat ride`` defaults them.
 DEFAULT_TOPIC = "alleycat-publish"
 DEFAULT_RESULTS_TOPIC = "alleycat-subscribe"
+#: The thing name of the connection, as an IoT policy variable.
+THING_NAME_VARIABLE = "${iot:Connection.Thing.ThingName}"
 #: AWS IoT Core takes MQTT over mutual TLS on this port.
 IOT_PORT = 8883
 
@@ -69,8 +75,11 @@ class ProvisionRequest:
     Attributes:
         thing_name: The thing, also the device's MQTT client id.
         certs_dir: ``certs/``; the device's files go to ``certs_dir / thing_name``.
-        topic: The only topic the device may publish to.
+        topic: The ride topic: the device publishes only on ``<topic>/<thing name>``, or on
+            ``topic`` itself with ``shared_topic``.
         results_topic: The only topic the device may subscribe to and receive from.
+        shared_topic: Allow the one shared ride topic instead of the bike's own (weaker: any
+            bike may then send rides that only a stamped client id tells apart).
         rotate: Make a new certificate even if the thing has an active one (which stays active).
         racer_id: Written to ``rider.toml`` and recorded on the thing as its ``racerId``
             attribute, which the standings backend reads (``--client-map-from-iot``) to reject
@@ -81,8 +90,14 @@ class ProvisionRequest:
     certs_dir: Path = DEFAULT_CERTS_DIR
     topic: str = DEFAULT_TOPIC
     results_topic: str = DEFAULT_RESULTS_TOPIC
+    shared_topic: bool = False
     rotate: bool = False
     racer_id: int | None = None
+
+    @property
+    def publish_topic(self) -> str:
+        """The topic the bike publishes its rides on."""
+        return self.topic if self.shared_topic else f"{self.topic}/{self.thing_name}"
 
     @property
     def directory(self) -> Path:
@@ -120,28 +135,33 @@ class ProvisionResult:
 
 
 def device_policy(
-    *, thing_name: str, region: str, account: str, topic: str, results_topic: str
+    *, region: str, account: str, topic: str, results_topic: str, shared_topic: bool = False
 ) -> dict[str, Any]:
-    """The least-privilege IoT policy document of one device.
+    """The least-privilege IoT policy document of a bike, the same for every bike.
+
+    The bike may connect only as its thing name (with a certificate attached to that thing) and
+    publish only on ``<topic>/<its thing name>``, both named with the policy variable
+    ``${iot:Connection.Thing.ThingName}``; ``shared_topic`` allows ``topic`` itself instead.
 
     Args:
-        thing_name: The only client id the device may connect with.
         region: The AWS region of the ARNs.
         account: The AWS account id of the ARNs.
-        topic: The only topic it may publish to.
+        topic: The ride topic.
         results_topic: The only topic it may subscribe to and receive from.
+        shared_topic: Publish on the one shared topic (weaker).
     """
     arn = f"arn:aws:iot:{region}:{account}"
+    publish = topic if shared_topic else f"{topic}/{THING_NAME_VARIABLE}"
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
                 "Effect": "Allow",
                 "Action": "iot:Connect",
-                "Resource": f"{arn}:client/{thing_name}",
+                "Resource": f"{arn}:client/{THING_NAME_VARIABLE}",
                 "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
             },
-            {"Effect": "Allow", "Action": "iot:Publish", "Resource": f"{arn}:topic/{topic}"},
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": f"{arn}:topic/{publish}"},
             {
                 "Effect": "Allow",
                 "Action": "iot:Subscribe",
@@ -162,13 +182,14 @@ def rider_config_text(request: ProvisionRequest, endpoint: str) -> str:
     The certificate and key are named relative to ``rider.toml`` itself (as the agent reads
     paths in a config file), so the directory works wherever it is copied.
     """
-    settings: dict[str, str | int] = {
+    settings: dict[str, str | int | bool] = {
         "endpoint": endpoint,
         "port": IOT_PORT,
         "cert": CERT_FILE,
         "key": KEY_FILE,
         "client_id": request.thing_name,
         "topic": request.topic,
+        "own_topic": not request.shared_topic,
         "results_topic": request.results_topic,
     }
     if request.racer_id is not None:
@@ -249,6 +270,24 @@ def provision(
     Raises:
         ProvisionError: No credentials, no permission, AWS unreachable, or files not writable.
     """
+    region_name, (iot, sts) = aws_clients(
+        ("iot", "sts"), region=region, profile=profile, endpoint_url=endpoint_url
+    )
+    return provision_with(request, iot=iot, sts=sts, region=region_name)
+
+
+def aws_clients(
+    services: tuple[str, ...],
+    *,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+) -> tuple[str, list[Any]]:
+    """The session's region and a boto3 client for each service (all at ``endpoint_url``).
+
+    Raises:
+        ProvisionError: No region, an unknown profile, or another session error.
+    """
     import boto3
     from botocore.config import Config
 
@@ -257,9 +296,11 @@ def provision(
         if not session.region_name:
             raise ProvisionError("no AWS region: pass --region or set AWS_REGION")
         config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3})
-        iot = session.client("iot", endpoint_url=endpoint_url, config=config)
-        sts = session.client("sts", endpoint_url=endpoint_url, config=config)
-    return provision_with(request, iot=iot, sts=sts, region=session.region_name)
+        clients = [
+            session.client(service, endpoint_url=endpoint_url, config=config)
+            for service in services
+        ]
+    return str(session.region_name), clients
 
 
 def provision_with(
@@ -277,13 +318,13 @@ def provision_with(
         endpoint = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
     thing_arn = _ensure_thing(iot, name, request.racer_id)
     document = device_policy(
-        thing_name=name,
         region=region,
         account=account,
         topic=request.topic,
         results_topic=request.results_topic,
+        shared_topic=request.shared_topic,
     )
-    _ensure_policy(iot, request.policy_name, document)
+    ensure_policy(iot, request.policy_name, document)
     active = _active_certificates(iot, name)
     kept = None if request.rotate else _local_match(active, request.directory / CERT_FILE)
     if kept is not None:
@@ -359,7 +400,7 @@ def racers_of_things(iot: Any) -> dict[str, int]:
     return racers
 
 
-def _ensure_policy(iot: Any, policy_name: str, document: dict[str, Any]) -> None:
+def ensure_policy(iot: Any, policy_name: str, document: dict[str, Any]) -> None:
     """Create the policy, or make ``document`` its default version if it differs."""
     from botocore.exceptions import ClientError
 
@@ -410,6 +451,12 @@ def _local_match(active: list[_Certificate], cert_path: Path) -> _Certificate | 
 
 def _create_certificate(iot: Any, directory: Path) -> _Certificate:
     """Make an active key pair and certificate and write them; undo it if writing fails."""
+    return create_certificate(iot, directory, cert_file=CERT_FILE, key_file=KEY_FILE)
+
+
+def create_certificate(iot: Any, directory: Path, *, cert_file: str, key_file: str) -> _Certificate:
+    """Make an active key pair and certificate and write them to ``directory`` (the key 0600);
+    delete the certificate again if they cannot be written."""
     with aws_errors("create a certificate"):
         made = iot.create_keys_and_certificate(setAsActive=True)
     certificate = _Certificate(
@@ -417,8 +464,8 @@ def _create_certificate(iot: Any, directory: Path) -> _Certificate:
     )
     try:
         make_directory(directory)
-        write_private(directory / KEY_FILE, made["keyPair"]["PrivateKey"].encode())
-        write_public(directory / CERT_FILE, certificate.pem.encode())
+        write_private(directory / key_file, made["keyPair"]["PrivateKey"].encode())
+        write_public(directory / cert_file, certificate.pem.encode())
     except OSError as exc:
         with aws_errors(f"delete the certificate {certificate.id}"):
             iot.update_certificate(certificateId=certificate.id, newStatus="INACTIVE")

@@ -456,6 +456,12 @@ Examples:
     help="Client id to racer id (JSON): standings reject riders riding as someone else.",
 )
 @click.option(
+    "--shared-topic",
+    is_flag=True,
+    help="Let bikes publish on alleycat-publish itself too, not only on their own topic "
+    "(weaker, as `provision --shared-topic`).",
+)
+@click.option(
     "--duration",
     type=finite(0, min_open=True),
     default=None,
@@ -491,6 +497,7 @@ def stack(**o: Any) -> None:
         partition_key=o["partition_key"].text,
         stamp_client_id=o["stamp_client_id"],
         client_map=client_map,
+        shared_topic=o["shared_topic"],
     )
     running = Stack(options, say=say)
     stop = running.stop_event

@@ -12,10 +12,10 @@
 
 Started in that order and stopped in the reverse one: mosquitto (mutual TLS, certificates made in
 ``certs/dev`` when missing), the Kinesis server, the stream, the rule and the standings backend
-(both on threads of this process). Every device may publish on the rule's topic and on
-``<topic>/<its certificate's name>``, and read the results topic; only the rule may read the
-rides and only the standings backend may publish results (a mosquitto ACL, as an IoT policy
-would).
+(both on threads of this process). Every device may publish only on
+``<topic>/<its certificate's name>`` (and on the rule's topic itself with ``shared_topic``), and
+read the results topic; only the rule may read the rides and only the standings backend may
+publish results (a mosquitto ACL, as an IoT policy would).
 """
 
 from __future__ import annotations
@@ -66,8 +66,15 @@ class StackError(SimulatorError):
     """Part of the stack cannot start; the message says what to do."""
 
 
-def acl(rule_topic: str, results_topic: str) -> str:
-    """The broker's access control list: who may publish and read what."""
+def acl(rule_topic: str, results_topic: str, *, shared_topic: bool = False) -> str:
+    """The broker's access control list: who may publish and read what, as IoT policies would.
+
+    A device (its certificate's name is its user name) may publish only on its own topic,
+    ``<rule topic>/<name>``, as ``alleycat provision``'s policy allows, and also on the rule's
+    topic itself with ``shared_topic``. The fleet of ``simulate --via mqtt``, many riders on one
+    certificate, publishes on the rule's topic.
+    """
+    shared = [f"pattern write {rule_topic}"] if shared_topic else []
     return "\n".join(
         [
             f"user {RULE_CLIENT_ID}",
@@ -75,8 +82,10 @@ def acl(rule_topic: str, results_topic: str) -> str:
             f"topic read {rule_topic}/#",
             f"user {STANDINGS_CLIENT_ID}",
             f"topic write {results_topic}",
-            "# every device: its rides, on the shared topic or its own, and the results",
-            f"pattern write {rule_topic}",
+            f"user {FLEET_CLIENT_ID}",
+            f"topic write {rule_topic}",
+            "# every device: its rides on its own topic, and the results",
+            *shared,
             f"pattern write {rule_topic}/%u",
             f"pattern read {results_topic}",
             "",
@@ -101,6 +110,8 @@ class StackOptions:
     client_map: dict[str, int] | None = None
     rule_topic: str = DEFAULT_RULE_TOPIC
     results_topic: str = DEFAULT_RESULTS_TOPIC
+    shared_topic: bool = False
+    """Let every device publish on the rule's topic itself too (weaker)."""
 
 
 @dataclass(slots=True)
@@ -233,7 +244,7 @@ class Stack:
         )
         self._scratch = tempfile.TemporaryDirectory(prefix="alleycat-stack-")
         acl_file = Path(self._scratch.name) / "acl"
-        acl_file.write_text(acl(o.rule_topic, o.results_topic))
+        acl_file.write_text(acl(o.rule_topic, o.results_topic, shared_topic=o.shared_topic))
         acl_file.chmod(0o644)
         os.chmod(self._scratch.name, 0o755)  # mosquitto may read it as its own user
         broker_log = (o.workdir / "mosquitto.log").open("ab")

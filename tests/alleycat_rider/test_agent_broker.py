@@ -347,3 +347,23 @@ def test_a_poisonous_retained_results_message_is_logged_and_the_ride_goes_on(
             assert rider.stop() == 0
     warning = rider.events("malformed results message ignored")[0]
     assert "nested too deeply" in warning["error"]
+
+
+def test_with_own_topic_every_message_goes_to_the_bikes_own_topic_only(
+    mqtt_broker: RunningBroker, tmp_path: Path
+) -> None:
+    with (
+        mqtt_broker.subscriber(f"{TOPIC}/bike-1") as own,
+        mqtt_broker.subscriber(TOPIC) as shared,
+        agent([*agent_args(mqtt_broker, tmp_path / "spool.db"), "--own-topic"]) as rider,
+    ):
+        starting = rider.wait_for("starting")
+        rider.wait_for("connected")
+        rider.wait_for("message", count=len(rider.events("message")) + 2)
+        assert rider.stop() == 0
+        stopped = rider.events("stopped")[0]
+        received = own.wait_for(stopped["acked"])
+    assert starting["topic"] == f"{TOPIC}/bike-1"
+    assert uuids(received) == rider.produced()
+    assert stopped["acked"] == stopped["produced"] >= 3
+    assert shared.messages == []

@@ -260,3 +260,38 @@ def test_relative_paths_in_the_config_file_are_relative_to_the_file(tmp_path: Pa
     # Flags and the environment are relative to the working directory, as on any command line.
     override = load_config({"key": Path("my.key")}, {"ALLEYCAT_SPOOL": "s.db"}, path)
     assert (override.key, override.spool) == (Path("my.key"), Path("s.db"))
+
+
+def test_own_topic_publishes_on_the_topic_under_the_client_id(tmp_path: Path) -> None:
+    path = write(tmp_path, 'endpoint = "localhost"\nracer_id = 3\nclient_id = "bike-3"\n')
+    home = {"HOME": "/h"}
+    assert load_config({}, home, path).topic == "alleycat-publish"
+    assert load_config({"own_topic": True}, home, path).topic == "alleycat-publish/bike-3"
+    env = {**home, "ALLEYCAT_OWN_TOPIC": "true", "ALLEYCAT_TOPIC": "rides"}
+    assert load_config({}, env, path).topic == "rides/bike-3"
+    assert load_config({"own_topic": False}, env, path).topic == "rides"
+    in_file = write(tmp_path, 'endpoint = "localhost"\nracer_id = 4\nown_topic = true\n')
+    assert load_config({}, home, in_file).topic == "alleycat-publish/alleycat-4"
+
+
+def test_a_first_boot_needs_the_claim_and_the_serial_number_and_no_certificate() -> None:
+    claim = {
+        "endpoint": "iot.example.com",
+        "racer_id": 17,
+        "fleet_template": "alleycat-bikes",
+        "claim_cert": Path("/claim.crt"),
+        "claim_key": Path("/claim.key"),
+        "serial_number": "SN-17",
+    }
+    config = load_config(claim, {"HOME": "/h"})
+    assert (config.cert, config.client_id, config.port) == (None, "SN-17", 8883)
+    for missing, flag in (
+        ("claim_cert", "--claim-cert"),
+        ("claim_key", "--claim-key"),
+        ("serial_number", "--serial-number"),
+    ):
+        with pytest.raises(ConfigError, match=f"enrolling with --fleet-template needs {flag}"):
+            load_config({**claim, missing: None}, {"HOME": "/h"})
+    # An enrolled bike's own certificate wins: the template is not used.
+    enrolled = load_config({**claim, **TLS, "claim_cert": None}, {"HOME": "/h"})
+    assert enrolled.cert == Path("/c.pem")

@@ -92,26 +92,18 @@ def test_under_umask_000_the_files_are_not_writable_by_others(
     }
 
 
-def test_policy_allows_exactly_connect_as_the_thing_publish_rides_and_read_results(
-    moto_endpoint: str, tmp_path: Path
-) -> None:
-    _provision(moto_endpoint, tmp_path, "--thing-name", "bike-7")
-    policy = _iot(moto_endpoint).get_policy(policyName="alleycat-rider-bike-7")
+def _expected_policy(publish: str) -> dict[str, Any]:
     arn = f"arn:aws:iot:{MOTO_REGION}:{ACCOUNT}"
-    assert json.loads(policy["policyDocument"]) == {
+    return {
         "Version": "2012-10-17",
         "Statement": [
             {
                 "Effect": "Allow",
                 "Action": "iot:Connect",
-                "Resource": f"{arn}:client/bike-7",
+                "Resource": f"{arn}:client/${{iot:Connection.Thing.ThingName}}",
                 "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
             },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Publish",
-                "Resource": f"{arn}:topic/alleycat-publish",
-            },
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": f"{arn}:topic/{publish}"},
             {
                 "Effect": "Allow",
                 "Action": "iot:Subscribe",
@@ -124,6 +116,40 @@ def test_policy_allows_exactly_connect_as_the_thing_publish_rides_and_read_resul
             },
         ],
     }
+
+
+def test_policy_allows_exactly_connect_as_the_thing_publish_on_its_own_topic_and_read_results(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    result = _provision(moto_endpoint, tmp_path, "--thing-name", "bike-7")
+    assert result.exit_code == 0, result.output
+    policy = _iot(moto_endpoint).get_policy(policyName="alleycat-rider-bike-7")
+    # Policy variables, not the name itself: the same document holds for every bike.
+    own_topic = "alleycat-publish/${iot:Connection.Thing.ThingName}"
+    assert json.loads(policy["policyDocument"]) == _expected_policy(own_topic)
+    assert "(publish on alleycat-publish/bike-7 only)" in result.output
+
+
+def test_shared_topic_policy_allows_the_one_ride_topic_and_the_bike_publishes_there(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    result = _provision(moto_endpoint, tmp_path, "--thing-name", "bike-7", "--shared-topic")
+    assert result.exit_code == 0, result.output
+    policy = _iot(moto_endpoint).get_policy(policyName="alleycat-rider-bike-7")
+    assert json.loads(policy["policyDocument"]) == _expected_policy("alleycat-publish")
+    config_path = tmp_path / "certs" / "bike-7" / "rider.toml"
+    config = load_config({"racer_id": 7}, {"HOME": str(tmp_path)}, config_path)
+    assert config.topic == "alleycat-publish"
+
+    # Provisioned again without it, the bike goes back to its own topic.
+    again = _provision(moto_endpoint, tmp_path, "--thing-name", "bike-7")
+    assert again.exit_code == 0, again.output
+    policy = _iot(moto_endpoint).get_policy(policyName="alleycat-rider-bike-7")
+    assert json.loads(policy["policyDocument"])["Statement"][1]["Resource"].endswith(
+        "topic/alleycat-publish/${iot:Connection.Thing.ThingName}"
+    )
+    config = load_config({"racer_id": 7}, {"HOME": str(tmp_path)}, config_path)
+    assert config.topic == "alleycat-publish/bike-7"
 
 
 def test_rider_config_connects_alleycat_ride_to_the_data_endpoint_as_the_thing(
@@ -139,7 +165,8 @@ def test_rider_config_connects_alleycat_ride_to_the_data_endpoint_as_the_thing(
     assert config.ca is None  # Amazon's CA is in the system trust store
     assert config.cert == tmp_path / "certs" / "bike-7" / "certificate.pem.crt"
     assert config.key == tmp_path / "certs" / "bike-7" / "private.pem.key"
-    assert (config.topic, config.results_topic) == ("alleycat-publish", "alleycat-subscribe")
+    # The bike's own topic, the only one its policy lets it publish on.
+    assert (config.topic, config.results_topic) == ("alleycat-publish/bike-7", "alleycat-subscribe")
     assert f"alleycat ride --config {config_path}\n" in result.output
 
 
@@ -222,7 +249,9 @@ def test_changing_the_topic_makes_a_new_default_policy_version(
     assert result.exit_code == 0, result.output
     policy = _iot(moto_endpoint).get_policy(policyName="alleycat-rider-bike-7")
     publish = json.loads(policy["policyDocument"])["Statement"][1]
-    assert publish["Resource"] == f"arn:aws:iot:{MOTO_REGION}:{ACCOUNT}:topic/rides/eu"
+    assert publish["Resource"] == (
+        f"arn:aws:iot:{MOTO_REGION}:{ACCOUNT}:topic/rides/eu/${{iot:Connection.Thing.ThingName}}"
+    )
     assert policy["defaultVersionId"] == "2"
     assert 'topic = "rides/eu"' in (tmp_path / "certs" / "bike-7" / "rider.toml").read_text()
 
@@ -240,7 +269,9 @@ def test_policy_keeps_at_most_five_versions_as_the_topic_keeps_changing(
     versions = iot.list_policy_versions(policyName="alleycat-rider-bike-7")["policyVersions"]
     assert len(versions) == 5
     policy = iot.get_policy(policyName="alleycat-rider-bike-7")
-    assert json.loads(policy["policyDocument"])["Statement"][1]["Resource"].endswith("rides/6")
+    assert json.loads(policy["policyDocument"])["Statement"][1]["Resource"].endswith(
+        "rides/6/${iot:Connection.Thing.ThingName}"
+    )
     assert len(_active_certificates(iot, "bike-7")) == 1
 
 

@@ -26,21 +26,13 @@ from alleycat_rider.sensors.serial_frames import (
 )
 from alleycat_rider.sensors.serial_line import SerialLineSensor
 from alleycat_rider.sensors.serial_port import serial_error_message
+from tests.alleycat_rider.sensors.helpers import wait_until
 
 NOW = 100.0
 
 
 def fixed_clock() -> float:
     return NOW
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for the sensor's thread to get somewhere; fail only if it never does."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the sensor never got there")
-        time.sleep(0.005)
 
 
 @dataclass

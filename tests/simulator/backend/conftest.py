@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,16 +68,23 @@ class Broker:
 @pytest.fixture
 def backend_broker(backend_pki: DevPki, tmp_path: Path) -> Iterator[Broker]:
     """mosquitto as ``alleycat stack`` runs it: mutual TLS, the ACL, room for a fleet."""
+    with stack_broker(backend_pki, tmp_path) as broker:
+        yield broker
+
+
+@contextmanager
+def stack_broker(pki: DevPki, tmp_path: Path, *, shared_topic: bool = False) -> Iterator[Broker]:
+    """mosquitto as ``alleycat stack`` (``--shared-topic``) runs it, until the block ends."""
     acl_file = tmp_path / "acl"
-    acl_file.write_text(acl("alleycat-publish", "alleycat-subscribe"))
+    acl_file.write_text(acl("alleycat-publish", "alleycat-subscribe", shared_topic=shared_topic))
     port = free_port()
     with (tmp_path / "mosquitto.log").open("ab") as log:
         broker = MosquittoBroker(
-            backend_pki, port=port, log=log, extra_config=[*BROKER_LIMITS, f"acl_file {acl_file}"]
+            pki, port=port, log=log, extra_config=[*BROKER_LIMITS, f"acl_file {acl_file}"]
         )
         broker.start()
         try:
-            yield Broker(backend_pki, port)
+            yield Broker(pki, port)
         finally:
             broker.stop()
 
