@@ -53,8 +53,10 @@ def test_plain_tcp_to_a_loopback_broker_publishes_and_is_acknowledged(
     # Every PUBACK came from the real broker over plain TCP.
     assert stopped["acked"] == stopped["produced"] >= 3
     assert stopped["dropped"] == 0
-    # The sensor's counts close the summary: the mock rider took a step a second, cleanly.
-    assert stopped["sensor_frames"] >= 3
+    # The sensor's counts close the summary: the mock rider took a step a second, cleanly. A
+    # step is due a whole second after the first read, and the ticks that read it come at whole
+    # seconds of the agent's clock, so the last tick may fall a hair before its step.
+    assert stopped["sensor_frames"] >= stopped["produced"] - 1 >= 2
     assert stopped["sensor_malformed"] == stopped["sensor_dropouts"] == 0
 
 
