@@ -110,8 +110,15 @@ def test_ctrl_c_while_verify_waits_on_the_stream_exits_130(tmp_path: Path) -> No
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         try:
-            connection, _ = server.accept()  # verify is now waiting for an answer that never comes
+            connection, _ = server.accept()
             with connection:
+                # Once its request has arrived, verify waits for an answer that never comes.
+                connection.settimeout(20)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = connection.recv(65536)
+                    assert chunk, "verify closed the connection without a request"
+                    request += chunk
                 process.send_signal(signal.SIGINT)
                 out, err = process.communicate(timeout=30)
         finally:

@@ -173,6 +173,8 @@ class SummaryCollector:
         console.print(workers_line(summary, f"acknowledged: {summary['acked']:,}"))
         for reason in summary["connect_failure_reasons"]:
             console.print(f"connection failure: {reason}")
+        if summary["error"]:
+            console.print(f"error: {summary['error']}", markup=False)
         self._write(summary, options.summary_json)
         if (
             summary["error"]
