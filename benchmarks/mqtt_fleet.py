@@ -39,7 +39,15 @@ def cpu_seconds(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def run(riders: int, client: str, args: argparse.Namespace, pki: DevPki, ports: list[int]) -> None:
+def system_seconds(process: psutil.Process) -> float:
+    """CPU seconds in the kernel (its sends and receives on the loopback, mostly)."""
+    return float(process.cpu_times().system)
+
+
+def run(
+    riders: int, client: str, args: argparse.Namespace, pki: DevPki, ports: list[int]
+) -> tuple[float, float] | None:
+    """One run; its CPU share and RSS once connected (None: it failed)."""
     cert, key = device_paths(pki.directory, "alleycat-fleet")
     endpoints = ",".join(f"127.0.0.1:{port}" for port in ports)
     command = [
@@ -58,7 +66,7 @@ def run(riders: int, client: str, args: argparse.Namespace, pki: DevPki, ports: 
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watched = psutil.Process(process.pid)
-    peak = 0
+    peak = riding_rss = 0
     connected_at = started + connecting + 5  # all connected, and riding for a while
     ends_at = started + connecting + args.duration - 2  # before the drain and the goodbyes
     window: dict[str, float] = {}
@@ -69,10 +77,13 @@ def run(riders: int, client: str, args: argparse.Namespace, pki: DevPki, ports: 
             if "from" not in window and now >= connected_at:
                 window["from"] = now
                 window["cpu_from"] = cpu_seconds(watched)
+                window["system_from"] = system_seconds(watched)
                 window["brokers_from"] = sum(cpu_seconds(b) for b in brokers)
             elif "from" in window and now <= ends_at:
                 window["to"] = now
                 window["cpu_to"] = cpu_seconds(watched)
+                window["system_to"] = system_seconds(watched)
+                riding_rss = max(riding_rss, watched.memory_info().rss)
                 window["brokers_to"] = sum(cpu_seconds(b) for b in brokers)
         except psutil.NoSuchProcess:
             break
@@ -83,9 +94,10 @@ def run(riders: int, client: str, args: argparse.Namespace, pki: DevPki, ports: 
         summary = json.loads(stdout)
     except json.JSONDecodeError:
         print(f"{client} {riders:,}: no summary (exit {process.returncode}): {stderr[-500:]}")
-        return
+        return None
     seconds = window.get("to", 0.0) - window.get("from", 0.0)
     cpu = (window["cpu_to"] - window["cpu_from"]) / seconds if seconds > 0 else 0.0
+    system = (window["system_to"] - window["system_from"]) / seconds if seconds > 0 else 0.0
     broker_cpu = (window["brokers_to"] - window["brokers_from"]) / seconds if seconds > 0 else 0.0
     puback = summary["puback_latency_ms"]
     connect = summary["connect_ms"]
@@ -102,12 +114,31 @@ def run(riders: int, client: str, args: argparse.Namespace, pki: DevPki, ports: 
     )
     print(
         f"  fleet CPU {cpu:.1%} of a core over {seconds:.0f} s once connected "
-        f"({cpu / riders * 1000:.2%} per 1,000); peak RSS {peak / 2**20:,.0f} MiB "
-        f"({peak / 2**20 / riders * 1000:,.1f} MiB per 1,000); brokers {broker_cpu:.1%} of a core"
+        f"({cpu / riders * 1000:.2%} per 1,000; in the kernel {system:.1%}); brokers "
+        f"{broker_cpu:.1%} of a core"
+    )
+    print(
+        f"  fleet RSS once connected {riding_rss / 2**20:,.0f} MiB "
+        f"({riding_rss / 2**20 / riders * 1000:,.1f} MiB per 1,000), peak while connecting "
+        f"{peak / 2**20:,.0f} MiB"
     )
     print(f"  load average before {load_before}, after {load_after}")
     if summary["connect_failure_reasons"]:
         print(f"  failures: {summary['connect_failure_reasons'][:2]} {stderr[-300:]}")
+    return cpu, riding_rss
+
+
+def print_marginal(client: str, results: list[tuple[int, float, float]]) -> None:
+    """What 1,000 riders more cost, between the fewest and the most riders run (the process's
+    own fixed cost, the interpreter and the rider model's tables, left out)."""
+    (low, low_cpu, low_rss), (high, high_cpu, high_rss) = min(results), max(results)
+    if high > low:
+        per = 1000 / (high - low)
+        print(
+            f"{client}, 1,000 riders more (between {low:,} and {high:,}): "
+            f"{(high_cpu - low_cpu) * per:.2%} of a core, {(high_rss - low_rss) * per / 2**20:.1f} "
+            "MiB of RSS"
+        )
 
 
 def run_locust(
@@ -211,11 +242,16 @@ def main() -> None:
                     f"open-file limit {hard:,}; connect rate {args.connect_rate:.0f}/s; "
                     f"{args.duration:.0f} s a run; QoS 1, mutual TLS, a message a second a rider"
                 )
+                measured: dict[str, list[tuple[int, float, float]]] = {}
                 for riders in args.riders:
                     for client in args.clients:
-                        run(riders, client, args, pki, ports)
+                        result = run(riders, client, args, pki, ports)
+                        if result is not None:
+                            measured.setdefault(client, []).append((riders, *result))
                     for workers in args.locust_workers:
                         run_locust(riders * workers, workers, args, pki, ports)
+                for client, results in measured.items():
+                    print_marginal(client, results)
             finally:
                 for broker in brokers:
                     broker.stop()

@@ -1,17 +1,18 @@
 """What the fleet's TLS transport costs per connection: CPU and RSS per 1,000 MQTT connections.
 
 The same riders, the same messages, in one process on one uvloop event loop, through two
-transports: ``fleet``, the fleet's own link (:class:`simulator.mqtt.wire.Link`, on uvloop's TLS
-transport: an ``SSLObject`` between two memory BIOs, a 256 KiB read buffer per connection), and
-``socket``, a bare non-blocking ``ssl.SSLSocket`` per connection read from the loop's
-``add_reader`` (OpenSSL reads and writes the socket itself: no memory BIOs, no copies). Starts two
-mosquitto instances with mutual TLS on 127.0.0.1, connects ``--riders`` connections dealt over
-them, then publishes a QoS 1 message a second per connection for ``--seconds`` seconds (the
-connections' phases spread over 10 ms ticks, as the fleet's timer does) and prints the process's
-CPU over the riding, per message and per 1,000 connections, and the RSS each connection added
-(each transport in a process of its own). Only the transport differs: no rider model, no fleet
-bookkeeping (``benchmarks/mqtt_fleet.py`` measures the whole fleet). ``--tls 1.2`` caps the
-protocol at TLS 1.2.
+transports: ``fleet``, the fleet's own link (:class:`simulator.mqtt.wire.Link`: a non-blocking
+TLS socket watched by the loop's ``add_reader``, with its reconnects, keep-alive and packet ids),
+and ``socket``, the least that can do the same, a bare non-blocking ``ssl.SSLSocket`` per
+connection read from the loop's ``add_reader`` (in both, OpenSSL reads and writes the socket
+itself): the difference is what the link's own work costs. Starts two mosquitto instances with
+mutual TLS on 127.0.0.1, connects ``--riders`` connections dealt over them, then publishes a QoS 1
+message a second per connection for ``--seconds`` seconds (the connections' phases spread over
+10 ms ticks, as the fleet's timer does) and prints the process's CPU over the riding, per message
+and per 1,000 connections, and the RSS each connection added (each transport in a process of its
+own). Only the transport differs: no rider model, no fleet bookkeeping
+(``benchmarks/mqtt_fleet.py`` measures the whole fleet). ``--tls 1.2`` caps the protocol at
+TLS 1.2.
 
 Usage::
 
@@ -122,6 +123,8 @@ async def connect_all(
 ) -> list[Any]:
     """Every connection, 50 at a time, each with its CONNACK."""
     links: list[Any] = []
+    rng = random.Random(1)
+    resolver = wire.Resolver(loop)
     for index in range(riders):
         port = ports[index % len(ports)]
         link: Any
@@ -129,7 +132,7 @@ async def connect_all(
             endpoint = wire.Endpoint("127.0.0.1", port)
             link = wire.Link(
                 loop, counts, index, f"bench-{index}", endpoint, context, settings.cert,
-                settings, random.Random(index),
+                settings, rng, resolver,
             )  # fmt: skip
             link.start()
         else:

@@ -19,10 +19,15 @@ every link, not by a timer per link.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
+import ctypes
+import errno
+import os
 import random
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,9 +54,37 @@ _DELIVERED = frozenset(
     {int(mqtt5.PubAckReasonCode.SUCCESS), int(mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS)}
 )
 _PINGREQ = mqtt5.PingReqPacket().write()
-#: The one buffer every link reads into (uvloop's TLS reads into it without a copy).
-_READ_VIEW = memoryview(bytearray(64 * 1024))
 _DISCONNECT = mqtt5.DisconnectPacket().write()
+#: The one buffer every link reads into (each read is handled at once).
+_READ_SIZE = 64 * 1024
+_READ_BUFFER = bytearray(_READ_SIZE)
+_READ_VIEW = memoryview(_READ_BUFFER)
+#: Seconds a broker's looked-up address is used before it is looked up again.
+RESOLVE_EVERY = 60.0
+_NUMERIC = _socket.AI_NUMERICHOST
+#: Topics as a PUBLISH carries them (their length, then UTF-8), encoded once.
+_TOPICS: dict[str, bytes] = {}
+
+
+class _Socket(_socket.socket):
+    """A socket as the ``_socket`` module makes it (never gevent's), that ``_ssl`` can refer to."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _fixed_header(first: int, size: int) -> bytes:
+    """An MQTT packet's first byte and its remaining length ``size`` (a variable-length int)."""
+    if size < 0x80:
+        return bytes((first, size))
+    if size < 0x4000:
+        return bytes((first, size & 0x7F | 0x80, size >> 7))
+    encoded = [first]
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        encoded.append(byte | 0x80 if size else byte)
+        if not size:
+            return bytes(encoded)
+
 
 # A link's states.
 IDLE, CONNECTING, CONNECTED, WAITING, STOPPED = range(5)
@@ -140,6 +173,18 @@ def find_rider_certificate(directory: Path, client_id: str) -> tuple[Path, Path]
     return None
 
 
+def release_freed_memory() -> None:
+    """Give the C heap's free memory back to the system (glibc's ``malloc_trim``; elsewhere
+    nothing): what thousands of TLS handshakes at once allocated and freed stays resident
+    otherwise."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop if it is installed, else asyncio's."""
     try:
@@ -187,7 +232,49 @@ def describe(exc: BaseException | None, endpoint: Endpoint, cert: Path | None) -
     return f"cannot connect to {where}: {detail}", False
 
 
-class Link(asyncio.BufferedProtocol):
+class Resolver:
+    """Broker addresses for the links of one event loop, looked up once a minute at most.
+
+    A numeric address needs no lookup; a name is looked up by the loop (off its thread), and
+    every link waiting for the same name waits for the same lookup.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._known: dict[tuple[str, int], tuple[float, int, tuple[Any, ...]]] = {}
+        self._asking: dict[tuple[str, int], asyncio.Future[Any]] = {}
+
+    def address(self, host: str, port: int) -> tuple[int, tuple[Any, ...]] | None:
+        """``(family, address)`` of ``host:port`` if known now (None: :meth:`lookup` it)."""
+        known = self._known.get((host, port))
+        if known is not None and known[0] > time.monotonic():
+            return known[1], known[2]
+        try:
+            found = _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM, 0, _NUMERIC)
+        except OSError:  # a name, not an address
+            return None
+        family, _type, _proto, _name, address = found[0]
+        self._known[(host, port)] = (float("inf"), family, address)
+        return family, address
+
+    def lookup(self, host: str, port: int) -> asyncio.Future[Any]:
+        """The loop's lookup of ``host:port``; :meth:`address` knows the answer once it is done."""
+        key = (host, port)
+        asking = self._asking.get(key)
+        if asking is None:
+            lookup = self._loop.getaddrinfo(host, port, type=_socket.SOCK_STREAM)
+            asking = self._asking[key] = asyncio.ensure_future(lookup, loop=self._loop)
+            asking.add_done_callback(lambda done: self._found(key, done))
+        return asking
+
+    def _found(self, key: tuple[str, int], done: asyncio.Future[Any]) -> None:
+        del self._asking[key]
+        if not done.cancelled() and done.exception() is None and done.result():
+            family, _type, _proto, _name, address = done.result()[0]
+            self._known[key] = (time.monotonic() + RESOLVE_EVERY, family, address)
+
+
+class Link:
     """One rider's MQTT 5 connection; see the module doc.
 
     Args:
@@ -200,13 +287,14 @@ class Link(asyncio.BufferedProtocol):
         cert: The certificate in ``context``, named in failures.
         settings: Keep-alive and reconnect timing (the other fields are not used).
         rng: Jitter for the reconnect delay.
+        resolver: Broker addresses, shared by the links of a loop (None: a link's own).
     """
 
     __slots__ = (
         "_loop", "_events", "index", "_client_id", "endpoint", "_context", "_cert",
         "_keep_alive", "_ping_timeout", "_min_delay", "_max_delay", "_delay", "_rng",
-        "state", "_transport", "_task", "_retry", "_pending", "_next_id", "_buffer",
-        "_last_read", "_last_write", "_deadline", "_error",
+        "_resolver", "state", "_sock", "_tls", "_fd", "_reading", "_out", "_lookup", "_retry",
+        "_pending", "_next_id", "_buffer", "_last_read", "_last_write", "_deadline", "_error",
     )  # fmt: skip
 
     def __init__(
@@ -220,6 +308,7 @@ class Link(asyncio.BufferedProtocol):
         cert: Path | None,
         settings: MqttSettings,
         rng: random.Random,
+        resolver: Resolver | None = None,
     ) -> None:
         self._loop = loop
         self._events = events
@@ -234,9 +323,19 @@ class Link(asyncio.BufferedProtocol):
         self._max_delay = (settings.max_reconnect_delay_ms or MAX_RECONNECT_DELAY_MS) / 1000
         self._delay = self._min_delay
         self._rng = rng
+        self._resolver = resolver or Resolver(loop)
         self.state = IDLE
-        self._transport: asyncio.Transport | None = None
-        self._task: asyncio.Future[Any] | None = None
+        self._sock: Any = None
+        """The connection's ``_socket.socket`` (gevent never patches it), while it is open."""
+        self._tls: Any = None
+        """Its TLS (an ``_ssl._SSLSocket`` on the socket: OpenSSL reads and writes the socket
+        itself), or None for plain TCP."""
+        self._fd = -1
+        self._reading: Callable[[], None] | None = None
+        """What the loop calls when the socket is readable (None: not watched)."""
+        self._out: bytearray | None = None
+        """Bytes the socket could not take yet (None: everything written)."""
+        self._lookup: asyncio.Future[Any] | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._pending: dict[int, int] = {}
         """Packet id -> the fleet's token, for the QoS 1 publishes not yet acknowledged."""
@@ -254,17 +353,7 @@ class Link(asyncio.BufferedProtocol):
             self.state = CONNECTING
             self._deadline = time.monotonic() + CONNECT_TIMEOUT
             self._error = None
-            source = self.endpoint.source
-            connecting = self._loop.create_connection(
-                lambda: self,
-                self.endpoint.host,
-                self.endpoint.port,
-                ssl=self._context,
-                server_hostname=self.endpoint.host if self._context is not None else None,
-                local_addr=None if source is None else (source, 0),
-            )
-            self._task = task = asyncio.ensure_future(connecting, loop=self._loop)
-            task.add_done_callback(self._opened)
+            self._connect()
 
     def publish(self, topic: str, payload: bytes, qos: int, token: int) -> None:
         """Send a publish; :meth:`LinkEvents.publish_done` with ``token`` follows (at once for
@@ -273,20 +362,25 @@ class Link(asyncio.BufferedProtocol):
         Raises:
             ConnectionError: the link is not connected.
         """
-        transport = self._transport
-        if self.state != CONNECTED or transport is None:
+        if self.state != CONNECTED:
             raise ConnectionError("not connected")
+        name = _TOPICS.get(topic)
+        if name is None:
+            encoded = topic.encode()
+            name = _TOPICS[topic] = len(encoded).to_bytes(2, "big") + encoded
         if qos:
+            pending = self._pending
             packet_id = self._next_id % 65535 + 1
-            while packet_id in self._pending:
+            while packet_id in pending:
                 packet_id = packet_id % 65535 + 1
             self._next_id = packet_id
-            self._pending[packet_id] = token
-            transport.write(
-                mqtt5.PublishPacket(topic, payload, qos=_QOS1, packet_id=packet_id).write()
-            )
+            pending[packet_id] = token
+            # PUBLISH, QoS 1: the topic, the packet id, no properties, the payload.
+            header = _fixed_header(0x32, len(name) + len(payload) + 3)
+            self._write(b"".join((header, name, packet_id.to_bytes(2, "big"), b"\x00", payload)))
         else:
-            transport.write(mqtt5.PublishPacket(topic, payload, qos=_QOS0).write())
+            header = _fixed_header(0x30, len(name) + len(payload) + 1)
+            self._write(b"".join((header, name, b"\x00", payload)))
             self._events.publish_done(self.index, token, True, False, "WRITTEN")
         self._last_write = time.monotonic()
 
@@ -296,8 +390,8 @@ class Link(asyncio.BufferedProtocol):
         if state == CONNECTED:
             if now - self._last_read > self._keep_alive + self._ping_timeout:
                 self._abort(TimeoutError("no answer to keep-alive pings"))
-            elif now - self._last_write >= self._keep_alive and self._transport is not None:
-                self._transport.write(_PINGREQ)
+            elif now - self._last_write >= self._keep_alive:
+                self._write(_PINGREQ)
                 self._last_write = now
         elif state == CONNECTING and now > self._deadline:
             self._abort(TimeoutError())
@@ -308,77 +402,215 @@ class Link(asyncio.BufferedProtocol):
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        transport = self._transport
-        if transport is not None:
-            if previous == CONNECTED:
-                transport.write(_DISCONNECT)
-            transport.close()
+        self._lookup = None
+        if self._sock is not None:
+            if previous == CONNECTED and self._out is None:
+                self._write(_DISCONNECT)
+            self._lost(None)
 
     @property
     def closed(self) -> bool:
-        """Stopped, and its transport is gone."""
-        return self.state == STOPPED and self._transport is None
+        """Stopped, and its socket is closed."""
+        return self.state == STOPPED and self._sock is None
 
-    # The event loop's side.
+    # Connecting: the broker's address, TCP, TLS, CONNECT and its CONNACK.
 
-    def _opened(self, task: asyncio.Future[Any]) -> None:
-        self._task = None
-        if task.cancelled():
-            error: BaseException | None = self._error or TimeoutError()
-        else:
-            error = task.exception()
-        if error is not None and self.state == CONNECTING:
-            self._failed(error)
-
-    def connection_made(self, transport: Any) -> None:
-        if self.state == STOPPED:
-            transport.close()
+    def _connect(self) -> None:
+        endpoint = self.endpoint
+        address = self._resolver.address(endpoint.host, endpoint.port)
+        if address is None:
+            lookup = self._lookup = self._resolver.lookup(endpoint.host, endpoint.port)
+            lookup.add_done_callback(self._looked_up)
             return
-        self._transport = transport
+        family, where = address
+        try:
+            sock = self._sock = _Socket(family, _socket.SOCK_STREAM)
+            self._fd = sock.fileno()
+            sock.setblocking(False)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            if endpoint.source is not None:
+                sock.bind((endpoint.source, 0))
+            code = sock.connect_ex(where)
+            if code not in (0, errno.EINPROGRESS):
+                raise OSError(code, os.strerror(code))
+        except OSError as exc:
+            self._lost(exc)
+            return
+        self._loop.add_writer(self._fd, self._tcp_open)
+
+    def _looked_up(self, lookup: asyncio.Future[Any]) -> None:
+        if lookup is not self._lookup or self.state != CONNECTING:
+            return  # stopped or given up on meanwhile
+        self._lookup = None
+        error = None if lookup.cancelled() else lookup.exception()
+        endpoint = self.endpoint
+        if error is None and self._resolver.address(endpoint.host, endpoint.port) is None:
+            error = OSError(f"no address for {endpoint.host}")
+        if error is not None:
+            self._lost(error)
+        else:
+            self._connect()
+
+    def _tcp_open(self) -> None:
+        self._loop.remove_writer(self._fd)
+        code = self._sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if code:
+            self._lost(OSError(code, os.strerror(code)))
+            return
+        if self._context is None:
+            self._opened()
+            return
+        try:
+            self._tls = self._context._wrap_socket(  # type: ignore[attr-defined]
+                self._sock, False, self.endpoint.host
+            )
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            self._lost(exc)
+            return
+        self._handshake()
+
+    def _handshake(self) -> None:
+        try:
+            self._tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(self._handshake)
+            return
+        except ssl.SSLWantWriteError:  # pragma: no cover - a full socket buffer in a handshake
+            self._watch(None)
+            self._loop.add_writer(self._fd, self._handshake_writable)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self._lost(exc)
+            return
+        self._opened()
+
+    def _handshake_writable(self) -> None:  # pragma: no cover - see _handshake
+        self._loop.remove_writer(self._fd)
+        self._handshake()
+
+    def _opened(self) -> None:
+        self._watch(self._readable)
         self._buffer = b""
         self._last_read = self._last_write = time.monotonic()
         connect = mqtt5.ConnectPacket(
             self._client_id, clean_start=True, keep_alive=self._keep_alive
         )
-        transport.write(connect.write())
+        self._write(connect.write())
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _READ_VIEW  # every link reads into one buffer: each read is handled at once
+    def _watch(self, reading: Callable[[], None] | None) -> None:
+        """Have the loop call ``reading`` when the socket is readable (None: stop watching)."""
+        if reading != self._reading:
+            if self._reading is not None:
+                self._loop.remove_reader(self._fd)
+            if reading is not None:
+                self._loop.add_reader(self._fd, reading)
+            self._reading = reading
 
-    def buffer_updated(self, nbytes: int) -> None:
+    # Bytes out and in.
+
+    def _write(self, data: bytes) -> None:
+        """Write ``data`` now, or after what the socket could not take yet."""
+        out = self._out
+        if out is not None:
+            out += data
+            return
+        try:
+            if self._tls is not None:
+                self._tls.write(data)  # all of it, or none (SSLWantWriteError)
+                return
+            written = self._sock.send(data)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            written = 0
+        except OSError as exc:  # the connection is gone: in the loop's next pass, as a read
+            self._loop.call_soon(self._abort_if, self._sock, exc)
+            return
+        if written < len(data):
+            self._out = bytearray(data[written:])
+            self._loop.add_writer(self._fd, self._writable)
+
+    def _writable(self) -> None:
+        out = self._out
+        assert out is not None
+        try:
+            if self._tls is not None:
+                # A retry after SSLWantWriteError takes the same bytes and more (OpenSSL
+                # accepts a moved and longer buffer): all of it is written, or none.
+                self._tls.write(out)
+                written = len(out)
+            else:
+                written = self._sock.send(out)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        del out[:written]
+        if not out:
+            self._out = None
+            self._loop.remove_writer(self._fd)
+
+    def _readable(self) -> None:
+        tls = self._tls
+        try:
+            if tls is not None:
+                size = tls.read(_READ_SIZE, _READ_BUFFER)
+                while size < _READ_SIZE and tls.pending():  # the rest of a record OpenSSL holds
+                    size += tls.read(_READ_SIZE - size, _READ_VIEW[size:])
+            else:
+                size = self._sock.recv_into(_READ_BUFFER)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return  # a part of a record, or a session ticket: nothing for us yet
+        except ssl.SSLZeroReturnError:
+            size = 0
+        except OSError as exc:  # ssl.SSLError included: a broken connection, or TLS refused
+            self._lost(exc)
+            return
+        if size == 0:  # the broker closed the connection
+            self._lost(None)
+            return
+        self._last_read = time.monotonic()
         if self._buffer:
-            data: bytes | memoryview = self._buffer + _READ_VIEW[:nbytes]
-            view = memoryview(data)
+            data: bytes | memoryview = self._buffer + _READ_VIEW[:size]
+            self._buffer = b""
+            self._received(memoryview(data))
         else:
-            view = data = _READ_VIEW[:nbytes]
+            self._received(_READ_VIEW[:size])
+
+    def _received(self, view: memoryview) -> None:
         end = len(view)
         offset = 0
-        read = mqtt5.read
+        pending = self._pending
+        events = self._events
         try:
             while offset < end:
+                # A PUBACK of a delivered message, without reason or properties: most of what
+                # comes in, read here; everything else by the codec.
+                if view[offset] == 0x40 and end - offset >= 4 and view[offset + 1] == 2:
+                    token = pending.pop((view[offset + 2] << 8) | view[offset + 3], None)
+                    offset += 4
+                    if token is not None:
+                        events.publish_done(self.index, token, True, False, "SUCCESS")
+                    continue
                 try:
-                    packet, size = read(view[offset:])
+                    packet, size = mqtt5.read(view[offset:])
                 except IndexError:  # not all of it yet
                     break
                 offset += size
                 if type(packet) is mqtt5.PubAckPacket:
-                    token = self._pending.pop(packet.packet_id, None)
+                    token = pending.pop(packet.packet_id, None)
                     if token is not None:
                         code = packet.reason_code
                         delivered = int(code) in _DELIVERED
-                        self._events.publish_done(
-                            self.index, token, delivered, not delivered, code.name
-                        )
+                        events.publish_done(self.index, token, delivered, not delivered, code.name)
                 else:
                     self._other(packet)
+                if self._sock is None:
+                    return  # closed by what it read
         except Exception as exc:  # bytes that are not MQTT 5: drop the connection, retry
-            self._buffer = b""
             self._abort(exc)
             return
-        self._buffer = bytes(view[offset:]) if offset < end else b""
-        self._last_read = time.monotonic()
+        if offset < end:
+            self._buffer = bytes(view[offset:])
 
     def _other(self, packet: Any) -> None:
         if isinstance(packet, mqtt5.ConnAckPacket):
@@ -395,14 +627,37 @@ class Link(asyncio.BufferedProtocol):
             )
             self._events.link_failed(self.index, message, refused)
             self.state = WAITING  # reported: its closing is not a second failure
-            self._close_and_retry()
+            self._lost(None)
         elif isinstance(packet, mqtt5.DisconnectPacket):
-            if self._transport is not None:
-                self._transport.close()
+            self._lost(None)
         # PINGRESP and anything else: read, nothing to do.
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+    # Losing the connection, and trying again.
+
+    def _abort_if(self, sock: Any, error: BaseException) -> None:
+        if sock is self._sock and sock is not None:
+            self._abort(error)
+
+    def _abort(self, error: BaseException) -> None:
+        """Give up on this connection (or attempt) for ``error``: closed, failed or lost."""
+        self._error = error
+        if self._lookup is not None:
+            self._lookup = None
+        self._lost(error)
+
+    def _lost(self, exc: BaseException | None) -> None:
+        """The connection is closed or the attempt failed: tell, and retry unless stopped."""
+        sock = self._sock
+        if sock is not None:
+            self._watch(None)
+            if self._out is not None:
+                self._out = None
+                self._loop.remove_writer(self._fd)
+            else:
+                self._loop.remove_writer(self._fd)  # a TCP connect or a handshake under way
+            self._sock = self._tls = None
+            self._fd = -1
+            sock.close()
         self._buffer = b""
         pending, self._pending = self._pending, {}
         for token in pending.values():
@@ -411,36 +666,12 @@ class Link(asyncio.BufferedProtocol):
         if state == CONNECTED:
             self._events.link_lost(self.index)
         elif state == CONNECTING:  # before its CONNACK
-            self._failed(exc or self._error)
-            return
+            message, refused = describe(exc or self._error, self.endpoint, self._cert)
+            self._events.link_failed(self.index, message, refused)
         if state != STOPPED:
             self._schedule_retry()
 
-    def _abort(self, error: BaseException) -> None:
-        self._error = error
-        if self._transport is not None:
-            self._transport.abort()
-        elif self._task is not None:
-            self._task.cancel()
-
-    def _failed(self, error: BaseException | None) -> None:
-        message, refused = describe(error, self.endpoint, self._cert)
-        self._events.link_failed(self.index, message, refused)
-        if self._transport is not None:
-            self.state = WAITING
-            self._transport.abort()  # connection_lost schedules the retry
-        else:
-            self._schedule_retry()
-
-    def _close_and_retry(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-        else:
-            self._schedule_retry()
-
     def _schedule_retry(self) -> None:
-        if self.state == STOPPED:
-            return
         self.state = WAITING
         delay = self._delay
         # Decorrelated jitter: the next wait is drawn between the least and three times this.
@@ -469,6 +700,7 @@ def make_links(
         CertificateError: the fleet's (or a rider's own) certificate cannot be used.
     """
     chosen: list[str | None] = list(sources) or [None]
+    resolver = Resolver(loop)
     spread = [[Endpoint(host, port, source) for source in chosen] for host, port in brokers]
     links = []
     for index, client_id in enumerate(client_ids, start=first_index):
@@ -481,5 +713,7 @@ def make_links(
             context = contexts.get(cert, key)
         per_broker = spread[index % len(spread)]
         endpoint = per_broker[index // len(spread) % len(per_broker)]
-        links.append(Link(loop, events, index, client_id, endpoint, context, cert, settings, rng))
+        links.append(
+            Link(loop, events, index, client_id, endpoint, context, cert, settings, rng, resolver)
+        )
     return links
