@@ -4,8 +4,9 @@
 Locust's workers are gevent processes, with threads and sockets patched into greenlets; the
 fleet's connections live on an asyncio (uvloop) event loop, which must not share the gevent hub's
 thread (each would block the other). So the fleet runs in a native OS thread, started with the
-unpatched ``_thread.start_new_thread`` (``gevent.monkey.get_original``): its loop and its
-sockets are libuv's, never gevent's. The two sides meet only through thread-safe hand-overs:
+unpatched ``_thread.start_new_thread`` (``gevent.monkey.get_original``): its loop is libuv's
+and its sockets the ``_socket`` module's, never gevent's. The two sides meet only through
+thread-safe hand-overs:
 
 - users join and leave through :class:`MqttRiderGroups` under a native lock (held for
   microseconds, by the loop's timer or by a user's greenlet);

@@ -25,14 +25,13 @@ without acknowledgement, or dropped (counted) when its rider is not connected::
 
 from __future__ import annotations
 
-import gc
 import queue
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -127,7 +126,7 @@ class MqttCounts:
     disconnects: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
 @dataclass(slots=True)
@@ -144,6 +143,17 @@ class _Rider:
     """When its last publishes went out: at most :data:`PACE` in any one second."""
     in_flight: int = 0
     """Its publishes not yet acknowledged (or failed)."""
+
+
+def _awscrt_links(
+    shared: Any,
+) -> Callable[[MqttSettings, Callable[[LinkEvent], None]], MqttLink]:
+    """Makes a rider's awscrt client, on the fleet's one TLS context (``shared``)."""
+
+    def make_link(settings: MqttSettings, sink: Callable[[LinkEvent], None]) -> MqttLink:
+        return MqttLink(settings, sink, tls_context=shared)
+
+    return make_link
 
 
 class MqttFleet:
@@ -183,15 +193,13 @@ class MqttFleet:
         """TLS contexts loaded (one per certificate in use)."""
         self._on_loop = make_link is None and options.client == "fleet"
         self._loop: Any = None
+        self._poller: Any = None
         if self._on_loop:
             self._prepare_links()
         elif make_link is None:
             shared = None if options.settings.cert is None else make_tls_context(options.settings)
             self.contexts = 0 if shared is None else 1
-
-            def make_link(settings: MqttSettings, sink: Callable[[LinkEvent], None]) -> MqttLink:
-                return MqttLink(settings, sink, tls_context=shared)
-
+            make_link = _awscrt_links(shared)
         self._make_link = make_link
         self.counts = MqttCounts()
         self.latency = LatencyHistogram()
@@ -228,7 +236,7 @@ class MqttFleet:
         Raises:
             CertificateError: the fleet's certificate, or a rider's own, cannot be used.
         """
-        from simulator.mqtt.wire import TlsContexts, new_event_loop
+        from simulator.mqtt.wire import Poller, TlsContexts, new_event_loop
 
         settings = self.options.settings
         self._tls = None if settings.cert is None else TlsContexts(settings.ca)
@@ -236,10 +244,13 @@ class MqttFleet:
             assert settings.cert is not None and settings.key is not None
             self._tls.get(settings.cert, settings.key)  # the fleet's: a bad one is said first
         self._loop = new_event_loop()
+        self._poller = Poller.make()
         try:
             self._link_riders(self.riders)
         except BaseException:
             self._loop.close()
+            if self._poller is not None:
+                self._poller.close()
             raise
 
     def _link_riders(self, riders: list[_Rider]) -> None:
@@ -260,6 +271,7 @@ class MqttFleet:
             certs_dir=options.certs_dir,
             rng=self._rng,
             first_index=riders[0].index,
+            poller=self._poller,
         )
         self.contexts = 0 if self._tls is None else len(self._tls)
         for rider, link in zip(riders, links, strict=True):
@@ -305,18 +317,18 @@ class MqttFleet:
 
     def _run_on_loop(self) -> None:
         """The whole run on the links' event loop, one timer doing every pass (:data:`TICK`)."""
-        from simulator.mqtt.wire import release_freed_memory
-
         loop = self._loop
         riders = self.riders
+        poller = self._poller
         failure: list[BaseException] = []
         phase = "riding"
         until = next_check = 0.0
-        frozen = 0
 
         def tick() -> None:
-            nonlocal phase, until, next_check, frozen
+            nonlocal phase, until, next_check
             try:
+                if poller is not None:
+                    poller.poll()  # the PUBACKs since the last pass
                 now = self._monotonic()
                 if self.on_tick is not None:
                     self.on_tick()
@@ -339,13 +351,6 @@ class MqttFleet:
                     next_check = now + 1.0
                     for rider in riders[: self._opened]:
                         rider.link.check(now)
-                    if frozen < len(riders) == self._opened and not self.connecting:
-                        # Every rider's objects are made and live to the end: out of the
-                        # garbage collector's sight, its passes see only each message's.
-                        gc.collect()
-                        gc.freeze()
-                        release_freed_memory()
-                        frozen = len(riders)
                 loop.call_later(TICK, tick)
             except BaseException as exc:  # a defect: end the run, and say so in the thread
                 failure.append(exc)
@@ -355,10 +360,11 @@ class MqttFleet:
             loop.call_soon(tick)
             loop.run_forever()
         finally:
-            gc.unfreeze()
             for rider in self.riders:
                 rider.connected = False
             loop.close()
+            if poller is not None:
+                poller.close()
         if failure:
             raise failure[0]
 
@@ -571,6 +577,8 @@ class MqttFleet:
         if self._on_loop:
             if not self._loop.is_closed():
                 self._loop.close()
+            if self._poller is not None:
+                self._poller.close()  # closing twice is nothing
             return
         for rider in self.riders:
             if rider.link is not None:

@@ -1,11 +1,16 @@
 """The fleet's connection layer: thousands of MQTT 5 connections on one asyncio event loop.
 
-Each rider's connection is one small :class:`Link`, an ``asyncio.BufferedProtocol`` (no task,
-future or thread per rider or per message; every link reads into one shared buffer): bytes in
-are read by the ``mqtt5`` package's sans-IO codec (Rust), bytes out are its encoded packets,
-written to the loop's transport. Every link calls
-the fleet back (:class:`LinkEvents`) on the loop's thread. uvloop runs the loop when it is
-installed (its TLS transport costs about half of asyncio's own per connection).
+Each rider's connection is one small :class:`Link` (no task, future or thread per rider or per
+message) on a non-blocking socket that the loop watches (``add_reader``, and ``add_writer`` only
+while the socket cannot take more): with TLS, OpenSSL reads and writes the socket itself (an
+``_ssl`` socket over it, no memory BIOs and no copies), one TLS record out per PUBLISH, and every
+link reads into one shared buffer. Sockets are made by the ``_socket`` module, which gevent
+never patches, so the fleet runs the same in a gevent process (a Locust worker) on a thread of
+its own. The ``mqtt5`` package's sans-IO codec (Rust) reads and writes MQTT 5; the two packets
+of every message are also done here directly, a PUBLISH written and the short PUBACK of a
+delivered one read, in a fraction of the codec's per-call cost (the codec reads every other
+packet). Every link calls the fleet back (:class:`LinkEvents`) on the loop's thread. uvloop
+runs the loop when it is installed.
 
 TLS contexts are shared: one per certificate and key, loaded once (:class:`TlsContexts`); a
 fleet on one certificate has one context for every rider.
@@ -21,11 +26,11 @@ from __future__ import annotations
 
 import _socket
 import asyncio
-import ctypes
 import errno
 import os
 import random
 import ssl
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +67,7 @@ _READ_VIEW = memoryview(_READ_BUFFER)
 #: Seconds a broker's looked-up address is used before it is looked up again.
 RESOLVE_EVERY = 60.0
 _NUMERIC = _socket.AI_NUMERICHOST
+_EPOLLIN = 1  # select.EPOLLIN
 #: Topics as a PUBLISH carries them (their length, then UTF-8), encoded once.
 _TOPICS: dict[str, bytes] = {}
 
@@ -173,18 +179,6 @@ def find_rider_certificate(directory: Path, client_id: str) -> tuple[Path, Path]
     return None
 
 
-def release_freed_memory() -> None:
-    """Give the C heap's free memory back to the system (glibc's ``malloc_trim``; elsewhere
-    nothing): what thousands of TLS handshakes at once allocated and freed stays resident
-    otherwise."""
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return
-    trim(0)
-
-
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop if it is installed, else asyncio's."""
     try:
@@ -274,6 +268,61 @@ class Resolver:
             self._known[key] = (time.monotonic() + RESOLVE_EVERY, family, address)
 
 
+class Poller:
+    """The connected links' sockets, read at the fleet's timer rather than as each is readable.
+
+    A connected link's socket is watched by an epoll set of its own that the fleet's timer polls
+    (without waiting) on every pass: the process wakes once a pass, not once a PUBACK, and reads
+    every PUBACK that arrived since in one go (a few milliseconds later than the loop would).
+    Links still connecting are watched by the loop. Linux only: elsewhere :meth:`make` gives
+    None and the loop watches every link.
+    """
+
+    #: Readiness reported per poll at most; rounds of polls per pass at most.
+    BATCH, ROUNDS = 1024, 8
+
+    def __init__(self, epoll: Any) -> None:
+        self._epoll = epoll
+        self._links: dict[int, Link] = {}
+
+    @classmethod
+    def make(cls) -> Poller | None:
+        """A poller, on the unpatched ``select.epoll`` in a gevent process (None: no epoll)."""
+        monkey = sys.modules.get("gevent.monkey")
+        try:
+            if monkey is not None:
+                return cls(monkey.get_original("select", "epoll")())
+            import select
+
+            return cls(select.epoll())
+        except (AttributeError, OSError):  # not Linux
+            return None
+
+    def watch(self, fd: int, link: Link) -> None:
+        self._epoll.register(fd, _EPOLLIN)
+        self._links[fd] = link
+
+    def forget(self, fd: int) -> None:
+        del self._links[fd]
+        self._epoll.unregister(fd)
+
+    def poll(self) -> None:
+        """Read every watched socket that has something to read, without waiting."""
+        links = self._links
+        poll = self._epoll.poll
+        for _round in range(self.ROUNDS):
+            ready = poll(0, self.BATCH)
+            if not ready:
+                return
+            for fd, _events in ready:
+                link = links.get(fd)
+                if link is not None:
+                    link._readable()
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
 class Link:
     """One rider's MQTT 5 connection; see the module doc.
 
@@ -288,13 +337,15 @@ class Link:
         settings: Keep-alive and reconnect timing (the other fields are not used).
         rng: Jitter for the reconnect delay.
         resolver: Broker addresses, shared by the links of a loop (None: a link's own).
+        poller: Reads the link's socket once connected (None: the loop watches it).
     """
 
     __slots__ = (
         "_loop", "_events", "index", "_client_id", "endpoint", "_context", "_cert",
         "_keep_alive", "_ping_timeout", "_min_delay", "_max_delay", "_delay", "_rng",
-        "_resolver", "state", "_sock", "_tls", "_fd", "_reading", "_out", "_lookup", "_retry",
-        "_pending", "_next_id", "_buffer", "_last_read", "_last_write", "_deadline", "_error",
+        "_resolver", "_poller", "state", "_sock", "_tls", "_fd", "_reading", "_out", "_lookup",
+        "_retry", "_pending", "_next_id", "_buffer", "_last_read", "_last_write", "_deadline",
+        "_error",
     )  # fmt: skip
 
     def __init__(
@@ -309,6 +360,7 @@ class Link:
         settings: MqttSettings,
         rng: random.Random,
         resolver: Resolver | None = None,
+        poller: Poller | None = None,
     ) -> None:
         self._loop = loop
         self._events = events
@@ -324,6 +376,7 @@ class Link:
         self._delay = self._min_delay
         self._rng = rng
         self._resolver = resolver or Resolver(loop)
+        self._poller = poller
         self.state = IDLE
         self._sock: Any = None
         """The connection's ``_socket.socket`` (gevent never patches it), while it is open."""
@@ -498,13 +551,23 @@ class Link:
         self._write(connect.write())
 
     def _watch(self, reading: Callable[[], None] | None) -> None:
-        """Have the loop call ``reading`` when the socket is readable (None: stop watching)."""
-        if reading != self._reading:
-            if self._reading is not None:
+        """Have ``reading`` called when the socket is readable (None: stop watching): by the
+        poller for :meth:`_readable` when there is one, else by the loop."""
+        current = self._reading
+        if reading == current:
+            return
+        poller = self._poller
+        if current is not None:
+            if poller is not None and current == self._readable:
+                poller.forget(self._fd)
+            else:
                 self._loop.remove_reader(self._fd)
-            if reading is not None:
+        if reading is not None:
+            if poller is not None and reading == self._readable:
+                poller.watch(self._fd, self)
+            else:
                 self._loop.add_reader(self._fd, reading)
-            self._reading = reading
+        self._reading = reading
 
     # Bytes out and in.
 
@@ -691,6 +754,7 @@ def make_links(
     certs_dir: Path | None,
     rng: random.Random,
     first_index: int = 0,
+    poller: Poller | None = None,
 ) -> list[Link]:
     """A link per client id, for riders ``first_index`` on: rider ``i`` on broker ``i mod B``,
     from the source addresses in turn over each broker's riders (the system's choice when
@@ -714,6 +778,18 @@ def make_links(
         per_broker = spread[index % len(spread)]
         endpoint = per_broker[index // len(spread) % len(per_broker)]
         links.append(
-            Link(loop, events, index, client_id, endpoint, context, cert, settings, rng, resolver)
+            Link(
+                loop,
+                events,
+                index,
+                client_id,
+                endpoint,
+                context,
+                cert,
+                settings,
+                rng,
+                resolver,
+                poller,
+            )  # fmt: skip
         )
     return links
