@@ -193,7 +193,6 @@ class MqttFleet:
         """TLS contexts loaded (one per certificate in use)."""
         self._on_loop = make_link is None and options.client == "fleet"
         self._loop: Any = None
-        self._poller: Any = None
         if self._on_loop:
             self._prepare_links()
         elif make_link is None:
@@ -236,7 +235,7 @@ class MqttFleet:
         Raises:
             CertificateError: the fleet's certificate, or a rider's own, cannot be used.
         """
-        from simulator.mqtt.wire import Poller, TlsContexts, new_event_loop
+        from simulator.mqtt.wire import TlsContexts, new_event_loop
 
         settings = self.options.settings
         self._tls = None if settings.cert is None else TlsContexts(settings.ca)
@@ -244,13 +243,10 @@ class MqttFleet:
             assert settings.cert is not None and settings.key is not None
             self._tls.get(settings.cert, settings.key)  # the fleet's: a bad one is said first
         self._loop = new_event_loop()
-        self._poller = Poller.make()
         try:
             self._link_riders(self.riders)
         except BaseException:
             self._loop.close()
-            if self._poller is not None:
-                self._poller.close()
             raise
 
     def _link_riders(self, riders: list[_Rider]) -> None:
@@ -271,7 +267,6 @@ class MqttFleet:
             certs_dir=options.certs_dir,
             rng=self._rng,
             first_index=riders[0].index,
-            poller=self._poller,
         )
         self.contexts = 0 if self._tls is None else len(self._tls)
         for rider, link in zip(riders, links, strict=True):
@@ -319,7 +314,6 @@ class MqttFleet:
         """The whole run on the links' event loop, one timer doing every pass (:data:`TICK`)."""
         loop = self._loop
         riders = self.riders
-        poller = self._poller
         failure: list[BaseException] = []
         phase = "riding"
         until = next_check = 0.0
@@ -327,8 +321,6 @@ class MqttFleet:
         def tick() -> None:
             nonlocal phase, until, next_check
             try:
-                if poller is not None:
-                    poller.poll()  # the PUBACKs since the last pass
                 now = self._monotonic()
                 if self.on_tick is not None:
                     self.on_tick()
@@ -363,8 +355,6 @@ class MqttFleet:
             for rider in self.riders:
                 rider.connected = False
             loop.close()
-            if poller is not None:
-                poller.close()
         if failure:
             raise failure[0]
 
@@ -577,8 +567,6 @@ class MqttFleet:
         if self._on_loop:
             if not self._loop.is_closed():
                 self._loop.close()
-            if self._poller is not None:
-                self._poller.close()  # closing twice is nothing
             return
         for rider in self.riders:
             if rider.link is not None:

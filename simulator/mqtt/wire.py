@@ -30,7 +30,6 @@ import errno
 import os
 import random
 import ssl
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,7 +66,6 @@ _READ_VIEW = memoryview(_READ_BUFFER)
 #: Seconds a broker's looked-up address is used before it is looked up again.
 RESOLVE_EVERY = 60.0
 _NUMERIC = _socket.AI_NUMERICHOST
-_EPOLLIN = 1  # select.EPOLLIN
 #: Topics as a PUBLISH carries them (their length, then UTF-8), encoded once.
 _TOPICS: dict[str, bytes] = {}
 
@@ -268,61 +266,6 @@ class Resolver:
             self._known[key] = (time.monotonic() + RESOLVE_EVERY, family, address)
 
 
-class Poller:
-    """The connected links' sockets, read at the fleet's timer rather than as each is readable.
-
-    A connected link's socket is watched by an epoll set of its own that the fleet's timer polls
-    (without waiting) on every pass: the process wakes once a pass, not once a PUBACK, and reads
-    every PUBACK that arrived since in one go (a few milliseconds later than the loop would).
-    Links still connecting are watched by the loop. Linux only: elsewhere :meth:`make` gives
-    None and the loop watches every link.
-    """
-
-    #: Readiness reported per poll at most; rounds of polls per pass at most.
-    BATCH, ROUNDS = 1024, 8
-
-    def __init__(self, epoll: Any) -> None:
-        self._epoll = epoll
-        self._links: dict[int, Link] = {}
-
-    @classmethod
-    def make(cls) -> Poller | None:
-        """A poller, on the unpatched ``select.epoll`` in a gevent process (None: no epoll)."""
-        monkey = sys.modules.get("gevent.monkey")
-        try:
-            if monkey is not None:
-                return cls(monkey.get_original("select", "epoll")())
-            import select
-
-            return cls(select.epoll())
-        except (AttributeError, OSError):  # not Linux
-            return None
-
-    def watch(self, fd: int, link: Link) -> None:
-        self._epoll.register(fd, _EPOLLIN)
-        self._links[fd] = link
-
-    def forget(self, fd: int) -> None:
-        del self._links[fd]
-        self._epoll.unregister(fd)
-
-    def poll(self) -> None:
-        """Read every watched socket that has something to read, without waiting."""
-        links = self._links
-        poll = self._epoll.poll
-        for _round in range(self.ROUNDS):
-            ready = poll(0, self.BATCH)
-            if not ready:
-                return
-            for fd, _events in ready:
-                link = links.get(fd)
-                if link is not None:
-                    link._readable()
-
-    def close(self) -> None:
-        self._epoll.close()
-
-
 class Link:
     """One rider's MQTT 5 connection; see the module doc.
 
@@ -337,13 +280,12 @@ class Link:
         settings: Keep-alive and reconnect timing (the other fields are not used).
         rng: Jitter for the reconnect delay.
         resolver: Broker addresses, shared by the links of a loop (None: a link's own).
-        poller: Reads the link's socket once connected (None: the loop watches it).
     """
 
     __slots__ = (
         "_loop", "_events", "index", "_client_id", "endpoint", "_context", "_cert",
         "_keep_alive", "_ping_timeout", "_min_delay", "_max_delay", "_delay", "_rng",
-        "_resolver", "_poller", "state", "_sock", "_tls", "_fd", "_reading", "_out", "_lookup",
+        "_resolver", "state", "_sock", "_tls", "_fd", "_reading", "_out", "_lookup",
         "_retry", "_pending", "_next_id", "_buffer", "_last_read", "_last_write", "_deadline",
         "_error",
     )  # fmt: skip
@@ -360,7 +302,6 @@ class Link:
         settings: MqttSettings,
         rng: random.Random,
         resolver: Resolver | None = None,
-        poller: Poller | None = None,
     ) -> None:
         self._loop = loop
         self._events = events
@@ -376,7 +317,6 @@ class Link:
         self._delay = self._min_delay
         self._rng = rng
         self._resolver = resolver or Resolver(loop)
-        self._poller = poller
         self.state = IDLE
         self._sock: Any = None
         """The connection's ``_socket.socket`` (gevent never patches it), while it is open."""
@@ -551,23 +491,13 @@ class Link:
         self._write(connect.write())
 
     def _watch(self, reading: Callable[[], None] | None) -> None:
-        """Have ``reading`` called when the socket is readable (None: stop watching): by the
-        poller for :meth:`_readable` when there is one, else by the loop."""
-        current = self._reading
-        if reading == current:
-            return
-        poller = self._poller
-        if current is not None:
-            if poller is not None and current == self._readable:
-                poller.forget(self._fd)
-            else:
+        """Have the loop call ``reading`` when the socket is readable (None: stop watching)."""
+        if reading != self._reading:
+            if self._reading is not None:
                 self._loop.remove_reader(self._fd)
-        if reading is not None:
-            if poller is not None and reading == self._readable:
-                poller.watch(self._fd, self)
-            else:
+            if reading is not None:
                 self._loop.add_reader(self._fd, reading)
-        self._reading = reading
+            self._reading = reading
 
     # Bytes out and in.
 
@@ -754,7 +684,6 @@ def make_links(
     certs_dir: Path | None,
     rng: random.Random,
     first_index: int = 0,
-    poller: Poller | None = None,
 ) -> list[Link]:
     """A link per client id, for riders ``first_index`` on: rider ``i`` on broker ``i mod B``,
     from the source addresses in turn over each broker's riders (the system's choice when
@@ -778,18 +707,6 @@ def make_links(
         per_broker = spread[index % len(spread)]
         endpoint = per_broker[index // len(spread) % len(per_broker)]
         links.append(
-            Link(
-                loop,
-                events,
-                index,
-                client_id,
-                endpoint,
-                context,
-                cert,
-                settings,
-                rng,
-                resolver,
-                poller,
-            )  # fmt: skip
+            Link(loop, events, index, client_id, endpoint, context, cert, settings, rng, resolver)
         )
     return links
