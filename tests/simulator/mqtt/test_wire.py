@@ -123,3 +123,19 @@ def test_bytes_that_are_not_mqtt_drop_the_connection_and_what_it_had_in_flight(
     link._readable()
     assert events.done == [(5, False, False, "CONNECTION_LOST")]
     assert events.lost == 1 and link.state == wire.WAITING
+
+
+def test_a_broker_name_is_looked_up_by_the_loop_once_and_an_address_never() -> None:
+    loop = wire.new_event_loop()
+    try:
+        resolver = wire.Resolver(loop)
+        assert resolver.address("127.0.0.1", 8883) == (socket.AF_INET, ("127.0.0.1", 8883))
+        assert resolver.address("localhost", 8883) is None  # a name: looked up first
+        lookup = resolver.lookup("localhost", 8883)
+        assert resolver.lookup("localhost", 8883) is lookup  # riders waiting share one
+        loop.run_until_complete(lookup)
+        found = resolver.address("localhost", 8883)
+        assert found is not None and found[1][1] == 8883
+        assert found[1][0] in ("127.0.0.1", "::1")
+    finally:
+        loop.close()
