@@ -131,6 +131,13 @@ Examples:
 @click.option("--claim-key", type=_FILE, help="The claim certificate's key (PEM).")
 @click.option("--serial-number", help="The bike's serial number, its thing name once enrolled.")
 @click.option(
+    "--enrol-keys",
+    type=click.Choice(["bike", "service"]),
+    help="Who makes the key when enrolling: the bike (a CSR, the key never leaves it) or "
+    "IoT Core (CreateKeysAndCertificate).",
+    **default_in_help("bike"),
+)
+@click.option(
     "--qos",
     type=whole(0, 1),
     help="0: drop while offline; 1: spool.",
@@ -388,6 +395,7 @@ def enrolled(config: RiderConfig, reporter: Reporter) -> RiderConfig:
             ),
             template=config.fleet_template,
             parameters={"SerialNumber": config.serial_number, "RacerId": str(config.racer_id)},
+            keys=config.enrol_keys,
         )
         identity = enrol(claim, state, report=reporter.event)
         reporter.event("info", "enrolled", thing_name=identity.thing_name)

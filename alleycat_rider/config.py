@@ -77,6 +77,8 @@ class RiderConfig:
     claim_key: Path | None = None
     serial_number: str | None = None
     """The bike's serial number: its thing name once enrolled."""
+    enrol_keys: str = "bike"
+    """Who makes the key when enrolling: ``bike`` (a CSR; the key never leaves) or ``service``."""
     qos: int = 1
     """0: fire and forget, dropped while offline; 1: spooled on disk until acknowledged."""
     spool: Path
@@ -235,6 +237,7 @@ SETTINGS: dict[str, str] = {
     "claim_cert": "path",
     "claim_key": "path",
     "serial_number": "str",
+    "enrol_keys": "str",
     "results_topic": "str",
     "qos": "int",
     "spool": "path",
@@ -515,6 +518,7 @@ def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
     endpoint = str(_require(settings, "endpoint"))
     racer_id = int(_require(settings, "racer_id"))
     _one_of(settings, "qos", (0, 1))
+    _one_of(settings, "enrol_keys", ("bike", "service"))
     _one_of(settings, "log_format", LOG_FORMATS)
     _one_of(settings, "log_level", LOG_LEVELS)
     _one_of(settings, "sensor", SENSOR_KINDS)

@@ -540,11 +540,23 @@ def _stack_commands(endpoints: dict[str, Any], running: Any) -> str:
         + f" --qos 1 --topic {endpoints['topics']['rides']}/{client_id}"
         for client_id, device in endpoints["devices"].items()
     ]
+    claim = endpoints["claim"]
+    mqtt = endpoints["mqtt"]
+    enrol = shlex.join(
+        [
+            "alleycat", "ride", "--endpoint", mqtt["host"], "--port", str(mqtt["port"]),
+            "--ca", mqtt["ca"], "--claim-cert", claim["cert"], "--claim-key", claim["key"],
+            "--fleet-template", claim["template"], "--serial-number", claim["serial_number"],
+            "--racer-id", str(claim["racer_id"]), "--spool", claim["spool"], "--qos", "1",
+        ]
+    )  # fmt: skip
     return "\n".join(
         [
             "",
             "Alleycat is running. Ride a bike through it (a second one in another terminal):",
             *(f"  {line}" for line in rides),
+            "A bike with only the factory's claim certificate enrols itself on its first ride:",
+            f"  {enrol}",
             "Ride a fleet over MQTT through the rule, or straight into the stream; read it back:",
             "  "
             + shlex.join(
