@@ -555,7 +555,7 @@ def _stack_commands(endpoints: dict[str, Any], running: Any) -> str:
             "",
             "Alleycat is running. Ride a bike through it (a second one in another terminal):",
             *(f"  {line}" for line in rides),
-            "A bike with only the factory's claim certificate enrols itself on its first ride:",
+            "A bike with only the claim certificate of a factory image enrols itself first:",
             f"  {enrol}",
             "Ride a fleet over MQTT through the rule, or straight into the stream; read it back:",
             "  "
