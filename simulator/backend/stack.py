@@ -26,15 +26,13 @@ there is none) and ``things.json``, the things enrolment made.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from alleycat_rider.iot.broker import LOCALHOST, MosquittoBroker, find_mosquitto, port_in_use
 from alleycat_rider.iot.devcerts import (
@@ -61,11 +59,11 @@ from simulator.backend.fleet_template import (
     ProvisioningTemplate,
     load_templates,
 )
+from simulator.backend.kinesis_server import KinesisServer, StackError
 from simulator.backend.provisioning import ClientMap, ThingRegistry
 from simulator.backend.rule import DEFAULT_RULE_TOPIC, ErrorAction, IotRule
 from simulator.backend.standings import DEFAULT_RESULTS_TOPIC, Standings, StandingsStore
 from simulator.backend.template import KeyTemplate
-from simulator.errors import SimulatorError
 
 #: The devices ``stack`` makes certificates for.
 STACK_DEVICES = ("bike-1", "bike-2")
@@ -80,7 +78,14 @@ DEFAULT_KINESIS_PORT = 4567
 KINESIS_SERVERS = ("moto", "kinesalite")
 LOCAL_REGION = "us-east-1"
 
-__all__ = ["FLEET_CLIENT_ID", "RULE_CLIENT_ID", "STANDINGS_CLIENT_ID", "Stack", "acl"]
+__all__ = [
+    "FLEET_CLIENT_ID",
+    "RULE_CLIENT_ID",
+    "STANDINGS_CLIENT_ID",
+    "Stack",
+    "StackError",
+    "acl",
+]
 
 #: mosquitto beyond ``alleycat broker``'s configuration: room for a fleet, and the ACL.
 BROKER_LIMITS = (
@@ -90,8 +95,21 @@ BROKER_LIMITS = (
 )
 
 
-class StackError(SimulatorError):
-    """Part of the stack cannot start; the message says what to do."""
+__all__ = [
+    "FLEET_CLIENT_ID",
+    "RULE_CLIENT_ID",
+    "STANDINGS_CLIENT_ID",
+    "Stack",
+    "StackError",
+    "acl",
+]
+
+#: mosquitto beyond ``alleycat broker``'s configuration: room for a fleet, and the ACL.
+BROKER_LIMITS = (
+    "max_queued_messages 1000000",
+    "max_inflight_messages 1000",
+    "max_connections -1",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,68 +131,6 @@ class StackOptions:
     results_topic: str = DEFAULT_RESULTS_TOPIC
     shared_topic: bool = False
     """Let every device publish on the rule's topic itself too (weaker)."""
-
-
-@dataclass(slots=True)
-class KinesisServer:
-    """moto's server or kinesalite, as a subprocess on 127.0.0.1."""
-
-    kind: str
-    port: int
-    log: IO[bytes]
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOCALHOST}:{self.port}"
-
-    def command(self) -> list[str]:
-        """The command line, or :class:`StackError` saying what to install."""
-        if self.kind == "moto":
-            try:
-                import moto.server  # noqa: F401
-            except ImportError:
-                raise StackError(
-                    "moto's server is not installed: pip install 'alleycat[stack]' "
-                    "(or --kinesis kinesalite)"
-                ) from None
-            return [sys.executable, "-m", "moto.server", "-H", LOCALHOST, "-p", str(self.port)]
-        node = shutil.which("node")
-        if node is None:
-            raise StackError("--kinesis kinesalite needs Node.js: install nodejs, or use moto")
-        module = _kinesalite_module()
-        script = (
-            f"const k = require({str(module)!r})({{createStreamMs: 50, deleteStreamMs: 50,"
-            f" updateStreamMs: 50, shardLimit: 100}});"
-            f" k.listen({self.port}, '{LOCALHOST}');"
-            " process.on('SIGTERM', () => k.close(() => process.exit(0)));"
-        )
-        return [node, "-e", script]
-
-    def start(self, timeout: float = 30.0) -> None:
-        from simulator.backend.net import wait_for_port
-
-        self.process = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=self.log,
-            start_new_session=True,
-        )
-        if not wait_for_port(LOCALHOST, self.port, timeout, alive=self.process):
-            self.stop()
-            raise StackError(f"{self.kind} did not start listening on {self.port}: see its log")
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 def _device(certs: Path, client_id: str) -> dict[str, str]:
@@ -200,25 +156,6 @@ def bike_spool(workdir: Path, client_id: str) -> Path:
     """The spool of the printed ride command of ``client_id``: one per bike, each agent's own
     (its race is kept beside it)."""
     return workdir / "bikes" / client_id / "spool.sqlite3"
-
-
-def _kinesalite_module() -> Path:
-    """Where npm installed kinesalite: next to us, or globally."""
-    candidates = []
-    npm = shutil.which("npm")
-    if npm is not None:
-        try:
-            root = subprocess.run(
-                [npm, "root", "-g"], capture_output=True, text=True, timeout=30, check=True
-            ).stdout.strip()
-            candidates.append(Path(root) / "kinesalite")
-        except (OSError, subprocess.SubprocessError):
-            pass
-    candidates.append(Path.cwd() / "node_modules" / "kinesalite")
-    for candidate in candidates:
-        if (candidate / "package.json").is_file():
-            return candidate
-    raise StackError("kinesalite is not installed: npm install -g kinesalite (or use moto)")
 
 
 @dataclass(slots=True)
