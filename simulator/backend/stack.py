@@ -95,23 +95,6 @@ BROKER_LIMITS = (
 )
 
 
-__all__ = [
-    "FLEET_CLIENT_ID",
-    "RULE_CLIENT_ID",
-    "STANDINGS_CLIENT_ID",
-    "Stack",
-    "StackError",
-    "acl",
-]
-
-#: mosquitto beyond ``alleycat broker``'s configuration: room for a fleet, and the ACL.
-BROKER_LIMITS = (
-    "max_queued_messages 1000000",
-    "max_inflight_messages 1000",
-    "max_connections -1",
-)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StackOptions:
     """What ``alleycat stack`` starts, and where."""

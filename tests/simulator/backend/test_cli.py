@@ -60,6 +60,18 @@ def test_stack_without_mosquitto_is_one_line(
     ]
 
 
+def test_stack_with_a_template_file_that_is_not_json_is_one_line(tmp_path: Path) -> None:
+    templates = tmp_path / ".alleycat-stack" / "provisioning-templates"
+    templates.mkdir(parents=True)
+    (templates / "bikes.json").write_text("{")
+    code, stdout, stderr = alleycat(
+        "stack", "--mqtt-port", str(free_port()), "--kinesis-port", str(free_port()), cwd=tmp_path
+    )
+    assert code == 1 and stdout == ""
+    [line] = stderr.strip().splitlines()
+    assert line.startswith("Error: .alleycat-stack/provisioning-templates/bikes.json is not JSON: ")
+
+
 def test_stack_with_kinesalite_but_no_node_is_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path)}  # no node, no npm
     code, _, stderr = alleycat(
