@@ -615,4 +615,12 @@ def _stack_line(status: dict[str, Any]) -> str:
         f"{report['messages']:,} read, {counted(report['duplicates'], 'duplicate')}, "
         f"{report['rejected']:,} rejected, {report['published']:,} published, "
         f"{counted(report['races'], 'race')}, {_lag(report['lag_ms'])}"
+        + _enrolment(status.get("enrolment") or {})
     )
+
+
+def _enrolment(counts: dict[str, int]) -> str:
+    """`` | enrolment: 2 registered, 1 refused`` once a bike has tried; else nothing."""
+    if not counts.get("certificates") and not counts.get("refused"):
+        return ""
+    return f" | enrolment: {counts['registered']:,} registered, {counts['refused']:,} refused"

@@ -35,7 +35,7 @@ from simulator.errors import BackendError
 
 if TYPE_CHECKING:
     from simulator.backend.paho_link import PahoRuleLink
-    from simulator.backend.provisioning import FleetProvisioning
+    from simulator.backend.provisioning import FleetProvisioning, Reply
 
 #: How long a backend client's session outlives a disconnect on the broker.
 SESSION_EXPIRY_SEC = 24 * 3600
@@ -281,7 +281,7 @@ def start_provisioning(
     if not link.wait_subscribed():
         link.stop()
         raise BackendError(f"provisioning: {link.refused or 'the subscriptions were not granted'}")
-    return lambda stop: run_provisioning(service, link, inbox, stop, reload_acl=reload_acl)
+    return lambda stop: run_provisioning(service, link, inbox, stop, reload_acl=reload_acl, say=say)
 
 
 def run_provisioning(
@@ -291,8 +291,11 @@ def run_provisioning(
     stop: threading.Event,
     *,
     reload_acl: Callable[[], None],
+    say: Say | None = None,
 ) -> None:
     """Answer provisioning requests until ``stop``, one at a time (the API has no correlation).
+
+    Each registration and each refusal is one line through ``say``.
 
     Before a RegisterThing is accepted, ``reload_acl`` writes the broker's ACL with the new
     thing and signals mosquitto, and two echoes through the broker make sure it has read it:
@@ -324,8 +327,23 @@ def run_provisioning(
                 for _ in range(2):
                     _echo(link, inbox, deferred, stop)
             link.publish(reply.topic, reply.payload, qos=1)
+            if say is not None:
+                _tell(reply, say)
     finally:
         link.stop()
+
+
+def _tell(reply: Reply, say: Say) -> None:
+    """One line for a registration and for a refusal (certificates made are not news)."""
+    if reply.registered:
+        template = reply.topic.split("/")[2]
+        say(f"provisioning: {reply.body['thingName']} enrolled with the template {template}")
+    elif reply.topic.endswith("/rejected"):
+        request = reply.topic.removesuffix("/rejected")
+        say(
+            f"provisioning: refused {request}: {reply.body['errorMessage']} "
+            f"({reply.body['errorCode']})"
+        )
 
 
 def _echo(

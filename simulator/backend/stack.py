@@ -60,7 +60,7 @@ from simulator.backend.fleet_template import (
     load_templates,
 )
 from simulator.backend.kinesis_server import KinesisServer, StackError
-from simulator.backend.provisioning import ClientMap, ThingRegistry
+from simulator.backend.provisioning import ClientMap, FleetProvisioning, ThingRegistry
 from simulator.backend.rule import DEFAULT_RULE_TOPIC, ErrorAction, IotRule
 from simulator.backend.standings import DEFAULT_RESULTS_TOPIC, Standings, StandingsStore
 from simulator.backend.template import KeyTemplate
@@ -153,6 +153,7 @@ class Stack:
     standings: Standings | None = None
     pki: DevPki | None = None
     registry: ThingRegistry | None = None
+    provisioning: FleetProvisioning | None = None
     templates: tuple[str, ...] = ()
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -229,11 +230,11 @@ class Stack:
     def _start_provisioning(
         self, acl_file: AclFile, templates: Mapping[str, ProvisioningTemplate]
     ) -> None:
-        from simulator.backend.provisioning import FleetProvisioning, LocalCa
+        from simulator.backend.provisioning import LocalCa
         from simulator.backend.services import start_provisioning
 
         assert self.pki is not None and self.registry is not None
-        service = FleetProvisioning(LocalCa(self.pki), templates, self.registry)
+        self.provisioning = service = FleetProvisioning(LocalCa(self.pki), templates, self.registry)
 
         def reload_acl() -> None:
             acl_file.write(self._acl())
@@ -359,7 +360,8 @@ class Stack:
         """What has gone through, for the live status."""
         rule = self.rule.counts.to_dict() if self.rule is not None else {}
         standings = self.standings.report() if self.standings is not None else {}
-        return {"rule": rule, "standings": standings}
+        enrolment = dict(self.provisioning.counts) if self.provisioning is not None else {}
+        return {"rule": rule, "standings": standings, "enrolment": enrolment}
 
     def stop(self) -> None:
         """Stop everything that started, in reverse order. Safe to call twice."""

@@ -150,3 +150,7 @@ def test_the_stack_line_counts_in_words_and_says_when_the_lag_is_not_known() -> 
     assert "1 duplicate, " in line and "1 race, " in line and line.endswith("lag unknown")
     report["lag_ms"] = 1200
     assert _stack_line({"rule": rule, "standings": report}).endswith("lag 1,200 ms")
+    # Once a bike has tried to enrol, the line says how enrolment went.
+    enrolment = {"certificates": 2, "registered": 1, "refused": 1}
+    line = _stack_line({"rule": rule, "standings": report, "enrolment": enrolment})
+    assert line.endswith("lag 1,200 ms | enrolment: 1 registered, 1 refused")

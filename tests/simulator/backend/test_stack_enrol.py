@@ -69,4 +69,6 @@ def test_a_claim_only_bike_enrols_through_the_stack_rides_as_its_thing_and_enrol
     records = rides()
     assert len(records) == acked and {r["racerId"] for r in records} == {3}
     assert stack.stop() == 0
-    assert "0 rejected" in stack.stderr.splitlines()[-1]
+    assert "provisioning: SN-0001 enrolled with the template alleycat-bikes" in stack.stderr
+    last = stack.stderr.splitlines()[-1]
+    assert "0 rejected" in last and last.endswith("| enrolment: 1 registered, 0 refused")
