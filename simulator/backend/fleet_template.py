@@ -92,6 +92,12 @@ class ProvisioningTemplate:
             Refusal: The template is disabled, a parameter is missing or not allowed, or the
                 template cannot be evaluated.
         """
+        try:
+            return self._register(parameters, certificate_id)
+        except (TypeError, ValueError, AttributeError) as exc:  # a template of the wrong shape
+            raise Refusal(400, "InvalidTemplate", f"Template {self.name}: {exc}") from None
+
+    def _register(self, parameters: Mapping[str, Any], certificate_id: str) -> Registration:
         if not self.enabled:
             raise Refusal(400, "InvalidRequest", f"Template {self.name} is disabled")
         values = self._parameters(parameters, certificate_id)

@@ -42,6 +42,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from alleycat_rider.iot.devcerts import DevPki, write_public
 from simulator.backend.fleet_template import ProvisioningTemplate, Refusal
+from simulator.errors import SimulatorError
 
 CREATE_TOPIC = "$aws/certificates/create/json"
 CSR_TOPIC = "$aws/certificates/create-from-csr/json"
@@ -82,6 +83,10 @@ class PendingCertificate:
     certificate_id: str
     principal: str
     expires: float
+
+
+class RegistryError(SimulatorError):
+    """The file of enrolled things cannot be read; the message names it."""
 
 
 class LocalCa:
@@ -129,10 +134,18 @@ class ThingRegistry:
         self._lock = threading.Lock()
         self._things: dict[str, dict[str, str]] = {}
         self._principals: dict[str, str] = {}
+        self.version = 0
+        """Counts changes, so that readers can keep what they derived until the next one."""
         if path is not None and path.is_file():
-            document = json.loads(path.read_text())
-            self._things = dict(document.get("things", {}))
-            self._principals = dict(document.get("principals", {}))
+            try:
+                document = json.loads(path.read_text())
+                self._things = {str(k): dict(v) for k, v in document["things"].items()}
+                self._principals = {str(k): str(v) for k, v in document["principals"].items()}
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise RegistryError(
+                    f"cannot read the enrolled things in {path} ({exc}): "
+                    "fix or remove the file (bikes then enrol again)"
+                ) from None
 
     def add(self, thing: str, attributes: Mapping[str, str], principal: str | None) -> None:
         """Make or update ``thing``; ``principal`` (a certificate) may now act as it."""
@@ -140,6 +153,7 @@ class ThingRegistry:
             self._things[thing] = {**self._things.get(thing, {}), **attributes}
             if principal is not None:
                 self._principals[principal] = thing
+            self.version += 1
             if self._path is not None:
                 document = {"things": self._things, "principals": self._principals}
                 partial = self._path.with_name(self._path.name + ".partial")
@@ -234,7 +248,7 @@ class FleetProvisioning:
         try:
             csr = x509.load_pem_x509_csr(str(pem or "").encode())
             valid = csr.is_signature_valid
-        except ValueError:
+        except Exception:  # whatever a bike sends: a bad CSR, an algorithm we cannot check
             valid = False
         if not valid:
             raise Refusal(400, "InvalidRequest", "certificateSigningRequest is not a valid CSR")
@@ -301,9 +315,15 @@ class ClientMap(Mapping[str, int]):
     def __init__(self, fixed: Mapping[str, int], registry: ThingRegistry) -> None:
         self._fixed = dict(fixed)
         self._registry = registry
+        self._merged = dict(fixed)
+        self._version = -1
 
     def _current(self) -> dict[str, int]:
-        return {**self._fixed, **self._registry.racers()}
+        version = self._registry.version
+        if version != self._version:  # a bike enrolled: merge again, once
+            self._merged = {**self._fixed, **self._registry.racers()}
+            self._version = version
+        return self._merged
 
     def __getitem__(self, key: str) -> int:
         return self._current()[key]

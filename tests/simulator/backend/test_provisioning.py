@@ -31,6 +31,7 @@ from simulator.backend.provisioning import (
     ClientMap,
     FleetProvisioning,
     LocalCa,
+    RegistryError,
     ThingRegistry,
     provision_topic,
 )
@@ -87,8 +88,13 @@ def test_a_template_evaluates_ref_join_and_defaults_into_the_thing_and_configura
         (ProvisioningTemplate(name="t", body={**BODY, "DeviceConfiguration": {
             "x": {"Fn::Sub": "a"}}}), {"SerialNumber": "1", "RacerId": "1"},
          "InvalidTemplate", "Fn::Sub is not evaluated by the stack"),
+        (ProvisioningTemplate(name="t", body={"Resources": {"thing": {"Type": "AWS::IoT::Thing",
+            "Properties": {"ThingName": "x", "AttributePayload": [1]}}}}),
+         {}, "InvalidTemplate",
+         "Template t: cannot convert dictionary update sequence element #0 to a sequence"),
     ],
-    ids=["disabled", "missing-parameter", "not-on-the-allow-list", "unknown-function"],
+    ids=["disabled", "missing-parameter", "not-on-the-allow-list", "unknown-function",
+         "wrong-shape"],
 )  # fmt: skip
 def test_a_template_refuses_with_the_reason(
     template: ProvisioningTemplate, parameters: dict[str, str], code: str, message: str
@@ -231,6 +237,9 @@ def test_the_standings_map_takes_the_racer_each_bike_enrolled_for(tmp_path: Path
     assert dict(racers) == {"bike-1": 1, "SN-9": 9}
     # Kept for the next start of the stack.
     assert ThingRegistry(tmp_path / "things.json").principals() == {"enrolled-1": "SN-9"}
+    (tmp_path / "things.json").write_text("{")
+    with pytest.raises(RegistryError, match=r"fix or remove the file \(bikes then enrol again\)"):
+        ThingRegistry(tmp_path / "things.json")
 
 
 # Real mosquitto with the stack's ACL and the service.
