@@ -1,7 +1,7 @@
 """A bike with only the factory's claim files, against ``alleycat stack``: it enrols with the
 stack's fleet provisioning, rides as the thing its template made, its rides reach the stream
-under that thing name and its racer is checked by standings; started again, it does not enrol
-again. The command it runs is the one the stack prints."""
+under that thing name and its racer is checked by standings against the racer it enrolled for;
+started again, it does not enrol again. The command it runs is the one the stack prints."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_a_claim_only_bike_enrols_through_the_stack_rides_as_its_thing_and_enrol
     stack = services(
         ["stack", "--mqtt-port", str(free_port()), "--kinesis-port", kinesis.rsplit(":", 1)[1],
          "--certs", str(tmp_path / "certs"), "--workdir", str(tmp_path / "stack"),
-         "--stamp-client-id", "--client-map", str(client_map), "--status-interval", "0"],
+         "--stamp-client-id", "--client-map", str(client_map), "--status-interval", "0.5"],
         "stack",
     )  # fmt: skip
     wait_until(lambda: "Alleycat is running" in stack.stdout_path.read_text(), 60, "the stack")
@@ -53,7 +53,10 @@ def test_a_claim_only_bike_enrols_through_the_stack_rides_as_its_thing_and_enrol
     things = json.loads((tmp_path / "stack" / "things.json").read_text())
     assert things["things"] == {"SN-0001": {"racerId": "3"}}
 
-    with agent(ride + RIDE_EXTRA) as again:
+    # Started again, riding as another racer than it enrolled for: standings reject its rides.
+    at = ride.index("--racer-id") + 1
+    as_another = [*ride[:at], "4", *ride[at + 1 :]]
+    with agent(as_another + RIDE_EXTRA) as again:
         again.wait_for("connected")
         again.wait_for("message", count=len(again.events("message")) + 2)
         assert again.stop() == 0
@@ -67,8 +70,15 @@ def test_a_claim_only_bike_enrols_through_the_stack_rides_as_its_thing_and_enrol
 
     wait_until(lambda: len(rides()) >= acked, 30, "the rides in the stream")
     records = rides()
-    assert len(records) == acked and {r["racerId"] for r in records} == {3}
+    assert len(records) == acked
+    assert sorted(r["racerId"] for r in records) == [3] * first["acked"] + [4] * second["acked"]
+    wait_until(
+        lambda: f"{second['acked']} rejected" in stack.stderr.splitlines()[-1],
+        30,
+        "standings to reject the rides as racer 4",
+    )
     assert stack.stop() == 0
     assert "provisioning: SN-0001 enrolled with the template alleycat-bikes" in stack.stderr
     last = stack.stderr.splitlines()[-1]
-    assert "0 rejected" in last and last.endswith("| enrolment: 1 registered, 0 refused")
+    assert f"{second['acked']} rejected" in last
+    assert last.endswith("| enrolment: 1 registered, 0 refused")
