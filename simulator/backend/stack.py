@@ -10,6 +10,9 @@
          │ alleycat-subscribe (QoS 0)                                 │
          └────────────────────────── standings ◀──GetRecords──────────┘
 
+    a bike with only the claim ──$aws/certificates/create[-from-csr]/json──▶ mosquitto ──▶
+      ──$aws/provisioning-templates/<name>/provision/json──▶ fleet provisioning (the local CA)
+
 Started in that order and stopped in the reverse one: mosquitto (mutual TLS, certificates made in
 ``certs/dev`` when missing), the Kinesis server, the stream, the rule and the standings backend
 (both on threads of this process), and the fleet provisioning service (a thread too) that
@@ -212,6 +215,7 @@ class Stack:
         o = self.options
         assert self.pki is not None and self.registry is not None
         services = {FLEET_CLIENT_ID, RULE_CLIENT_ID, STANDINGS_CLIENT_ID, PROVISIONING_CLIENT_ID}
+        services.add(CLAIM_NAME)  # a device certificate of that name would ride as the claim
         devices = sorted(
             path.stem
             for path in (self.pki.directory / "devices").glob("*.crt")
