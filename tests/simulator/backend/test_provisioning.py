@@ -317,3 +317,22 @@ def test_a_certificate_made_but_not_registered_may_do_nothing(
     key.write_text(made.body["privateKey"])
     with stand_in.client(cert, key, "SN-5") as pending:
         assert publish(pending, "alleycat-publish/SN-5") == REFUSED
+
+
+def test_an_enrolled_bike_rides_again_after_the_broker_and_the_service_restart(
+    tmp_path: Path,
+) -> None:
+    with provisioning_broker(tmp_path / "stand-in") as first:
+        claim = Claim(
+            settings=first.settings(*first.claim, "SN-43"),
+            template="alleycat-bikes",
+            parameters={"SerialNumber": "SN-43", "RacerId": "43"},
+        )
+        identity = enrol(claim, tmp_path / "state")
+    # The things are kept in the folder: the next start's ACL knows the bike's certificate.
+    with (
+        provisioning_broker(tmp_path / "stand-in") as second,
+        second.client(identity.cert, identity.key, "SN-43") as bike,
+    ):
+        assert publish(bike, "alleycat-publish/SN-43") == TAKEN
+        assert publish(bike, "alleycat-publish/SN-44") == REFUSED
