@@ -4,7 +4,7 @@ One thread does everything that matters: it sends at whole-second deadlines and,
 handles what the MQTT client reports (through a queue filled from SDK threads and from signal
 handlers, so no SDK callback ever waits for us). On SIGINT or SIGTERM it sends the race's
 ``final`` message, waits a bounded time for outstanding PUBACKs, stops the client and returns.
-The race being ridden is kept beside the spool (:mod:`alleycat_rider.racestate`): an agent
+The race being ridden is kept beside the spool (:mod:`alleycat_rider.agent.racestate`): an agent
 killed and started again continues its race rather than beginning another under the same id.
 
 A broker whose CONNACK allows less than ``--qos`` stops the agent with one line (the spool is
@@ -26,6 +26,11 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Protocol
 
+from alleycat_rider.agent.display import AgentStatus, Reporter
+from alleycat_rider.agent.publisher import Publisher
+from alleycat_rider.agent.racestate import KeptRace, RaceState
+from alleycat_rider.agent.schedule import LatenessWindow, TickSchedule
+from alleycat_rider.agent.spool import Spool
 from alleycat_rider.config import RiderConfig
 from alleycat_rider.core.message import (
     MessageEncoder,
@@ -36,7 +41,6 @@ from alleycat_rider.core.message import (
     uuid4,
 )
 from alleycat_rider.core.standings import ResultsError, Standings, standings_for
-from alleycat_rider.display import AgentStatus, Reporter
 from alleycat_rider.errors import CertificateError, PublishError
 from alleycat_rider.mqtt import (
     Connected,
@@ -49,11 +53,7 @@ from alleycat_rider.mqtt import (
     Received,
     Subscribed,
 )
-from alleycat_rider.publisher import Publisher
-from alleycat_rider.racestate import KeptRace, RaceState
-from alleycat_rider.schedule import LatenessWindow, TickSchedule
 from alleycat_rider.sensors.base import Reading, Sensor
-from alleycat_rider.spool import Spool
 
 #: How long before its deadline a message is read and spooled (the spool's fsync takes time, on
 #: an SD card tens of milliseconds); it is then sent at the deadline itself.

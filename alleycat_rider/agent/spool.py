@@ -30,7 +30,7 @@ written are kept in memory too, and written with the rest (or, lost, only cause 
 Opening checks the database and its log; a damaged spool is copied aside, every whole ride
 message SQLite cannot give back is spooled again, and the recovered and lost are reported. Then
 room for ``reserve`` messages is reserved on disk, so a disk that fills up later cannot take it
-(:mod:`alleycat_rider.spoolfile`, :mod:`alleycat_rider.salvage`).
+(:mod:`alleycat_rider.agent.spoolfile`, :mod:`alleycat_rider.agent.salvage`).
 
 The spool is used from one thread only (the agent's loop); SDK callbacks never touch it.
 """
@@ -44,10 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alleycat_rider import salvage
+from alleycat_rider.agent import salvage
+from alleycat_rider.agent.spoolfile import DEFAULT_SPOOL_RESERVE, PAGE_SIZE, hint, open_spool
+from alleycat_rider.agent.spoolfile import refusal as disk_refusal
 from alleycat_rider.errors import SpoolError
-from alleycat_rider.spoolfile import DEFAULT_SPOOL_RESERVE, PAGE_SIZE, hint, open_spool
-from alleycat_rider.spoolfile import refusal as disk_refusal
 
 __all__ = ["DEFAULT_SPOOL_MAX", "DEFAULT_SPOOL_RESERVE", "PAGE_SIZE", "Spool", "SpooledMessage"]
 
