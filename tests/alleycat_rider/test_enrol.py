@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from alleycat_rider.enrol import Claim, enrol, stored_identity
+from alleycat_rider.agent.enrol import Claim, enrol, stored_identity
 from alleycat_rider.mqtt import MqttSettings
 from tests.alleycat_rider.test_agent_broker import agent
 from tests.servers.mosquitto import MqttClient, RunningBroker
