@@ -23,12 +23,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from alleycat_rider.agent.spool import DEFAULT_SPOOL_MAX, DEFAULT_SPOOL_RESERVE
 from alleycat_rider.bounds import Bounds
 from alleycat_rider.core.message import DEFAULT_RACE_SECONDS, MessageError, RiderIdentity
 from alleycat_rider.core.physiology import DEFAULT_BOUNDS
 from alleycat_rider.errors import ConfigError
 from alleycat_rider.sensors.base import SENSOR_KINDS
-from alleycat_rider.spool import DEFAULT_SPOOL_MAX, DEFAULT_SPOOL_RESERVE
 
 #: The system-wide config file, read when it exists and no other file is named.
 DEFAULT_CONFIG_PATH = Path("/etc/alleycat/rider.toml")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from alleycat_rider.enrol import Claim, enrol, stored_identity
+from alleycat_rider.agent.enrol import Claim, enrol, stored_identity
 from simulator.backend.acl import RULE_CLIENT_ID
 from simulator.backend.fleet_template import ProvisioningTemplate, default_template
 from simulator.backend.provisioning import CSR_TOPIC, Reply

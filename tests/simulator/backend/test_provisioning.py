@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from alleycat_rider.enrol import Claim, enrol
+from alleycat_rider.agent.enrol import Claim, enrol
 from alleycat_rider.iot.devcerts import make_dev_pki
 from simulator.backend.fleet_template import (
     ProvisioningTemplate,
