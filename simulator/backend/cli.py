@@ -480,8 +480,10 @@ def stack(**o: Any) -> None:
     """Run a whole Alleycat here: broker, Kinesis, stream, IoT rule and standings backend.
 
     Starts mosquitto with mutual TLS, a local Kinesis server and the stream, then the rule
-    (MQTT into Kinesis) and the standings backend (Kinesis back to the riders), prints the
-    commands that use them and what goes through, and stops everything on Ctrl-C or SIGTERM.
+    (MQTT into Kinesis), the standings backend (Kinesis back to the riders) and IoT Core's fleet
+    provisioning (bikes with only the claim certificate enrol; templates in
+    WORKDIR/provisioning-templates), prints the commands that use them and what goes through,
+    and stops everything on Ctrl-C or SIGTERM.
     """
     from simulator.backend.stack import Stack, StackOptions
 
