@@ -33,8 +33,8 @@ from alleycat_rider.options import default_in_help
 from alleycat_rider.sensors.base import SENSOR_KINDS
 
 if TYPE_CHECKING:
-    from alleycat_rider.agent import Agent
-    from alleycat_rider.display import Reporter
+    from alleycat_rider.agent.display import Reporter
+    from alleycat_rider.agent.loop import Agent
     from alleycat_rider.mqtt import MqttSettings
     from alleycat_rider.sensors.base import SensorOptions
 
@@ -130,6 +130,13 @@ Examples:
 @click.option("--claim-cert", type=_FILE, help="The factory's claim certificate (PEM).")
 @click.option("--claim-key", type=_FILE, help="The claim certificate's key (PEM).")
 @click.option("--serial-number", help="The bike's serial number, its thing name once enrolled.")
+@click.option(
+    "--enrol-keys",
+    type=click.Choice(["bike", "service"]),
+    help="Who makes the key when enrolling: the bike (a CSR, the key never leaves it) or "
+    "IoT Core (CreateKeysAndCertificate).",
+    **default_in_help("bike"),
+)
 @click.option(
     "--qos",
     type=whole(0, 1),
@@ -257,7 +264,7 @@ def ride(config_path: Path | None, **flags: Any) -> None:
     except ConfigError as exc:
         raise BadConfiguration(str(exc)) from exc
     # Imported here so that `alleycat ride --help` stays quick.
-    from alleycat_rider.display import make_reporter
+    from alleycat_rider.agent.display import make_reporter
 
     reporter = make_reporter(
         config.log_format, level=config.log_level, status_interval=config.status_interval
@@ -322,11 +329,11 @@ def run_agent(config: RiderConfig, reporter: Reporter) -> Agent:
     Raises:
         AlleycatError: a problem the user can fix (certificate, sensor, spool, broker refusal).
     """
-    from alleycat_rider.agent import Agent
+    from alleycat_rider.agent.loop import Agent
+    from alleycat_rider.agent.racestate import RaceState, race_state_path
+    from alleycat_rider.agent.spool import Spool
     from alleycat_rider.mqtt import MqttLink, check_credentials
-    from alleycat_rider.racestate import RaceState, race_state_path
     from alleycat_rider.sensors.choose import open_sensor
-    from alleycat_rider.spool import Spool
 
     if config.fleet_template is not None and config.cert is None:
         config = enrolled(config, reporter)
@@ -367,7 +374,7 @@ def enrolled(config: RiderConfig, reporter: Reporter) -> RiderConfig:
     """
     from dataclasses import replace
 
-    from alleycat_rider.enrol import Claim, enrol, stored_identity
+    from alleycat_rider.agent.enrol import Claim, enrol, stored_identity
     from alleycat_rider.mqtt import MqttSettings
 
     assert config.fleet_template is not None and config.serial_number is not None
@@ -388,6 +395,7 @@ def enrolled(config: RiderConfig, reporter: Reporter) -> RiderConfig:
             ),
             template=config.fleet_template,
             parameters={"SerialNumber": config.serial_number, "RacerId": str(config.racer_id)},
+            keys=config.enrol_keys,
         )
         identity = enrol(claim, state, report=reporter.event)
         reporter.event("info", "enrolled", thing_name=identity.thing_name)

@@ -23,12 +23,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from alleycat_rider.agent.spool import DEFAULT_SPOOL_MAX, DEFAULT_SPOOL_RESERVE
 from alleycat_rider.bounds import Bounds
 from alleycat_rider.core.message import DEFAULT_RACE_SECONDS, MessageError, RiderIdentity
 from alleycat_rider.core.physiology import DEFAULT_BOUNDS
 from alleycat_rider.errors import ConfigError
 from alleycat_rider.sensors.base import SENSOR_KINDS
-from alleycat_rider.spool import DEFAULT_SPOOL_MAX, DEFAULT_SPOOL_RESERVE
 
 #: The system-wide config file, read when it exists and no other file is named.
 DEFAULT_CONFIG_PATH = Path("/etc/alleycat/rider.toml")
@@ -77,6 +77,8 @@ class RiderConfig:
     claim_key: Path | None = None
     serial_number: str | None = None
     """The bike's serial number: its thing name once enrolled."""
+    enrol_keys: str = "bike"
+    """Who makes the key when enrolling: ``bike`` (a CSR; the key never leaves) or ``service``."""
     qos: int = 1
     """0: fire and forget, dropped while offline; 1: spooled on disk until acknowledged."""
     spool: Path
@@ -235,6 +237,7 @@ SETTINGS: dict[str, str] = {
     "claim_cert": "path",
     "claim_key": "path",
     "serial_number": "str",
+    "enrol_keys": "str",
     "results_topic": "str",
     "qos": "int",
     "spool": "path",
@@ -515,6 +518,7 @@ def _validate(settings: dict[str, Any], env: Mapping[str, str]) -> RiderConfig:
     endpoint = str(_require(settings, "endpoint"))
     racer_id = int(_require(settings, "racer_id"))
     _one_of(settings, "qos", (0, 1))
+    _one_of(settings, "enrol_keys", ("bike", "service"))
     _one_of(settings, "log_format", LOG_FORMATS)
     _one_of(settings, "log_level", LOG_LEVELS)
     _one_of(settings, "sensor", SENSOR_KINDS)

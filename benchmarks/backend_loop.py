@@ -45,8 +45,9 @@ from alleycat_rider.iot.broker import MosquittoBroker
 from alleycat_rider.iot.devcerts import DevPki, device_paths, make_dev_pki
 from alleycat_rider.mqtt import MqttLink, MqttSettings, PublishDone, Received
 from benchmarks.command import alleycat_command, free_port
+from simulator.backend.acl import RULE_CLIENT_ID, STANDINGS_CLIENT_ID, acl
 from simulator.backend.net import wait_for_port
-from simulator.backend.stack import BROKER_LIMITS, RULE_CLIENT_ID, STANDINGS_CLIENT_ID, acl
+from simulator.backend.stack import BROKER_LIMITS
 
 KINESALITE = Path(__file__).resolve().parent.parent / "tests" / "servers" / "kinesalite"
 RIDERS_PER_CONNECTION = 100
@@ -286,7 +287,7 @@ def main() -> None:
         work = Path(scratch)
         devices = [f"bike-{i}" for i in range(1, 12)] + ["bike-watch"]
         pki = make_dev_pki(work / "pki", [*devices, RULE_CLIENT_ID, STANDINGS_CLIENT_ID])
-        (work / "acl").write_text(acl("alleycat-publish", "alleycat-subscribe"))
+        (work / "acl").write_text(acl("alleycat-publish", "alleycat-subscribe", devices=devices))
         os.chmod(work, 0o755)
         mqtt_port, kinesis_port = free_port(), free_port()
         broker_log = (work / "mosquitto.log").open("ab")

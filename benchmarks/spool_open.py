@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alleycat_rider.agent.spool import Spool
 from alleycat_rider.core.message import MessageEncoder, RiderIdentity, uuid4
-from alleycat_rider.spool import Spool
 from tests.alleycat_rider.test_spool_recovery import damage
 
 KINDS = ("flipped byte mid-log", "random bytes over the log", "log cut in half",

@@ -319,6 +319,12 @@ def simulate(
             raise click.UsageError("--html reports runs into Kinesis; not with --via mqtt")
         check_html(html_path)
     mode = CapacityMode(capacity)
+    shards_given = click.get_current_context().get_parameter_source("shards")
+    if mode.on_demand and shards_given is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError(
+            "--shards sizes a provisioned stream; an on-demand one starts at --on-demand-shards"
+            " and splits by itself"
+        )
     problem = capacity_problem(
         strategy=strategy,
         # A real stream that exists is checked when it is opened.

@@ -87,7 +87,8 @@ def test_there_are_no_import_circles() -> None:
 @pytest.mark.parametrize(
     "code",
     [
-        "import alleycat_rider, alleycat_rider.agent, alleycat_rider.cli, alleycat_rider.sensors",
+        "import alleycat_rider, alleycat_rider.agent.loop, alleycat_rider.cli,"
+        " alleycat_rider.sensors",
         "from alleycat.cli import cli\n"
         "try:\n    cli(['ride', '--help'], prog_name='alleycat')\nexcept SystemExit:\n    pass",
     ],
@@ -120,3 +121,21 @@ def test_the_engine_imports_only_itself_its_errors_and_the_shared_core() -> None
         if not target.startswith(allowed)
     }
     assert upward == set()
+
+
+def test_only_the_ride_command_and_its_settings_reach_into_the_agents_room() -> None:
+    # alleycat_rider/agent/ is the agent on the bike; the pieces it shares with the simulator and
+    # the workstation (core, sensors, iot, mqtt, ...) never import it. The ride command runs it,
+    # and the configuration takes the spool's defaults from it.
+    def in_room(name: str) -> bool:
+        return name == "alleycat_rider.agent" or name.startswith("alleycat_rider.agent.")
+
+    allowed = {"alleycat_rider.cli", "alleycat_rider.config"}
+    reaching = {
+        (name, target)
+        for name, targets in import_graph().items()
+        if not in_room(name) and name not in allowed
+        for target in targets
+        if in_room(target)
+    }
+    assert reaching == set()

@@ -15,7 +15,13 @@ import click
 from alleycat_rider.bounds import whole
 from alleycat_rider.errors import AlleycatError, ConfigError
 from alleycat_rider.iot.broker import DEFAULT_PORT, LOCALHOST, MosquittoBroker
-from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, DevPki, make_dev_pki, validate_client_id
+from alleycat_rider.iot.devcerts import (
+    DEFAULT_DEV_DIR,
+    DevPki,
+    make_dev_claim,
+    make_dev_pki,
+    validate_client_id,
+)
 
 #: The device ``alleycat broker`` prints a ride command for unless told otherwise.
 DEFAULT_CLIENT_ID = "bike-1"
@@ -96,6 +102,9 @@ Examples:
 \b
   # Two bikes and the fleet's certificate for `simulate --via mqtt`
   alleycat certs dev --client-id bike-1 --client-id bike-2 --client-id alleycat-fleet
+\b
+  # The claim certificate of a factory image, for bikes that enrol themselves
+  alleycat certs dev --claim
 """
 
 
@@ -110,17 +119,24 @@ Examples:
     callback=_client_ids,
     help="Make a device certificate for this MQTT client id (repeatable).",
 )
+@click.option(
+    "--claim",
+    is_flag=True,
+    help="Also make the fleet's claim certificate and key (claim/), for `ride --claim-cert`.",
+)
 @click.option("--force", is_flag=True, help="Make every certificate anew, even existing ones.")
-def dev(directory: Path, client_ids: tuple[str, ...], force: bool) -> None:
+def dev(directory: Path, client_ids: tuple[str, ...], claim: bool, force: bool) -> None:
     """Make a local CA, a server certificate and device certificates.
 
     The server certificate is valid for localhost and 127.0.0.1; each device certificate names
-    its client id. Private keys are written with mode 0600. Existing files are kept unless
-    --force.
+    its client id. With --claim, a claim certificate too: every bike of a factory image shares
+    it, and `alleycat stack` lets it only enrol (fleet provisioning). Private keys are written
+    with mode 0600. Existing files are kept unless --force.
     """
     kept_ca = not force and (directory / "ca.crt").exists() and (directory / "ca.key").exists()
     with one_line_errors():
         pki = make_dev_pki(directory, client_ids, force=force)
+        claim_files = make_dev_claim(directory, force=force) if claim else None
     if kept_ca:
         click.echo(f"Kept the existing CA in {directory} (--force makes a new one).")
     click.echo(f"CA:      {pki.ca_cert}")
@@ -128,6 +144,8 @@ def dev(directory: Path, client_ids: tuple[str, ...], force: bool) -> None:
     for client_id in pki.client_ids:
         cert, key = pki.client(client_id)
         click.echo(f"Device:  {cert}  {key}")
+    if claim_files is not None:
+        click.echo(f"Claim:   {claim_files[0]}  {claim_files[1]}")
     click.echo("")
     click.echo("Run a local broker with these certificates:")
     click.echo(f"  {shlex.join(['alleycat', 'broker', '--dir', str(directory)])}")

@@ -10,6 +10,8 @@ Layout of the directory::
     ca.crt  ca.key                 the development CA
     server.crt  server.key         the broker's certificate, signed by the CA
     devices/ID.crt  devices/ID.key one device certificate per client id, signed by the CA
+    claim/claim.pem.crt  claim/claim.private.pem.key
+                                   the fleet's claim certificate (``certs dev --claim``)
 
 Modes are set explicitly, whatever the umask: private keys 0600, certificates 0644, and the
 folders this module creates 0755, so no other local user can read a key or swap the CA. Existing
@@ -153,6 +155,47 @@ def make_dev_pki(
     except OSError as exc:
         raise CertificateError(f"cannot write certificates in {directory}: {exc}") from exc
     return pki
+
+
+#: Where ``alleycat certs dev --claim`` writes the claim certificate, inside the PKI directory.
+CLAIM_DIR = "claim"
+CLAIM_COMMON_NAME = "alleycat-claim"
+
+
+def claim_paths(directory: Path) -> tuple[Path, Path]:
+    """The claim certificate and key inside a PKI directory (the file names of
+    ``alleycat provision --fleet-template``)."""
+    claim = directory / CLAIM_DIR
+    return claim / "claim.pem.crt", claim / "claim.private.pem.key"
+
+
+def make_dev_claim(directory: Path, *, force: bool = False) -> tuple[Path, Path]:
+    """Make (or keep) a claim certificate signed by the development CA of ``directory``.
+
+    Every bike of a factory image shares it; the local broker lets it use only the fleet
+    provisioning topics. The CA is made first when missing; ``force`` makes the claim
+    certificate anew (not the CA).
+
+    Returns:
+        ``(certificate_path, key_path)``.
+
+    Raises:
+        CertificateError: The CA cannot be read or the files cannot be written.
+    """
+    pki = make_dev_pki(directory, [])
+    cert_path, key_path = claim_paths(directory)
+    if cert_path.exists() and key_path.exists() and not force:
+        return cert_path, key_path
+    ca_key, ca_cert = _load_ca(pki.ca_cert, pki.ca_key)
+    issued = datetime.datetime.now(datetime.UTC)
+    try:
+        make_directory(cert_path.parent)
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_key(key_path, key)
+        _write_cert(cert_path, _device_certificate(key, CLAIM_COMMON_NAME, ca_key, ca_cert, issued))
+    except OSError as exc:
+        raise CertificateError(f"cannot write the claim certificate in {directory}: {exc}") from exc
+    return cert_path, key_path
 
 
 def validate_client_id(client_id: str) -> str:

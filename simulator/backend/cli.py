@@ -480,8 +480,10 @@ def stack(**o: Any) -> None:
     """Run a whole Alleycat here: broker, Kinesis, stream, IoT rule and standings backend.
 
     Starts mosquitto with mutual TLS, a local Kinesis server and the stream, then the rule
-    (MQTT into Kinesis) and the standings backend (Kinesis back to the riders), prints the
-    commands that use them and what goes through, and stops everything on Ctrl-C or SIGTERM.
+    (MQTT into Kinesis), the standings backend (Kinesis back to the riders) and IoT Core's fleet
+    provisioning (bikes with only the claim certificate enrol; templates in
+    WORKDIR/provisioning-templates), prints the commands that use them and what goes through,
+    and stops everything on Ctrl-C or SIGTERM.
     """
     from simulator.backend.stack import Stack, StackOptions
 
@@ -540,11 +542,23 @@ def _stack_commands(endpoints: dict[str, Any], running: Any) -> str:
         + f" --qos 1 --topic {endpoints['topics']['rides']}/{client_id}"
         for client_id, device in endpoints["devices"].items()
     ]
+    claim = endpoints["claim"]
+    mqtt = endpoints["mqtt"]
+    enrol = shlex.join(
+        [
+            "alleycat", "ride", "--endpoint", mqtt["host"], "--port", str(mqtt["port"]),
+            "--ca", mqtt["ca"], "--claim-cert", claim["cert"], "--claim-key", claim["key"],
+            "--fleet-template", claim["template"], "--serial-number", claim["serial_number"],
+            "--racer-id", str(claim["racer_id"]), "--spool", claim["spool"], "--qos", "1",
+        ]
+    )  # fmt: skip
     return "\n".join(
         [
             "",
             "Alleycat is running. Ride a bike through it (a second one in another terminal):",
             *(f"  {line}" for line in rides),
+            "A bike with only the claim certificate of a factory image enrols itself first:",
+            f"  {enrol}",
             "Ride a fleet over MQTT through the rule, or straight into the stream; read it back:",
             "  "
             + shlex.join(
@@ -603,4 +617,12 @@ def _stack_line(status: dict[str, Any]) -> str:
         f"{report['messages']:,} read, {counted(report['duplicates'], 'duplicate')}, "
         f"{report['rejected']:,} rejected, {report['published']:,} published, "
         f"{counted(report['races'], 'race')}, {_lag(report['lag_ms'])}"
+        + _enrolment(status.get("enrolment") or {})
     )
+
+
+def _enrolment(counts: dict[str, int]) -> str:
+    """`` | enrolment: 2 registered, 1 refused`` once a bike has tried; else nothing."""
+    if not counts.get("certificates") and not counts.get("refused"):
+        return ""
+    return f" | enrolment: {counts['registered']:,} registered, {counts['refused']:,} refused"

@@ -4,14 +4,17 @@
 used as a backend client: it subscribes again at every connect and turns lifecycle events into
 one-line log messages. :func:`run_rule` and :func:`run_standings` run until a
 :class:`threading.Event` is set, so ``alleycat rule``, ``alleycat standings`` and
-``alleycat stack`` (which runs both on threads) share them.
+``alleycat stack`` (which runs both on threads) share them. :func:`run_provisioning` answers
+the fleet provisioning API for ``alleycat stack``.
 """
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,7 @@ from simulator.errors import BackendError
 
 if TYPE_CHECKING:
     from simulator.backend.paho_link import PahoRuleLink
+    from simulator.backend.provisioning import FleetProvisioning, Reply
 
 #: How long a backend client's session outlives a disconnect on the broker.
 SESSION_EXPIRY_SEC = 24 * 3600
@@ -70,6 +74,8 @@ class BackendLink:
         self._say = say
         self._name = name
         self._connected = threading.Event()
+        self._subscribed: set[str] = set()
+        self._all_subscribed = threading.Event()
         self._ever_connected = False
         self._last_failure: str | None = None
         self.refused: str | None = None
@@ -96,6 +102,10 @@ class BackendLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def wait_subscribed(self, timeout: float = CONNECT_TIMEOUT) -> bool:
+        """Whether every subscription was granted within ``timeout`` seconds."""
+        return self._all_subscribed.wait(timeout)
+
     def stop(self) -> None:
         self._stopping = True
         self._link.stop()
@@ -116,6 +126,10 @@ class BackendLink:
             case Subscribed(topic=topic, granted=False, code=code):
                 self.refused = f"the broker refused the subscription to {topic} ({code})"
                 self._say(f"{self._name}: {self.refused}")
+            case Subscribed(topic=topic, granted=True):
+                self._subscribed.add(topic)
+                if self._subscribed.issuperset(self._subscriptions):
+                    self._all_subscribed.set()
             case ConnectionFailed(message=message, refused=refused):
                 if refused:
                     self.refused = message
@@ -231,6 +245,130 @@ def read_once(standings: Standings, tail: StreamTail) -> list[Page]:
         standings.add_records(page.shard_id, page.records, done=page.done)
     standings.lag_ms = tail.lag_ms
     return pages
+
+
+def provisioning_link(
+    settings: MqttSettings, inbox: queue.SimpleQueue[Received], *, say: Say
+) -> BackendLink:
+    """The provisioning service's connection: the requests (and its own echoes) into ``inbox``."""
+    from simulator.backend.acl import SYNC_TOPIC
+    from simulator.backend.provisioning import REQUEST_TOPICS
+
+    return BackendLink(
+        settings,
+        subscriptions=[*REQUEST_TOPICS, SYNC_TOPIC],
+        on_message=inbox.put,
+        say=say,
+        name="provisioning",
+    )
+
+
+def start_provisioning(
+    settings: MqttSettings,
+    service: FleetProvisioning,
+    *,
+    reload_acl: Callable[[], None],
+    say: Say,
+) -> Callable[[threading.Event], None]:
+    """Connect the provisioning service and subscribe; return its loop, to run until a stop.
+
+    Raises:
+        BackendError: The broker refused the connection or the subscriptions.
+    """
+    inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
+    link = provisioning_link(settings, inbox, say=say)
+    link.start()
+    if not link.wait_subscribed():
+        link.stop()
+        raise BackendError(f"provisioning: {link.refused or 'the subscriptions were not granted'}")
+    return lambda stop: run_provisioning(service, link, inbox, stop, reload_acl=reload_acl, say=say)
+
+
+def run_provisioning(
+    service: FleetProvisioning,
+    link: BackendLink,
+    inbox: queue.SimpleQueue[Received],
+    stop: threading.Event,
+    *,
+    reload_acl: Callable[[], None],
+    say: Say | None = None,
+) -> None:
+    """Answer provisioning requests until ``stop``, one at a time (the API has no correlation).
+
+    Each registration and each refusal is one line through ``say``.
+
+    Before a RegisterThing is accepted, ``reload_acl`` writes the broker's ACL with the new
+    thing and signals mosquitto, and two echoes through the broker make sure it has read it:
+    mosquitto reloads between two rounds of network reads, so the second echo is read after
+    the reload, and the bike, which connects with its new certificate only once it has the
+    answer, finds its topic open.
+    """
+    from simulator.backend.acl import SYNC_TOPIC
+
+    deferred: list[Received] = []
+    try:
+        while not stop.is_set():
+            if link.refused is not None:
+                raise BackendError(f"provisioning: {link.refused}")
+            if deferred:
+                message = deferred.pop(0)
+            else:
+                try:
+                    message = inbox.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+            if message.topic == SYNC_TOPIC:
+                continue  # a late echo
+            reply = service.handle(message.topic, message.payload)
+            if reply is None:
+                continue
+            if reply.registered:
+                reload_acl()
+                for _ in range(2):
+                    _echo(link, inbox, deferred, stop)
+            link.publish(reply.topic, reply.payload, qos=1)
+            if say is not None:
+                _tell(reply, say)
+    finally:
+        link.stop()
+
+
+def _tell(reply: Reply, say: Say) -> None:
+    """One line for a registration and for a refusal (certificates made are not news)."""
+    if reply.registered:
+        template = reply.topic.split("/")[2]
+        say(f"provisioning: {reply.body['thingName']} enrolled with the template {template}")
+    elif reply.topic.endswith("/rejected"):
+        request = reply.topic.removesuffix("/rejected")
+        say(
+            f"provisioning: refused {request}: {reply.body['errorMessage']} "
+            f"({reply.body['errorCode']})"
+        )
+
+
+def _echo(
+    link: BackendLink,
+    inbox: queue.SimpleQueue[Received],
+    deferred: list[Received],
+    stop: threading.Event,
+    timeout: float = 10.0,
+) -> None:
+    """Publish to the sync topic and wait for it to come back; requests meanwhile are kept."""
+    from simulator.backend.acl import SYNC_TOPIC
+
+    nonce = uuid.uuid4().hex.encode()
+    link.publish(SYNC_TOPIC, nonce, qos=1)
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            message = inbox.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if message.topic == SYNC_TOPIC:
+            if message.payload == nonce:
+                return
+        else:
+            deferred.append(message)
 
 
 def standings_link(settings: MqttSettings, *, say: Say) -> BackendLink:

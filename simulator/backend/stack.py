@@ -10,49 +10,85 @@
          │ alleycat-subscribe (QoS 0)                                 │
          └────────────────────────── standings ◀──GetRecords──────────┘
 
+    a bike with only the claim ──$aws/certificates/create[-from-csr]/json──▶ mosquitto ──▶
+      ──$aws/provisioning-templates/<name>/provision/json──▶ fleet provisioning (the local CA)
+
 Started in that order and stopped in the reverse one: mosquitto (mutual TLS, certificates made in
 ``certs/dev`` when missing), the Kinesis server, the stream, the rule and the standings backend
-(both on threads of this process). Every device may publish only on
-``<topic>/<its certificate's name>`` (and on the rule's topic itself with ``shared_topic``), and
-read the results topic; only the rule may read the rides and only the standings backend may
-publish results (a mosquitto ACL, as an IoT policy would).
+(both on threads of this process), and the fleet provisioning service (a thread too) that
+lets bikes with only the claim certificate enrol. Every device may publish only on
+``<topic>/<its thing name>`` (and on the rule's topic itself with ``shared_topic``), and read
+the results topic; a claim certificate may use only the provisioning topics; only the rule may
+read the rides and only the standings backend may publish results (a mosquitto ACL, as IoT
+policies would: :mod:`simulator.backend.acl`).
+
+The work folder keeps ``provisioning-templates/*.json`` (``alleycat-bikes.json`` written when
+there is none) and ``things.json``, the things enrolment made.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from alleycat_rider.iot.broker import LOCALHOST, MosquittoBroker, find_mosquitto, port_in_use
-from alleycat_rider.iot.devcerts import DEFAULT_DEV_DIR, DevPki, device_paths, make_dev_pki
+from alleycat_rider.iot.devcerts import (
+    DEFAULT_DEV_DIR,
+    DevPki,
+    claim_paths,
+    device_paths,
+    make_dev_claim,
+    make_dev_pki,
+)
 from alleycat_rider.mqtt import MqttSettings
 from alleycat_rider.plural import counted
+from simulator.backend.acl import (
+    CLAIM_NAME,
+    FLEET_CLIENT_ID,
+    PROVISIONING_CLIENT_ID,
+    RULE_CLIENT_ID,
+    STANDINGS_CLIENT_ID,
+    AclFile,
+    acl,
+)
+from simulator.backend.fleet_template import (
+    DEFAULT_TEMPLATE_NAME,
+    ProvisioningTemplate,
+    load_templates,
+)
+from simulator.backend.kinesis_server import KinesisServer, StackError
+from simulator.backend.provisioning import ClientMap, FleetProvisioning, ThingRegistry
 from simulator.backend.rule import DEFAULT_RULE_TOPIC, ErrorAction, IotRule
 from simulator.backend.standings import DEFAULT_RESULTS_TOPIC, Standings, StandingsStore
 from simulator.backend.template import KeyTemplate
-from simulator.errors import SimulatorError
 
-#: The services' client ids, and the devices ``stack`` makes certificates for.
-RULE_CLIENT_ID = "alleycat-rule"
-STANDINGS_CLIENT_ID = "alleycat-standings"
+#: The devices ``stack`` makes certificates for.
 STACK_DEVICES = ("bike-1", "bike-2")
 #: The racer ids of the printed ride commands: below a fleet's (100 and up), so that a bike
 #: and a virtual rider are never the same racer.
 STACK_RACER_IDS = {"bike-1": 1, "bike-2": 2}
-#: The certificate ``simulate --via mqtt`` connects its riders with.
-FLEET_CLIENT_ID = "alleycat-fleet"
+#: The serial number of the printed ride command of a bike with only the claim files.
+CLAIM_BIKE_SERIAL = "SN-0001"
+CLAIM_BIKE_RACER_ID = 3
 DEFAULT_MQTT_PORT = 8883
 DEFAULT_KINESIS_PORT = 4567
 KINESIS_SERVERS = ("moto", "kinesalite")
 LOCAL_REGION = "us-east-1"
+
+__all__ = [
+    "FLEET_CLIENT_ID",
+    "RULE_CLIENT_ID",
+    "STANDINGS_CLIENT_ID",
+    "Stack",
+    "StackError",
+    "acl",
+]
 
 #: mosquitto beyond ``alleycat broker``'s configuration: room for a fleet, and the ACL.
 BROKER_LIMITS = (
@@ -62,44 +98,13 @@ BROKER_LIMITS = (
 )
 
 
-class StackError(SimulatorError):
-    """Part of the stack cannot start; the message says what to do."""
-
-
-def acl(rule_topic: str, results_topic: str, *, shared_topic: bool = False) -> str:
-    """The broker's access control list: who may publish and read what, as IoT policies would.
-
-    A device (its certificate's name is its user name) may publish only on its own topic,
-    ``<rule topic>/<name>``, as ``alleycat provision``'s policy allows, and also on the rule's
-    topic itself with ``shared_topic``. The fleet of ``simulate --via mqtt``, many riders on one
-    certificate, publishes on the rule's topic.
-    """
-    shared = [f"pattern write {rule_topic}"] if shared_topic else []
-    return "\n".join(
-        [
-            f"user {RULE_CLIENT_ID}",
-            f"topic read {rule_topic}",
-            f"topic read {rule_topic}/#",
-            f"user {STANDINGS_CLIENT_ID}",
-            f"topic write {results_topic}",
-            f"user {FLEET_CLIENT_ID}",
-            f"topic write {rule_topic}",
-            "# every device: its rides on its own topic, and the results",
-            *shared,
-            f"pattern write {rule_topic}/%u",
-            f"pattern read {results_topic}",
-            "",
-        ]
-    )
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StackOptions:
     """What ``alleycat stack`` starts, and where."""
 
     certs: Path = DEFAULT_DEV_DIR
     workdir: Path = Path(".alleycat-stack")
-    """Logs, the error-action file and the standings state."""
+    """Logs, the error-action file, the standings state, the templates and the things."""
     mqtt_port: int = DEFAULT_MQTT_PORT
     kinesis_port: int = DEFAULT_KINESIS_PORT
     kinesis: str = "moto"
@@ -114,96 +119,29 @@ class StackOptions:
     """Let every device publish on the rule's topic itself too (weaker)."""
 
 
-@dataclass(slots=True)
-class KinesisServer:
-    """moto's server or kinesalite, as a subprocess on 127.0.0.1."""
-
-    kind: str
-    port: int
-    log: IO[bytes]
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOCALHOST}:{self.port}"
-
-    def command(self) -> list[str]:
-        """The command line, or :class:`StackError` saying what to install."""
-        if self.kind == "moto":
-            try:
-                import moto.server  # noqa: F401
-            except ImportError:
-                raise StackError(
-                    "moto's server is not installed: pip install 'alleycat[stack]' "
-                    "(or --kinesis kinesalite)"
-                ) from None
-            return [sys.executable, "-m", "moto.server", "-H", LOCALHOST, "-p", str(self.port)]
-        node = shutil.which("node")
-        if node is None:
-            raise StackError("--kinesis kinesalite needs Node.js: install nodejs, or use moto")
-        module = _kinesalite_module()
-        script = (
-            f"const k = require({str(module)!r})({{createStreamMs: 50, deleteStreamMs: 50,"
-            f" updateStreamMs: 50, shardLimit: 100}});"
-            f" k.listen({self.port}, '{LOCALHOST}');"
-            " process.on('SIGTERM', () => k.close(() => process.exit(0)));"
-        )
-        return [node, "-e", script]
-
-    def start(self, timeout: float = 30.0) -> None:
-        from simulator.backend.net import wait_for_port
-
-        self.process = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=self.log,
-            start_new_session=True,
-        )
-        if not wait_for_port(LOCALHOST, self.port, timeout, alive=self.process):
-            self.stop()
-            raise StackError(f"{self.kind} did not start listening on {self.port}: see its log")
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
 def _device(certs: Path, client_id: str) -> dict[str, str]:
     cert, key = device_paths(certs, client_id)
     return {"cert": str(cert), "key": str(key)}
+
+
+def _claim(certs: Path, templates: Sequence[str], workdir: Path) -> dict[str, Any]:
+    cert, key = claim_paths(certs)
+    template = DEFAULT_TEMPLATE_NAME if DEFAULT_TEMPLATE_NAME in templates else templates[0]
+    return {
+        "cert": str(cert),
+        "key": str(key),
+        "templates": list(templates),
+        "template": template,
+        "serial_number": CLAIM_BIKE_SERIAL,
+        "racer_id": CLAIM_BIKE_RACER_ID,
+        "spool": str(bike_spool(workdir, CLAIM_BIKE_SERIAL)),
+    }
 
 
 def bike_spool(workdir: Path, client_id: str) -> Path:
     """The spool of the printed ride command of ``client_id``: one per bike, each agent's own
     (its race is kept beside it)."""
     return workdir / "bikes" / client_id / "spool.sqlite3"
-
-
-def _kinesalite_module() -> Path:
-    """Where npm installed kinesalite: next to us, or globally."""
-    candidates = []
-    npm = shutil.which("npm")
-    if npm is not None:
-        try:
-            root = subprocess.run(
-                [npm, "root", "-g"], capture_output=True, text=True, timeout=30, check=True
-            ).stdout.strip()
-            candidates.append(Path(root) / "kinesalite")
-        except (OSError, subprocess.SubprocessError):
-            pass
-    candidates.append(Path.cwd() / "node_modules" / "kinesalite")
-    for candidate in candidates:
-        if (candidate / "package.json").is_file():
-            return candidate
-    raise StackError("kinesalite is not installed: npm install -g kinesalite (or use moto)")
 
 
 @dataclass(slots=True)
@@ -217,6 +155,9 @@ class Stack:
     rule: IotRule | None = None
     standings: Standings | None = None
     pki: DevPki | None = None
+    registry: ThingRegistry | None = None
+    provisioning: FleetProvisioning | None = None
+    templates: tuple[str, ...] = ()
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -239,21 +180,23 @@ class Stack:
     def _start(self) -> None:
         o = self.options
         o.workdir.mkdir(parents=True, exist_ok=True)
-        self.pki = make_dev_pki(
-            o.certs, [*STACK_DEVICES, FLEET_CLIENT_ID, RULE_CLIENT_ID, STANDINGS_CLIENT_ID]
-        )
+        services = [FLEET_CLIENT_ID, RULE_CLIENT_ID, STANDINGS_CLIENT_ID, PROVISIONING_CLIENT_ID]
+        self.pki = make_dev_pki(o.certs, [*STACK_DEVICES, *services])
+        make_dev_claim(o.certs)
+        templates = load_templates(o.workdir / "provisioning-templates")
+        self.templates = tuple(templates)
+        self.registry = ThingRegistry(o.workdir / "things.json")
         self._scratch = tempfile.TemporaryDirectory(prefix="alleycat-stack-")
-        acl_file = Path(self._scratch.name) / "acl"
-        acl_file.write_text(acl(o.rule_topic, o.results_topic, shared_topic=o.shared_topic))
-        acl_file.chmod(0o644)
         os.chmod(self._scratch.name, 0o755)  # mosquitto may read it as its own user
+        acl_file = AclFile(Path(self._scratch.name) / "acl")
+        acl_file.write(self._acl())
         broker_log = (o.workdir / "mosquitto.log").open("ab")
         self._closers.append(broker_log.close)
         self.broker = MosquittoBroker(
             self.pki,
             port=o.mqtt_port,
             log=broker_log,
-            extra_config=[*BROKER_LIMITS, f"acl_file {acl_file}"],
+            extra_config=[*BROKER_LIMITS, f"acl_file {acl_file.path}"],
         )
         self.broker.start()
         self.say(f"stack: mosquitto on {LOCALHOST}:{o.mqtt_port} (mutual TLS, {o.certs})")
@@ -264,6 +207,49 @@ class Stack:
         self.say(f"stack: {o.kinesis} on {self.kinesis.url}")
         self._start_rule()
         self._start_standings()
+        self._start_provisioning(acl_file, templates)
+
+    def _acl(self) -> str:
+        """The broker's ACL: the services, the certificates in ``certs/devices``, the claim
+        certificate and the things enrolment made."""
+        o = self.options
+        assert self.pki is not None and self.registry is not None
+        services = {FLEET_CLIENT_ID, RULE_CLIENT_ID, STANDINGS_CLIENT_ID, PROVISIONING_CLIENT_ID}
+        services.add(CLAIM_NAME)  # a device certificate of that name would ride as the claim
+        devices = sorted(
+            path.stem
+            for path in (self.pki.directory / "devices").glob("*.crt")
+            if path.stem not in services
+        )
+        return acl(
+            o.rule_topic,
+            o.results_topic,
+            devices=devices,
+            things=self.registry.principals(),
+            claims=[CLAIM_NAME],
+            templates=self.templates,
+            shared_topic=o.shared_topic,
+        )
+
+    def _start_provisioning(
+        self, acl_file: AclFile, templates: Mapping[str, ProvisioningTemplate]
+    ) -> None:
+        from simulator.backend.provisioning import LocalCa
+        from simulator.backend.services import start_provisioning
+
+        assert self.pki is not None and self.registry is not None
+        self.provisioning = service = FleetProvisioning(LocalCa(self.pki), templates, self.registry)
+
+        def reload_acl() -> None:
+            acl_file.write(self._acl())
+            assert self.broker is not None
+            AclFile.reload(self.broker.pid)
+
+        run = start_provisioning(
+            self._mqtt(PROVISIONING_CLIENT_ID), service, reload_acl=reload_acl, say=self.say
+        )
+        self._thread("provisioning", lambda: run(self.stop_event))
+        self.say(f"stack: fleet provisioning, templates {', '.join(self.templates)}")
 
     def _mqtt(self, client_id: str) -> MqttSettings:
         assert self.pki is not None
@@ -315,14 +301,14 @@ class Stack:
         from simulator.sinks.kinesis import make_client
 
         o = self.options
-        assert self.kinesis is not None
+        assert self.kinesis is not None and self.registry is not None
         client = make_client(region=LOCAL_REGION, endpoint_url=self.kinesis.url)
         self._closers.append(client.close)
         link = standings_link(self._mqtt(STANDINGS_CLIENT_ID), say=self.say)
         self.standings = standings = Standings(
             lambda payload: link.publish(o.results_topic, payload),
             store=StandingsStore(o.workdir / "standings.db"),
-            client_map=o.client_map,
+            client_map=None if o.client_map is None else ClientMap(o.client_map, self.registry),
         )
         tail = tail_for(
             standings,
@@ -369,6 +355,7 @@ class Stack:
                 for client_id in STACK_DEVICES
             },
             "fleet": _device(o.certs, FLEET_CLIENT_ID),
+            "claim": _claim(o.certs, self.templates, o.workdir),
             "topics": {"rides": o.rule_topic, "results": o.results_topic},
             "error_action_file": str(o.workdir / "rule-errors.jsonl"),
         }
@@ -377,7 +364,8 @@ class Stack:
         """What has gone through, for the live status."""
         rule = self.rule.counts.to_dict() if self.rule is not None else {}
         standings = self.standings.report() if self.standings is not None else {}
-        return {"rule": rule, "standings": standings}
+        enrolment = dict(self.provisioning.counts) if self.provisioning is not None else {}
+        return {"rule": rule, "standings": standings, "enrolment": enrolment}
 
     def stop(self) -> None:
         """Stop everything that started, in reverse order. Safe to call twice."""

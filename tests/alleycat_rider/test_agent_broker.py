@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from alleycat_rider.agent.spool import Spool
 from alleycat_rider.core.message import FIELDS, RideEvent, RideMessage
-from alleycat_rider.spool import Spool
 from tests.servers.mosquitto import RunningBroker
 
 TOPIC = "alleycat-publish"

@@ -10,10 +10,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from alleycat_rider.agent import Agent
-from alleycat_rider.config import load_config
-from alleycat_rider.core.standings import Standings
-from alleycat_rider.display import (
+from alleycat_rider.agent.display import (
     AgentStatus,
     JsonLogReporter,
     PanelReporter,
@@ -21,6 +18,9 @@ from alleycat_rider.display import (
     render_panel,
     standings_text,
 )
+from alleycat_rider.agent.loop import Agent
+from alleycat_rider.config import load_config
+from alleycat_rider.core.standings import Standings
 from alleycat_rider.mqtt import Connected, EventSink, PublishDone, Received, Subscribed
 from alleycat_rider.sensors.base import SensorOptions
 from alleycat_rider.sensors.mock import MockSensor

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from alleycat_rider.agent.spool import Spool
 from alleycat_rider.iot.broker import MosquittoBroker
-from alleycat_rider.spool import Spool
 from tests.alleycat_rider.test_agent_broker import AgentProcess, agent
 from tests.servers.mosquitto import RunningBroker, TestPki
 from tests.servers.ports import free_port

@@ -53,10 +53,12 @@ def test_plain_tcp_to_a_loopback_broker_publishes_and_is_acknowledged(
     # Every PUBACK came from the real broker over plain TCP.
     assert stopped["acked"] == stopped["produced"] >= 3
     assert stopped["dropped"] == 0
-    # The sensor's counts close the summary: the mock rider took a step a second, cleanly. A
-    # step is due a whole second after the first read, and the ticks that read it come at whole
-    # seconds of the agent's clock, so the last tick may fall a hair before its step.
-    assert stopped["sensor_frames"] >= stopped["produced"] - 1 >= 2
+    # The sensor's counts close the summary: the mock rider stepped as the ride went on, cleanly.
+    # Its steps follow the wall clock between the first read and the last (one a whole second),
+    # while a message is made ahead of its deadline and the final one at the stop: on a busy
+    # machine reads bunch up, so the steps may trail the messages by more than one, never lead
+    # them by more than the first step.
+    assert 2 <= stopped["sensor_frames"] <= stopped["produced"] + 1
     assert stopped["sensor_malformed"] == stopped["sensor_dropouts"] == 0
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from alleycat_rider.agent.publisher import RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, Publisher
+from alleycat_rider.agent.spool import Spool
 from alleycat_rider.mqtt import PublishDone
-from alleycat_rider.publisher import RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, Publisher
-from alleycat_rider.spool import Spool
 
 
 class RecordingLink:

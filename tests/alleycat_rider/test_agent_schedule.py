@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alleycat_rider.schedule import LatenessWindow, TickSchedule
+from alleycat_rider.agent.schedule import LatenessWindow, TickSchedule
 
 
 def test_tick_zero_is_the_next_whole_second() -> None:

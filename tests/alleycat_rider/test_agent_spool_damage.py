@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from alleycat_rider.agent.spool import DEFAULT_SPOOL_RESERVE
 from alleycat_rider.config import load_config
 from alleycat_rider.core.message import RideMessage
 from alleycat_rider.errors import ConfigError
-from alleycat_rider.spool import DEFAULT_SPOOL_RESERVE
 from tests.alleycat_rider.test_agent_broker import TOPIC, agent, agent_args, uuids
 from tests.alleycat_rider.test_spool_recovery import damaged_spool, fill, small_disk
 from tests.servers.mosquitto import MqttClient, RunningBroker

@@ -295,3 +295,9 @@ def test_a_first_boot_needs_the_claim_and_the_serial_number_and_no_certificate()
     # An enrolled bike's own certificate wins: the template is not used.
     enrolled = load_config({**claim, **TLS, "claim_cert": None}, {"HOME": "/h"})
     assert enrolled.cert == Path("/c.pem")
+    # The key is the bike's unless IoT Core is asked to make it.
+    assert config.enrol_keys == "bike"
+    env = {"HOME": "/h", "ALLEYCAT_ENROL_KEYS": "service"}
+    assert load_config(claim, env).enrol_keys == "service"
+    with pytest.raises(ConfigError, match="enrol_keys must be one of bike, service, not 'cloud'"):
+        load_config({**claim, "enrol_keys": "cloud"}, {"HOME": "/h"})

@@ -1,150 +1,75 @@
 """A bike's first boot: ``alleycat ride`` with only a claim certificate enrols by fleet
-provisioning, against real mosquitto with mutual TLS and a responder answering IoT Core's fleet
-provisioning MQTT API with the development CA."""
+provisioning, against real mosquitto with mutual TLS, the stack's ACL and the stack's fleet
+provisioning service (:mod:`simulator.backend.provisioning`) with the development CA."""
 
 from __future__ import annotations
 
-import datetime
-import json
 import signal
 import stat
 import threading
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
 
-from alleycat_rider.enrol import Claim, enrol, stored_identity
-from alleycat_rider.mqtt import MqttSettings
+from alleycat_rider.agent.enrol import Claim, enrol, stored_identity
+from simulator.backend.acl import RULE_CLIENT_ID
+from simulator.backend.fleet_template import ProvisioningTemplate, default_template
+from simulator.backend.provisioning import CSR_TOPIC, Reply
 from tests.alleycat_rider.test_agent_broker import agent
-from tests.servers.mosquitto import MqttClient, RunningBroker
+from tests.servers.provisioning import ProvisioningBroker, provisioning_broker
 
 TEMPLATE = "alleycat-bikes"
-CSR_TOPIC = "$aws/certificates/create-from-csr/json"
-PROVISION_TOPIC = "$aws/provisioning-templates/+/provision/json"
+#: The fleet's template allows these serial numbers only; ``retired`` is disabled.
+TEMPLATES = {
+    TEMPLATE: ProvisioningTemplate(
+        name=TEMPLATE, body=default_template().body, allow_list={"SerialNumber": ("SN-1*",)}
+    ),
+    "retired": ProvisioningTemplate(name="retired", enabled=False, body=default_template().body),
+}
 
 
-class Responder:
-    """IoT Core's fleet provisioning API, as far as a bike sees it: certificates from CSRs signed
-    by the broker's CA (common name: the serial number, mosquitto's user name), single-use
-    tokens, and RegisterThing for one template, refusing serial numbers it is told to."""
+class Requests:
+    """What the service was asked, and a hand on its answers: requests to drop, and
+    RegisterThing held back (the bike loses power before the answer)."""
 
-    def __init__(self, client: MqttClient, broker: RunningBroker) -> None:
-        self.client = client
-        self.ca_cert = x509.load_pem_x509_certificate(broker.pki.ca_cert.read_bytes())
-        ca_key = serialization.load_pem_private_key(broker.pki.ca_key.read_bytes(), None)
-        self.ca_key: Any = ca_key
-        self.tokens: dict[str, str] = {}
-        self.refused_serials: set[str] = set()
+    def __init__(self, handle: Callable[[str, bytes], Reply | None]) -> None:
+        self._handle = handle
+        self.topics: list[str] = []
         self.csr_to_drop = 0
         self.answer_register = threading.Event()
         self.answer_register.set()
-        self.requests: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.register_asked = threading.Event()
 
-    def _serve(self) -> None:
-        done = 0
-        while not self._stop.is_set():
-            with self.client._received:
-                if len(self.client.messages) == done:
-                    self.client._received.wait(0.2)
-                pending = list(zip(self.client.topics, self.client.messages, strict=True))[done:]
-            for topic, payload in pending:
-                done += 1
-                self._answer(topic, json.loads(payload))
-
-    def _answer(self, topic: str, request: dict[str, Any]) -> None:
-        self.requests.append(topic)
+    def __call__(self, topic: str, payload: bytes) -> Reply | None:
+        self.topics.append(topic)
         if topic == CSR_TOPIC and self.csr_to_drop:
             self.csr_to_drop -= 1  # lost on the way
-            return
-        if topic == CSR_TOPIC:
-            csr = x509.load_pem_x509_csr(request["certificateSigningRequest"].encode())
-            serial = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-            now = datetime.datetime.now(datetime.UTC)
-            cert = (
-                x509.CertificateBuilder()
-                .subject_name(csr.subject)
-                .issuer_name(self.ca_cert.subject)
-                .public_key(csr.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=1))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .sign(self.ca_key, hashes.SHA256())
-            )
-            token = str(uuid.uuid4())
-            self.tokens[token] = str(serial)
-            self._reply(
-                topic,
-                True,
-                {
-                    "certificateId": cert.fingerprint(hashes.SHA256()).hex(),
-                    "certificatePem": cert.public_bytes(serialization.Encoding.PEM).decode(),
-                    "certificateOwnershipToken": token,
-                },
-            )
-            return
-        if not self.answer_register.is_set():
-            return  # the bike loses power before the answer
-        template = topic.split("/")[2]
-        serial = request.get("parameters", {}).get("SerialNumber")
-        owner = self.tokens.pop(request.get("certificateOwnershipToken", ""), None)
-        if template != TEMPLATE or owner is None or serial in self.refused_serials:
-            reason = "No template" if template != TEMPLATE else "Serial number not allowed"
-            self._reply(
-                topic,
-                False,
-                {"statusCode": 400, "errorCode": "InvalidParameters", "errorMessage": reason},
-            )
-            return
-        self._reply(
-            topic,
-            True,
-            {
-                "thingName": serial,
-                "deviceConfiguration": {
-                    "topic": "alleycat-publish",
-                    "ownTopic": "true",
-                    "resultsTopic": "alleycat-subscribe",
-                },
-            },
-        )
-
-    def _reply(self, topic: str, accepted: bool, body: dict[str, Any]) -> None:
-        suffix = "accepted" if accepted else "rejected"
-        self.client.publish(f"{topic}/{suffix}", json.dumps(body).encode())
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+            return None
+        if "/provision/" in topic:
+            self.register_asked.set()
+            if not self.answer_register.is_set():
+                return None
+        return self._handle(topic, payload)
 
 
 @pytest.fixture
-def responder(mqtt_broker: RunningBroker) -> Iterator[Responder]:
-    with mqtt_broker.client("bike-3", client_id="fleet-provisioning") as client:
-        client.subscribe(CSR_TOPIC)
-        client.subscribe(PROVISION_TOPIC)
-        service = Responder(client, mqtt_broker)
-        service.start()
-        try:
-            yield service
-        finally:
-            service.stop()
+def stand_in(tmp_path: Path) -> Iterator[ProvisioningBroker]:
+    with provisioning_broker(tmp_path / "stand-in", TEMPLATES) as running:
+        yield running
 
 
-def first_boot_args(broker: RunningBroker, state: Path, serial: str, *extra: str) -> list[str]:
-    """A factory image's settings: the claim certificate (bike-1's here), no certificate of its
-    own."""
-    claim_cert, claim_key = broker.pki.client("bike-1")
+@pytest.fixture
+def requests(stand_in: ProvisioningBroker) -> Requests:
+    recorder = Requests(stand_in.service.handle)
+    stand_in.service.handle = recorder  # type: ignore[method-assign]
+    return recorder
+
+
+def first_boot_args(broker: ProvisioningBroker, state: Path, serial: str, *extra: str) -> list[str]:
+    """A factory image's settings: the claim certificate, no certificate of its own."""
+    claim_cert, claim_key = broker.claim
     return [
         "--endpoint", broker.host, "--port", str(broker.port), "--ca", str(broker.pki.ca_cert),
         "--claim-cert", str(claim_cert), "--claim-key", str(claim_key),
@@ -155,11 +80,11 @@ def first_boot_args(broker: RunningBroker, state: Path, serial: str, *extra: str
 
 
 def test_a_bike_with_only_the_claim_enrols_rides_under_its_thing_name_and_enrols_once(
-    mqtt_broker: RunningBroker, responder: Responder, tmp_path: Path
+    stand_in: ProvisioningBroker, requests: Requests, tmp_path: Path
 ) -> None:
-    # The serial number is a device name the broker's ACL-free user names accept.
-    args = first_boot_args(mqtt_broker, tmp_path, "SN-1001")
-    with mqtt_broker.subscriber("alleycat-publish/SN-1001") as rides:
+    args = first_boot_args(stand_in, tmp_path, "SN-1001")
+    with stand_in.device(RULE_CLIENT_ID) as rides:
+        rides.subscribe("alleycat-publish/#")
         with agent(args) as rider:
             assert rider.wait_for("enrolled")["thing_name"] == "SN-1001"
             starting = rider.wait_for("starting")
@@ -174,7 +99,7 @@ def test_a_bike_with_only_the_claim_enrols_rides_under_its_thing_name_and_enrols
         identity = stored_identity(tmp_path)
         assert identity is not None and identity.thing_name == "SN-1001"
         assert stat.S_IMODE(identity.key.stat().st_mode) == 0o600
-        assert responder.requests.count(CSR_TOPIC) == 1
+        assert requests.topics.count(CSR_TOPIC) == 1
 
         # Started again, it rides with the stored identity: no second enrolment.
         with agent(args) as rider:
@@ -184,27 +109,27 @@ def test_a_bike_with_only_the_claim_enrols_rides_under_its_thing_name_and_enrols
             assert rider.stop() == 0
             second = rider.events("stopped")[0]
         rides.wait_for(first["acked"] + second["acked"], timeout=10)
-    assert responder.requests.count(CSR_TOPIC) == 1
+    assert requests.topics.count(CSR_TOPIC) == 1
     assert len(rides.messages) == first["acked"] + second["acked"]
 
 
 def test_a_bike_killed_between_the_two_steps_enrols_cleanly_on_the_next_start(
-    mqtt_broker: RunningBroker, responder: Responder, tmp_path: Path
+    stand_in: ProvisioningBroker, requests: Requests, tmp_path: Path
 ) -> None:
-    args = first_boot_args(mqtt_broker, tmp_path, "SN-1002")
-    responder.answer_register.clear()
+    args = first_boot_args(stand_in, tmp_path, "SN-1002")
+    requests.answer_register.clear()
     with agent(args) as rider:
         rider.wait_for("enrolling")
-        rider.wait_until(lambda: any("/provision/" in t for t in responder.requests), 20)
+        assert requests.register_asked.wait(20)
         rider.stop(signal.SIGKILL)
     assert stored_identity(tmp_path) is None  # certificate made, thing not registered
 
-    responder.answer_register.set()
+    requests.answer_register.set()
     with agent(args) as rider:
         assert rider.wait_for("enrolled")["thing_name"] == "SN-1002"
         rider.wait_for("connected")
         assert rider.stop() == 0
-    assert responder.requests.count(CSR_TOPIC) == 2  # a new key and certificate the second time
+    assert requests.topics.count(CSR_TOPIC) == 2  # a new key and certificate the second time
     identity = stored_identity(tmp_path)
     assert identity is not None and identity.thing_name == "SN-1002"
 
@@ -212,20 +137,15 @@ def test_a_bike_killed_between_the_two_steps_enrols_cleanly_on_the_next_start(
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
-        ([], "Serial number not allowed (InvalidParameters)"),
-        (["--fleet-template", "disabled-template"], "No template (InvalidParameters)"),
+        ([], "SerialNumber 'SN-0000' is not allowed by the template alleycat-bikes (AccessDenied)"),
+        (["--fleet-template", "retired"], "Template retired is disabled (InvalidRequest)"),
     ],
-    ids=["unknown-serial", "unknown-template"],
+    ids=["unknown-serial", "disabled-template"],
 )
 def test_a_template_that_refuses_is_one_line_and_exit_1(
-    mqtt_broker: RunningBroker,
-    responder: Responder,
-    tmp_path: Path,
-    extra: list[str],
-    reason: str,
+    stand_in: ProvisioningBroker, tmp_path: Path, extra: list[str], reason: str
 ) -> None:
-    responder.refused_serials.add("SN-0000")
-    args = first_boot_args(mqtt_broker, tmp_path, "SN-0000", *extra)
+    args = first_boot_args(stand_in, tmp_path, "SN-0000", *extra)
     with agent(args) as rider:
         status = rider.process.wait(60)
         rider.stop()
@@ -237,19 +157,11 @@ def test_a_template_that_refuses_is_one_line_and_exit_1(
 
 
 def test_a_step_without_an_answer_is_asked_again_with_backoff(
-    mqtt_broker: RunningBroker, responder: Responder, tmp_path: Path
+    stand_in: ProvisioningBroker, requests: Requests, tmp_path: Path
 ) -> None:
-    responder.csr_to_drop = 2
-    claim_cert, claim_key = mqtt_broker.pki.client("bike-1")
+    requests.csr_to_drop = 2
     claim = Claim(
-        settings=MqttSettings(
-            endpoint=mqtt_broker.host,
-            port=mqtt_broker.port,
-            client_id="SN-1003",
-            cert=claim_cert,
-            key=claim_key,
-            ca=mqtt_broker.pki.ca_cert,
-        ),
+        settings=stand_in.settings(*stand_in.claim, "SN-1003"),
         template=TEMPLATE,
         parameters={"SerialNumber": "SN-1003", "RacerId": "3"},
         timeout=1,
@@ -264,7 +176,8 @@ def test_a_step_without_an_answer_is_asked_again_with_backoff(
     )
     stored = stored_identity(tmp_path)
     assert stored is not None and stored.thing_name == identity.thing_name == "SN-1003"
-    assert responder.requests.count(CSR_TOPIC) == 3
+    assert requests.topics.count(CSR_TOPIC) == 3
+    assert stand_in.registry.racers()["SN-1003"] == 3
     assert [(level, message) for level, message, _ in events] == [
         ("warning", "enrolment unanswered")
     ] * 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alleycat_rider.racestate import KeptRace, RaceState, race_state_path
+from alleycat_rider.agent.racestate import KeptRace, RaceState, race_state_path
 
 RACE = KeptRace(racer_id=101, class_id=2, race_seconds=300, start_ms=1_764_186_600_000)
 

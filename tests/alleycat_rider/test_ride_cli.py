@@ -135,9 +135,10 @@ def test_a_bad_flag_value_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_the_agent_imports_neither_boto3_nor_the_simulator_nor_rich() -> None:
     modules = [
-        "alleycat.cli", "alleycat_rider.cli", "alleycat_rider.agent", "alleycat_rider.mqtt",
-        "alleycat_rider.publisher", "alleycat_rider.spool", "alleycat_rider.display",
-        "alleycat_rider.config", "alleycat_rider.core.standings", "alleycat_rider.schedule",
+        "alleycat.cli", "alleycat_rider.cli", "alleycat_rider.agent.loop", "alleycat_rider.mqtt",
+        "alleycat_rider.agent.publisher", "alleycat_rider.agent.spool",
+        "alleycat_rider.agent.display", "alleycat_rider.config", "alleycat_rider.core.standings",
+        "alleycat_rider.agent.schedule",
     ]  # fmt: skip
     code = (
         f"import sys\nfor name in {modules!r}:\n    __import__(name)\n"

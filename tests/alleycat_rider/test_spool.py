@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from alleycat_rider.agent.spool import Spool
 from alleycat_rider.errors import SpoolError
-from alleycat_rider.spool import Spool
 
 
 def test_messages_come_back_in_order_with_their_payloads(tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_appended_messages_survive_sigkill(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from alleycat_rider.spool import Spool\n"
+        "from alleycat_rider.agent.spool import Spool\n"
         f"spool = Spool(Path({str(path)!r}))\n"
         "for i in range(20):\n"
         "    spool.append(f'u{i}', b'payload')\n"
@@ -122,7 +122,7 @@ def test_a_removal_is_committed_with_the_next_append_so_a_kill_only_causes_a_res
     path = tmp_path / "spool.db"
     script = (
         "from pathlib import Path\n"
-        "from alleycat_rider.spool import Spool\n"
+        "from alleycat_rider.agent.spool import Spool\n"
         f"spool = Spool(Path({str(path)!r}))\n"
         "seqs = [spool.append(f'u{i}', b'payload')[0] for i in range(3)]\n"
         "assert spool.ack(seqs[0]) and not spool.ack(seqs[0])\n"
@@ -182,7 +182,7 @@ def _spool_killed_after(path: Path, count: int) -> bytes:
     script = (
         "import time\n"
         "from pathlib import Path\n"
-        "from alleycat_rider.spool import Spool\n"
+        "from alleycat_rider.agent.spool import Spool\n"
         f"spool = Spool(Path({str(path)!r}), reserve=0)\n"
         f"for i in range({count}):\n"
         "    spool.append(f'u{i}', b'payload')\n"
@@ -259,7 +259,7 @@ _FULL_DISK = """
 import json, resource, signal, sys
 from pathlib import Path
 from typing import Any
-from alleycat_rider.spool import Spool
+from alleycat_rider.agent.spool import Spool
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, not the process
 path = Path(sys.argv[1])
@@ -341,7 +341,7 @@ def test_a_spool_that_cannot_be_created_on_a_full_disk_never_says_move_it_aside(
         "import resource, signal, sys\n"
         "from pathlib import Path\n"
         "from alleycat_rider.errors import SpoolError\n"
-        "from alleycat_rider.spool import Spool\n"
+        "from alleycat_rider.agent.spool import Spool\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), hard))\n"

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from alleycat_rider import salvage, wal
+from alleycat_rider.agent import salvage, wal
+from alleycat_rider.agent.spool import DEFAULT_SPOOL_RESERVE, Spool
 from alleycat_rider.core.message import MessageEncoder, RideMessage, RiderIdentity, uuid4
 from alleycat_rider.errors import SpoolError
-from alleycat_rider.spool import DEFAULT_SPOOL_RESERVE, Spool
 
 COUNT = 300
 DAMAGE = ["flipped byte mid-log", "random bytes over the log", "log cut in half",
@@ -34,7 +34,7 @@ _MAKE = """
 import random, sys, time
 from pathlib import Path
 from alleycat_rider.core.message import MessageEncoder, RiderIdentity, uuid4
-from alleycat_rider.spool import Spool
+from alleycat_rider.agent.spool import Spool
 path, count, how, reserve = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 rng = random.Random(7)
 encoder = MessageEncoder(RiderIdentity(racer_id=101, name="Ada", class_id=2))

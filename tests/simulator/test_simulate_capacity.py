@@ -25,6 +25,10 @@ def _simulate(*args):
          "--warm-throughput needs --capacity on-demand-advantage"),
         (["--partition-key", "auto", "--stream", "rides", "--create-stream"],
          "--partition-key auto needs an on-demand stream"),
+        (["--capacity", "on-demand", "--shards", "8"],
+         "--shards sizes a provisioned stream; an on-demand one starts at --on-demand-shards"),
+        (["--capacity", "on-demand-advantage", "--shards", "4", "--stream", "rides",
+          "--create-stream"], "--shards sizes a provisioned stream"),
     ],
 )  # fmt: skip
 def test_a_capacity_mode_that_cannot_work_is_a_one_line_usage_error(args, says):

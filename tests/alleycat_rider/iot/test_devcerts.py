@@ -146,3 +146,24 @@ def test_a_folder_that_already_exists_keeps_its_mode(tmp_path: Path) -> None:
     make_dev_pki(tmp_path, ["bike-1"])
     assert _mode(tmp_path) == 0o700
     assert _mode(tmp_path / "devices") == 0o755
+
+
+def test_certs_dev_claim_makes_a_claim_certificate_signed_by_the_dev_ca_and_keeps_it(
+    tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["certs", "dev", "--dir", str(tmp_path), "--claim"])
+    assert result.exit_code == 0, result.output
+    cert, key = tmp_path / "claim" / "claim.pem.crt", tmp_path / "claim" / "claim.private.pem.key"
+    assert f"Claim:   {cert}  {key}" in result.output
+    assert _mode(key) == 0o600 and _mode(cert) == 0o644
+    claim = _load(cert)
+    assert claim.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "alleycat-claim"
+    assert claim.issuer == _load(tmp_path / "ca.crt").subject
+    before = cert.read_bytes()
+    runner.invoke(cli, ["certs", "dev", "--dir", str(tmp_path), "--claim"])
+    assert cert.read_bytes() == before
+    # Without --claim, no claim is made.
+    other = tmp_path / "other"
+    assert "Claim:" not in runner.invoke(cli, ["certs", "dev", "--dir", str(other)]).output
+    assert not (other / "claim").exists()

@@ -18,7 +18,8 @@ import pytest
 
 from alleycat_rider.iot.broker import MosquittoBroker
 from alleycat_rider.iot.devcerts import DevPki, make_dev_pki
-from simulator.backend.stack import BROKER_LIMITS, RULE_CLIENT_ID, STANDINGS_CLIENT_ID, acl
+from simulator.backend.acl import RULE_CLIENT_ID, STANDINGS_CLIENT_ID, acl
+from simulator.backend.stack import BROKER_LIMITS
 from tests.servers.mosquitto import mqtt_client
 from tests.servers.ports import free_port
 
@@ -76,7 +77,9 @@ def backend_broker(backend_pki: DevPki, tmp_path: Path) -> Iterator[Broker]:
 def stack_broker(pki: DevPki, tmp_path: Path, *, shared_topic: bool = False) -> Iterator[Broker]:
     """mosquitto as ``alleycat stack`` (``--shared-topic``) runs it, until the block ends."""
     acl_file = tmp_path / "acl"
-    acl_file.write_text(acl("alleycat-publish", "alleycat-subscribe", shared_topic=shared_topic))
+    acl_file.write_text(
+        acl("alleycat-publish", "alleycat-subscribe", devices=DEVICES, shared_topic=shared_topic)
+    )
     port = free_port()
     with (tmp_path / "mosquitto.log").open("ab") as log:
         broker = MosquittoBroker(

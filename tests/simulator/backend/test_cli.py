@@ -60,6 +60,18 @@ def test_stack_without_mosquitto_is_one_line(
     ]
 
 
+def test_stack_with_a_template_file_that_is_not_json_is_one_line(tmp_path: Path) -> None:
+    templates = tmp_path / ".alleycat-stack" / "provisioning-templates"
+    templates.mkdir(parents=True)
+    (templates / "bikes.json").write_text("{")
+    code, stdout, stderr = alleycat(
+        "stack", "--mqtt-port", str(free_port()), "--kinesis-port", str(free_port()), cwd=tmp_path
+    )
+    assert code == 1 and stdout == ""
+    [line] = stderr.strip().splitlines()
+    assert line.startswith("Error: .alleycat-stack/provisioning-templates/bikes.json is not JSON: ")
+
+
 def test_stack_with_kinesalite_but_no_node_is_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path)}  # no node, no npm
     code, _, stderr = alleycat(
@@ -138,3 +150,7 @@ def test_the_stack_line_counts_in_words_and_says_when_the_lag_is_not_known() -> 
     assert "1 duplicate, " in line and "1 race, " in line and line.endswith("lag unknown")
     report["lag_ms"] = 1200
     assert _stack_line({"rule": rule, "standings": report}).endswith("lag 1,200 ms")
+    # Once a bike has tried to enrol, the line says how enrolment went.
+    enrolment = {"certificates": 2, "registered": 1, "refused": 1}
+    line = _stack_line({"rule": rule, "standings": report, "enrolment": enrolment})
+    assert line.endswith("lag 1,200 ms | enrolment: 1 registered, 1 refused")

@@ -45,7 +45,7 @@ def printed_rides(stack: Any) -> dict[str, list[str]]:
     rides = {}
     for line in stack.stdout_path.read_text().splitlines():
         words = shlex.split(line)
-        if words[:2] == ["alleycat", "ride"]:
+        if words[:2] == ["alleycat", "ride"] and "--client-id" in words:
             rides[words[words.index("--client-id") + 1]] = words[2:]
     return rides
 

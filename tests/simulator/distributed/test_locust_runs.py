@@ -53,10 +53,14 @@ def test_processes_deliver_every_counted_record_with_unique_riders(
 ):
     create_stream(kinesis_client, stream_name, 4)
     summary_file = tmp_path / "summary.json"
+    port = free_port()
     with locust_processes(tmp_path) as locust:
         run = locust.start(
             "local",
             *("--headless", "--processes", "2", "-u", "400", "-r", "400", "-t", "12s"),
+            # A port of its own: no other Locust run on this machine meets its workers.
+            *("--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
+            *("--master-host", "127.0.0.1", "--master-port", str(port)),
             *fleet_args(kinesis_server, stream_name, "--partition-key", "balanced"),
             *("--summary-json", str(summary_file), "--seed", "7"),
         )

@@ -1,8 +1,8 @@
 """The spool's database file: its settings, its check and recovery on opening, its reserved room.
 
-:class:`~alleycat_rider.spool.Spool` keeps the queue; this module sets its SQLite database up,
+:class:`~alleycat_rider.agent.spool.Spool` keeps the queue; this module sets its SQLite database up,
 asks SQLite whether the file is sound, spools again what a damaged copy still holds
-(:mod:`alleycat_rider.salvage`), and reserves the room the spool may need later.
+(:mod:`alleycat_rider.agent.salvage`), and reserves the room the spool may need later.
 
 The room: free pages in the database and a write-ahead log long enough for ``reserve`` messages
 (an hour's worth by default). A blob is written through the log and into the database (a
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from alleycat_rider import salvage
+from alleycat_rider.agent import salvage
 from alleycat_rider.errors import SpoolError
 
 #: The page size of a new spool's database, in bytes.

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from alleycat_rider.agent.spool import Spool
 from alleycat_rider.mqtt import PublishDone
-from alleycat_rider.spool import Spool
 
 #: How many messages may wait for their PUBACK at once.
 DEFAULT_WINDOW = 10

@@ -10,6 +10,8 @@ parameters ``SerialNumber`` and ``RacerId``), and stores what it got in ``<state
 ``identity.json`` (thing name, device configuration) is written last, atomically: it is what says
 the enrolment is complete. A bike stopped between the two steps finds no ``identity.json`` and
 enrols again from the start with a new key (IoT Core deletes the unused certificate after an hour).
+With ``keys="service"`` the key is made by IoT Core instead (``$aws/certificates/create/json``,
+CreateKeysAndCertificate) and comes over the connection: for bikes that cannot make a key.
 
 The SDK's identity client (``IotIdentityClientV2``) waits for one request at a time over one
 MQTT 5 connection made with the claim certificate; the connection retries by itself with backoff.
@@ -64,6 +66,8 @@ class Claim:
     parameters: dict[str, str] = field(default_factory=dict)
     timeout: int = OPERATION_TIMEOUT
     """Seconds to wait for each answer before asking again."""
+    keys: str = "bike"
+    """``bike``: the key is made here and never sent (a CSR); ``service``: IoT Core makes it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,16 +158,27 @@ def enrol(
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, serial)]))
             .sign(key, hashes.SHA256())
         )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         backoff = RETRY_BACKOFF[0]
         while True:
             try:
-                made = client.create_certificate_from_csr(
-                    iotidentity.CreateCertificateFromCsrRequest(
-                        certificate_signing_request=csr.public_bytes(
-                            serialization.Encoding.PEM
-                        ).decode()
-                    )
-                ).result()
+                if claim.keys == "service":
+                    made = client.create_keys_and_certificate(
+                        iotidentity.CreateKeysAndCertificateRequest()
+                    ).result()
+                    key_pem = made.private_key.encode()
+                else:
+                    made = client.create_certificate_from_csr(
+                        iotidentity.CreateCertificateFromCsrRequest(
+                            certificate_signing_request=csr.public_bytes(
+                                serialization.Encoding.PEM
+                            ).decode()
+                        )
+                    ).result()
                 registered = client.register_thing(
                     iotidentity.RegisterThingRequest(
                         template_name=claim.template,
@@ -180,11 +195,6 @@ def enrol(
                 backoff = min(2 * backoff, RETRY_BACKOFF[1])
     finally:
         link.stop()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     return _store(
         identity_dir(state_dir),
         thing_name=registered.thing_name,

@@ -5,7 +5,7 @@ damaged in its middle loses every commit after the damage, and a database file c
 overwritten cannot be read at all. The bytes of those messages are often still there. Before the
 spool is opened, :func:`inspect` checks the database file (its header, and its size against the
 pages the header counts) and the write-ahead log (read as SQLite replays it,
-:mod:`alleycat_rider.wal`); the spool also asks SQLite to check the database's structure
+:mod:`alleycat_rider.agent.wal`); the spool also asks SQLite to check the database's structure
 (``PRAGMA quick_check``). Damage of either kind copies the files aside (``NAME.damaged-N``, with
 ``-wal`` beside it) before anything is overwritten.
 
@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alleycat_rider import wal
+from alleycat_rider.agent import wal
 from alleycat_rider.core.message import MessageError, RideMessage
 from alleycat_rider.plural import counted
 

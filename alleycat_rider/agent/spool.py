@@ -30,24 +30,24 @@ written are kept in memory too, and written with the rest (or, lost, only cause 
 Opening checks the database and its log; a damaged spool is copied aside, every whole ride
 message SQLite cannot give back is spooled again, and the recovered and lost are reported. Then
 room for ``reserve`` messages is reserved on disk, so a disk that fills up later cannot take it
-(:mod:`alleycat_rider.spoolfile`, :mod:`alleycat_rider.salvage`).
+(:mod:`alleycat_rider.agent.spoolfile`, :mod:`alleycat_rider.agent.salvage`). What the disk refuses
+is held by :mod:`alleycat_rider.agent.spoolmemory`.
 
 The spool is used from one thread only (the agent's loop); SDK callbacks never touch it.
 """
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alleycat_rider import salvage
+from alleycat_rider.agent import salvage
+from alleycat_rider.agent.spoolfile import DEFAULT_SPOOL_RESERVE, PAGE_SIZE, hint, open_spool
+from alleycat_rider.agent.spoolfile import refusal as disk_refusal
+from alleycat_rider.agent.spoolmemory import Held, SpooledMessage
 from alleycat_rider.errors import SpoolError
-from alleycat_rider.spoolfile import DEFAULT_SPOOL_RESERVE, PAGE_SIZE, hint, open_spool
-from alleycat_rider.spoolfile import refusal as disk_refusal
 
 __all__ = ["DEFAULT_SPOOL_MAX", "DEFAULT_SPOOL_RESERVE", "PAGE_SIZE", "Spool", "SpooledMessage"]
 
@@ -55,21 +55,10 @@ __all__ = ["DEFAULT_SPOOL_MAX", "DEFAULT_SPOOL_RESERVE", "PAGE_SIZE", "Spool", "
 DEFAULT_SPOOL_MAX = 86_400
 #: Default bound of the messages held in memory while the disk refuses writes: an hour's worth.
 DEFAULT_MEMORY_MAX = 3600
+#: Drops the oldest ``?`` messages to make room.
+DROP_OLDEST = "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq LIMIT ?)"
 #: Where the spool reports (``Reporter.event``'s signature): level, message, fields.
 SpoolReport = Callable[..., None]
-
-
-@dataclass(frozen=True, slots=True)
-class SpooledMessage:
-    """One message waiting in the spool for its PUBACK."""
-
-    seq: int
-    """Position in the spool: increases with every message appended; never that of a message
-    still spooled or acknowledged since the spool was opened (see the module docstring)."""
-    uuid: str
-    """The message's uuid, the idempotency key downstream."""
-    payload: bytes
-    """The exact bytes to publish, again if need be."""
 
 
 class Spool:
@@ -102,16 +91,13 @@ class Spool:
             raise SpoolError(f"the spool must hold at least one message, not {max_messages}")
         self.path = path
         self.max_messages = max_messages
-        self.memory_max = max(1, memory_max)
+        self._held = Held(memory_max)
+        self.memory_max = self._held.limit
         self._report: SpoolReport = report if report is not None else _ignore
-        self._memory: dict[int, SpooledMessage] = {}
-        """Messages the disk refused, oldest first: always newer than every spooled one."""
         self._unremoved: set[int] = set()
         """Spooled messages acknowledged whose removal the disk refused."""
         self._removing: list[int] = []
         """Removals in the open transaction, committed with the next append."""
-        self._unspooled = 0
-        self._memory_dropped = 0
         self._refusal: str | None = None
         opened = open_spool(path, reserve=min(reserve, max_messages), report=self._report)
         self._db = db = opened.db
@@ -134,23 +120,23 @@ class Spool:
     @property
     def depth(self) -> int:
         """How many messages wait for their PUBACK, on disk or held in memory."""
-        return self._depth - len(self._unremoved) + len(self._memory)
+        return self._depth - len(self._unremoved) + len(self._held)
 
     @property
     def dropped(self) -> int:
         """How many messages were dropped because the spool was full, over its whole life
         (and, while the disk refused writes, because the memory was full)."""
-        return self._dropped + self._memory_dropped
+        return self._dropped + self._held.dropped
 
     @property
     def in_memory(self) -> int:
         """Messages held in memory because the disk refused them: lost if the agent stops."""
-        return len(self._memory)
+        return len(self._held)
 
     @property
     def unspooled(self) -> int:
         """Messages that could not be written to the spool when they were made (since opening)."""
-        return self._unspooled
+        return self._held.unspooled
 
     @property
     def refusal(self) -> str | None:
@@ -177,9 +163,9 @@ class Spool:
             SpoolError: the spool cannot be used for another reason than the disk refusing
                 writes (which only holds the message in memory).
         """
-        if self._memory or self._unremoved:
+        if self._held or self._unremoved:
             self._write_held()
-        if self._memory:  # the disk still refuses: keep the order, hold this one too
+        if self._held:  # the disk still refuses: keep the order, hold this one too
             return self._hold(uuid, payload)
         try:
             return self._append(uuid, payload, durable=durable)
@@ -202,11 +188,7 @@ class Spool:
             if overflow:
                 if not db.in_transaction:
                     db.execute("BEGIN IMMEDIATE")
-                db.execute(
-                    "DELETE FROM messages WHERE seq IN "
-                    "(SELECT seq FROM messages ORDER BY seq LIMIT ?)",
-                    (overflow,),
-                )
+                db.execute(DROP_OLDEST, (overflow,))
                 db.execute(
                     "UPDATE counters SET value = value + ? WHERE name = 'dropped'", (overflow,)
                 )
@@ -233,7 +215,7 @@ class Spool:
 
         The removal is committed with the next append, or on closing.
         """
-        if self._memory.pop(seq, None) is not None:
+        if self._held.pop(seq):
             return True
         if seq in self._unremoved:
             return False
@@ -266,8 +248,7 @@ class Spool:
             if seq not in self._unremoved
         ][:limit]
         if len(found) < limit:  # held in memory: newer than anything on disk
-            held = (message for seq, message in self._memory.items() if seq > after)
-            found.extend(itertools.islice(held, limit - len(found)))
+            found.extend(self._held.after(after, limit - len(found)))
         return found
 
     def get(self, seqs: Iterable[int]) -> list[SpooledMessage]:
@@ -285,7 +266,7 @@ class Spool:
             for seq, uuid, payload in rows
             if seq not in self._unremoved
         ]
-        return found + [self._memory[seq] for seq in wanted if seq in self._memory]
+        return found + self._held.among(wanted)
 
     def close(self) -> None:
         """Commit the last removals and close; what is still spooled is sent after a restart.
@@ -297,13 +278,13 @@ class Spool:
                 refusing writes.
         """
         try:
-            if self._memory or self._unremoved:
+            if self._held or self._unremoved:
                 self._write_held()
-            if self._memory:
+            if self._held:
                 self._report(
                     "error",
                     "messages held in memory are lost: the spool still cannot be written",
-                    lost=len(self._memory),
+                    lost=len(self._held),
                     reason=self._refusal,
                 )
             if self._db.in_transaction:
@@ -343,15 +324,9 @@ class Spool:
 
     def _hold(self, uuid: str, payload: bytes) -> tuple[int, int]:
         """Keep a message the disk refused in memory, dropping the oldest held if full."""
-        overflow = 0
-        if len(self._memory) >= self.memory_max:
-            del self._memory[next(iter(self._memory))]
-            self._memory_dropped += 1
-            overflow = 1
         seq = self._last_seq + 1
-        self._memory[seq] = SpooledMessage(seq, uuid, payload)
+        overflow = self._held.hold(seq, uuid, payload)
         self._last_seq = seq
-        self._unspooled += 1
         return seq, overflow
 
     def _defer_removal(self, seq: int) -> bool:
@@ -377,7 +352,7 @@ class Spool:
     def _write_held(self) -> None:
         """Try to write what is held in memory to the spool, in one durable transaction."""
         db = self._db
-        held = list(self._memory.values())
+        held = self._held.messages()
         try:
             if db.in_transaction:
                 db.execute("COMMIT")
@@ -390,14 +365,10 @@ class Spool:
             depth = db.execute("SELECT count(*) FROM messages").fetchone()[0]
             overflow = max(0, depth + len(held) - self.max_messages)
             if overflow:
-                db.execute(
-                    "DELETE FROM messages WHERE seq IN "
-                    "(SELECT seq FROM messages ORDER BY seq LIMIT ?)",
-                    (overflow,),
-                )
+                db.execute(DROP_OLDEST, (overflow,))
             db.execute(
                 "UPDATE counters SET value = value + ? WHERE name = 'dropped'",
-                (overflow + self._memory_dropped,),
+                (overflow + self._held.dropped,),
             )
             db.executemany(
                 "INSERT INTO messages (seq, uuid, payload) VALUES (?, ?, ?)",
@@ -411,9 +382,8 @@ class Spool:
                 raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from exc
             return
         self._depth = depth - overflow + len(held)
-        self._dropped += overflow + self._memory_dropped
-        self._memory_dropped = 0
-        self._memory.clear()
+        self._dropped += overflow + self._held.dropped
+        self._held.written()
         self._unremoved.clear()
         if self._refusal is not None:
             self._report("info", "the spool can be written again", written=len(held))
