@@ -367,6 +367,10 @@ class MqttFleet:
         due: list[Record] = []
         self.fleet.emit_until(self._wall(), due, 100_000)
         self.counts.generated += len(due)
+        riders = len(self.riders)
+        if any(record.rider >= riders for record in due):
+            # Riders that joined after this pass grew the fleet (a Locust user, from its thread).
+            self.grow(max(record.rider for record in due) + 1)
         for record in due:
             self._offer(self.riders[record.rider], record, now)
         self._send_all_held(now)

@@ -254,3 +254,45 @@ def test_riders_use_their_own_certificates_and_a_refused_one_does_not_stop_the_o
         100, 101, 103,
     }  # fmt: skip
     assert summary["held"] == 5 and adds_up(summary)  # the refused rider's messages, counted
+
+
+class _JoiningSource:
+    """Records for rider 0 and, from the second second on, rider 1, which the fleet was not
+    made with: as a Locust user joining from its own thread between the fleet's growing and its
+    taking of the due records."""
+
+    def __init__(self, seconds: float) -> None:
+        self.config = FleetConfig(riders=1)
+        self.started = time.time()
+        self.until = self.started + seconds
+        self.second = 0
+
+    @property
+    def done(self) -> bool:
+        return time.time() >= self.until
+
+    def emit_until(self, now: float, out: list[Record], limit: int) -> int:
+        if now < self.started + self.second or self.done:
+            return 0
+        riders = [0, 1] if self.second else [0]
+        self.second += 1
+        out.extend(Record(b'{"r":%d}' % r, "", None, now, rider=r) for r in riders)
+        return len(riders)
+
+
+def test_a_record_of_a_rider_joined_meanwhile_grows_the_fleet_and_is_delivered(
+    mqtt_broker: RunningBroker,
+) -> None:
+    cert, key = mqtt_broker.pki.client("bike-3")
+    settings = MqttSettings(
+        endpoint="127.0.0.1", port=mqtt_broker.port, client_id="x", cert=cert, key=key,
+        ca=mqtt_broker.pki.ca_cert,
+    )  # fmt: skip
+    source = _JoiningSource(seconds=4)
+    run = MqttFleet(source, MqttFleetOptions(settings=settings, qos=1))  # type: ignore[arg-type]
+    worker = threading.Thread(target=run.run)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive()
+    assert len(run.riders) == 2 and run.counts.connects == 2
+    assert run.counts.generated == 7 and run.counts.acked == 7  # 4 of rider 0, 3 of rider 1
