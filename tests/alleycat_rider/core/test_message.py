@@ -70,7 +70,7 @@ def test_seeded_uuids_repeat_and_differ_between_draws():
     assert len(set(first)) == 100
 
 
-@pytest.mark.parametrize("count", [1, 2, 37, 1000])
+@pytest.mark.parametrize("count", [1, 2, 15, 16, 37, 1000])
 def test_a_batch_of_uuids_is_the_version_4_uuids_of_its_random_bytes(count):
     batch = uuid4_batch(random.Random(count), count)
     raw = random.Random(count).randbytes(16 * count)
