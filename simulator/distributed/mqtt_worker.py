@@ -19,9 +19,10 @@ thread-safe hand-overs:
 from __future__ import annotations
 
 import heapq
+import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -30,6 +31,7 @@ from simulator.distributed.riders import RIDERS_PER_WORKER, RiderGroups
 from simulator.distributed.worker import RequestEvent
 from simulator.engine.batching import Record
 from simulator.engine.fleet import Fleet, FleetConfig
+from simulator.engine.keys import Keyer, KeyList
 from simulator.mqtt.fleet import DRAIN_SECONDS, MqttFleet
 
 #: Seconds between hand-overs of the fleet's outcomes to Locust's request events.
@@ -67,6 +69,10 @@ class MqttRiderGroups(RiderGroups):
         self.joined = 0
         """Groups that ever joined: the fleet has riders for all of them."""
 
+    def _keyer(self, config: FleetConfig, rng: random.Random) -> Keyer:
+        """No partition keys: over MQTT the IoT rule keys the records, not the riders."""
+        return _no_keys
+
     def join(self, now: float) -> int:
         with self.lock:
             group = super().join(now)
@@ -95,6 +101,13 @@ class MqttRiderGroups(RiderGroups):
                     record.rider += group * per_group
                 self._push(group, fleet)
             return count
+
+
+def _no_keys(riders: Sequence[int], timestamps_ms: Sequence[int]) -> KeyList:
+    return [_NO_KEY] * len(riders)
+
+
+_NO_KEY = ("", None)
 
 
 class MqttWorkerRide:

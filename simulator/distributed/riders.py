@@ -147,13 +147,17 @@ class RiderGroups:
         rng = (
             random.Random() if settings.seed is None else random.Random(f"{settings.seed}:{start}")
         )
-        keyer = group_keyer(settings.strategy, config, self._shards, random.Random(rng.random()))
+        keyer = self._keyer(config, random.Random(rng.random()))
         fleet = Fleet(config, start=now, duration=RIDE_SECONDS, keyer=keyer, rng=rng)
         self._groups += 1
         self._riding[group] = fleet
         self._push(group, fleet)
         self.peak_riders = max(self.peak_riders, self.riders)
         return group
+
+    def _keyer(self, config: FleetConfig, rng: random.Random) -> Keyer:
+        """The partition keys of a new group's riders."""
+        return group_keyer(self.settings.strategy, config, self._shards, rng)
 
     def leave(self, group: int) -> None:
         """A user stopped: its riders send nothing more."""
