@@ -9,7 +9,9 @@ and its sockets the ``_socket`` module's, never gevent's. The two sides meet onl
 thread-safe hand-overs:
 
 - users join and leave through :class:`MqttRiderGroups` under a native lock (held for
-  microseconds, by the loop's timer or by a user's greenlet);
+  microseconds, by the loop's timer or by a user's greenlet); a user that stops leaves its
+  riders' numbers on a ``collections.deque`` for the loop's timer, which sees them off (what
+  they hold sent, then a DISCONNECT: :meth:`MqttFleet.leave`);
 - the fleet appends each CONNECT, PUBLISH and drop to a ``collections.deque``, which a greenlet
   empties every :data:`FIRE_EVERY` seconds into Locust's request events (fired on the hub's
   thread, as Locust requires);
@@ -143,6 +145,8 @@ class MqttWorkerRide:
         self._next_report = 0.0
         self._finished = False
         self._firing: Any = None
+        self._left: deque[int] = deque()
+        """Groups whose user stopped, for the loop's timer to see off."""
 
     def share(self, workers: int) -> None:
         """The connect rate is the whole test's: this worker opens its share of it."""
@@ -166,8 +170,10 @@ class MqttWorkerRide:
         return self.groups.join(time.time())
 
     def leave(self, group: int) -> None:
-        """A user stopped: its riders send nothing more (their connections stay to the end)."""
+        """A user stopped: its riders make no more messages, send what they hold and
+        disconnect (see :meth:`MqttFleet.leave`)."""
         self.groups.leave(group)
+        self._left.append(group)
 
     def report(self) -> dict[str, Any]:
         """This worker's figures as of the last second (final once :meth:`finish` returned)."""
@@ -205,10 +211,15 @@ class MqttWorkerRide:
             self._done.release()
 
     def _on_tick(self) -> None:
-        wanted = self.groups.joined * self.options.groups.riders_per_user
+        per_group = self.options.groups.riders_per_user
+        wanted = self.groups.joined * per_group
         if wanted > len(self.fleet.riders):
             self.fleet.grow(wanted)
         now = time.monotonic()
+        left = self._left
+        while left:
+            group = left.popleft()
+            self.fleet.leave(range(group * per_group, (group + 1) * per_group), now)
         if now >= self._next_report:
             self._next_report = now + 1.0
             self._latest = self._make_report(final=False)

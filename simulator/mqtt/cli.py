@@ -158,6 +158,8 @@ def summary_table(s: dict[str, Any]) -> Any:
         )  # fmt: skip
     if s.get("riders_refused"):
         rows.append(("riders refused by the broker", s["riders_refused"]))
+    if s.get("left"):
+        rows.append(("riders that left (their Locust user stopped)", s["left"]))
     for name, value in rows:
         table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     return table

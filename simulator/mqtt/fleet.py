@@ -71,6 +71,8 @@ DRAIN_SECONDS = 10.0
 CONNECT, PUBLISH, MESSAGE = "CONNECT", "PUBLISH", "message"
 #: Seconds between the fleet's passes over its riders (its one timer).
 TICK = 0.01
+#: Why a leaving rider's messages were dropped: not acknowledged within :data:`DRAIN_SECONDS`.
+LEFT_UNSENT = "its Locust user stopped before the broker acknowledged it"
 
 
 class FleetLink(Protocol):
@@ -124,6 +126,9 @@ class MqttCounts:
     connect_failures: int = 0
     reconnects: int = 0
     disconnects: int = 0
+    left: int = 0
+    """Riders that left before the end (a Locust user stopped): disconnected once what they
+    held was acknowledged, or after :data:`DRAIN_SECONDS` with the rest dropped (counted)."""
 
     def to_dict(self) -> dict[str, int]:
         return {field.name: getattr(self, field.name) for field in fields(self)}
@@ -143,6 +148,8 @@ class _Rider:
     """When its last publishes went out: at most :data:`PACE` in any one second."""
     in_flight: int = 0
     """Its publishes not yet acknowledged (or failed)."""
+    left: bool = False
+    """It leaves (its Locust user stopped): it sends what it holds, then disconnects."""
 
 
 def _awscrt_links(
@@ -228,6 +235,8 @@ class MqttFleet:
         self.stopped = threading.Event()
         self.failures: list[str] = []
         """The distinct reasons connections failed, first seen first."""
+        self._leaving: dict[int, float] = {}
+        """Riders leaving -> when to stop waiting for what they hold (see :meth:`leave`)."""
 
     def _prepare_links(self) -> None:
         """The event loop, the TLS contexts and every rider's link (not started).
@@ -280,6 +289,34 @@ class MqttFleet:
             self._link_riders(added)
             self.riders.extend(added)
             self.peak_riders = len(self.riders)
+
+    def leave(self, indices: range, now: float) -> None:
+        """Riders ``indices`` leave (their Locust user stopped; they make no more messages):
+        each sends what it holds, then disconnects with a DISCONNECT; what is still not
+        acknowledged after :data:`DRAIN_SECONDS` is dropped and counted. Only on the event
+        loop's thread."""
+        for index in indices:
+            rider = self.riders[index]
+            if not rider.left:
+                rider.left = True
+                self._leaving[index] = now + DRAIN_SECONDS
+
+    def _see_off(self, now: float) -> None:
+        """Disconnect the leaving riders that have nothing left to send, or no time left."""
+        for index, until in list(self._leaving.items()):
+            rider = self.riders[index]
+            if (rider.held or rider.in_flight) and now < until:
+                continue
+            del self._leaving[index]
+            self._settled(rider)  # a first attempt under way: it ends here, unreported
+            if rider.link is not None:  # what is in flight comes back failed: held, dropped below
+                rider.link.stop() if self._on_loop else rider.link.stop(timeout=1.0)
+            rider.connected = False
+            self.counts.left += 1
+            while rider.held:
+                rider.held.popleft()
+                self._drop(LEFT_UNSENT)
+            self._holding.discard(index)
 
     def client_id(self, index: int) -> str:
         """Rider ``index``'s MQTT client id."""
@@ -374,6 +411,8 @@ class MqttFleet:
         for record in due:
             self._offer(self.riders[record.rider], record, now)
         self._send_all_held(now)
+        if self._leaving:
+            self._see_off(now)
 
     def _send_all_held(self, now: float) -> None:
         """Send what riders hold, for those connected again (only riders holding any are seen)."""
@@ -395,6 +434,8 @@ class MqttFleet:
         ):
             rider = self.riders[self._opened]
             self._opened += 1
+            if rider.left:
+                continue  # gone before its turn to connect
             self._connect_budget -= 1
             if rider.link is None:
                 assert self._make_link is not None
