@@ -34,6 +34,7 @@ logger = logging.getLogger("alleycat")
 
 FINISH = "alleycat-finish"
 SUMMARY = "alleycat-summary"
+FAILED = "alleycat-failed"
 #: Seconds the master waits for workers' final figures beyond the record TTL.
 FINISH_GRACE = 20.0
 
@@ -60,7 +61,10 @@ class WorkerSide:
         if options.mqtt is not None:
             # The master says how many workers share the connect rate (see SummaryCollector).
             workers = getattr(environment.parsed_options, "alleycat_workers", 1)
-            ride = MqttWorkerRide(options, index, environment.events.request.fire, workers)
+            ride = MqttWorkerRide(
+                options, index, environment.events.request.fire, workers,
+                on_failure=lambda error: _end_test(environment, error),
+            )  # fmt: skip
         else:
             ride = WorkerRide(options, index, environment.events.request.fire)
         if ride.error is not None:
@@ -305,7 +309,31 @@ def _on_init(environment: Environment, runner: Runner, **kwargs: Any) -> None:
         if isinstance(runner, MasterRunner):
             environment.events.worker_report.add_listener(collector.progress)
             runner.register_message(SUMMARY, collector.final)
+            runner.register_message(FAILED, _worker_failed)
             gevent.spawn(collector.watch_missing)
+
+
+def _end_test(environment: Environment, error: str) -> None:
+    """A worker's riders cannot ride on (its fleet stopped on a defect): end the test, so that
+    every worker's final figures are collected and summed (the summary says the error)."""
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.send_message(FAILED, {"error": error})
+    elif runner is not None:
+        _stop(environment)
+
+
+def _stop(environment: Environment) -> None:
+    """End the test as its time limit does (headless), or stop it (the web UI stays up)."""
+    runner = environment.runner
+    assert runner is not None
+    headless = getattr(environment.parsed_options, "headless", False)
+    gevent.spawn(runner.quit if headless else runner.stop)
+
+
+def _worker_failed(environment: Environment, msg: Any, **kwargs: Any) -> None:
+    logger.error("alleycat: worker %s: %s; ending the test", msg.node_id, msg.data["error"])
+    _stop(environment)
 
 
 def _send_final(environment: Environment, msg: Any, **kwargs: Any) -> None:

@@ -16,11 +16,16 @@ thread-safe hand-overs:
   empties every :data:`FIRE_EVERY` seconds into Locust's request events (fired on the hub's
   thread, as Locust requires);
 - the loop's timer writes a fresh report every second, which the greenlet side reads whole.
+
+Should the fleet's thread stop on a defect, its sockets are closed (what was in flight stays
+counted as in flight), and the greenlet says so: one line in the log, a failure row
+(``MQTT fleet``), and ``on_failure``, which ends the test (see :mod:`.hooks`).
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import random
 import time
 from collections import deque
@@ -40,6 +45,10 @@ from simulator.mqtt.fleet import DRAIN_SECONDS, MqttFleet
 FIRE_EVERY = 0.5
 #: Seconds a worker waits at the end beyond the fleet's drain, for its goodbyes.
 FINISH_GRACE = 10.0
+#: Locust's request type of the failure row of a fleet that stopped on a defect.
+FLEET = "MQTT fleet"
+
+logger = logging.getLogger("alleycat")
 
 
 def _original(module: str, name: str) -> Any:
@@ -120,15 +129,24 @@ class MqttWorkerRide:
         worker_index: Locust's index of this worker (0 for a single process).
         fire: Locust's ``events.request.fire``.
         workers: how many workers share the connect rate (more may be said later).
+        on_failure: called (on the gevent side) with the one line that says why, if the
+            fleet's thread stops on a defect.
     """
 
     def __init__(
-        self, options: RunOptions, worker_index: int, fire: RequestEvent, workers: int = 1
+        self,
+        options: RunOptions,
+        worker_index: int,
+        fire: RequestEvent,
+        workers: int = 1,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         assert options.mqtt is not None
         self.options = options
         self.worker_index = worker_index
         self._fire = fire
+        self._on_failure = on_failure
+        self._failure_said = False
         self.error: str | None = None
         self.groups = MqttRiderGroups(options.groups, worker_index, ())
         # Racer ids dealt by worker index, as the Kinesis path deals them.
@@ -198,6 +216,8 @@ class MqttWorkerRide:
                 self._firing.kill()
             self._fire_pending()
             self._latest = self._make_report(final=ended)
+            if self.error is not None:
+                self._say_failure(end_test=False)  # it ends already
         return self._latest
 
     # The fleet's thread.
@@ -205,8 +225,8 @@ class MqttWorkerRide:
     def _run(self) -> None:
         try:
             self.fleet.run()
-        except BaseException as exc:  # a defect: said in the summary, not lost in a thread
-            self.error = f"the MQTT fleet stopped: {exc!r}"
+        except BaseException as exc:  # a defect: said by the greenlet, and in the summary
+            self.error = f"the MQTT fleet stopped on a defect: {exc!r}".replace("\n", " ")
         finally:
             self._done.release()
 
@@ -247,6 +267,22 @@ class MqttWorkerRide:
         while True:
             gevent.sleep(FIRE_EVERY)
             self._fire_pending()
+            if self.error is not None and not self._failure_said:
+                self._latest = self._make_report(final=False)  # the fleet's last figures
+                self._say_failure()
+
+    def _say_failure(self, *, end_test: bool = True) -> None:
+        """The fleet stopped on a defect: one line, a failure row, and ``on_failure``."""
+        if self._failure_said or self.error is None:
+            return
+        self._failure_said = True
+        logger.error("alleycat: %s", self.error)
+        self._fire(
+            request_type=FLEET, name="stopped", response_time=0.0, response_length=0,
+            exception=FleetFailed(self.error),
+        )  # fmt: skip
+        if end_test and self._on_failure is not None:
+            self._on_failure(self.error)
 
     def _fire_pending(self) -> None:
         report = self.fleet.report

@@ -391,6 +391,8 @@ class MqttFleet:
         finally:
             for rider in self.riders:
                 rider.connected = False
+                if rider.link is not None and not rider.link.closed:
+                    rider.link.abandon()  # a defect, or a goodbye not finished: none left open
             loop.close()
         if failure:
             raise failure[0]

@@ -401,6 +401,23 @@ class Link:
                 self._write(_DISCONNECT)
             self._lost(None)
 
+    def abandon(self) -> None:
+        """Close the socket now and stop reconnecting, telling the fleet nothing: the fleet
+        stopped on a defect (what was in flight stays counted as in flight)."""
+        self.state = STOPPED
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._lookup = None
+        sock, self._sock, self._tls, self._out = self._sock, None, None, None
+        if sock is not None:
+            if self._reading is not None:
+                self._loop.remove_reader(self._fd)
+                self._reading = None
+            self._loop.remove_writer(self._fd)
+            self._fd = -1
+            sock.close()
+
     @property
     def closed(self) -> bool:
         """Stopped, and its socket is closed."""

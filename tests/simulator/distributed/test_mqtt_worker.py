@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+import psutil
 import pytest
 
 from simulator.distributed.mqtt_worker import MqttWorkerRide
@@ -132,3 +133,51 @@ def test_what_a_stopped_users_rider_cannot_deliver_in_time_is_dropped_and_counte
     drops = [r for r in rows if r["request_type"] == "message" and r["name"] == "dropped"]
     assert len(drops) == summary["dropped"]
     assert {str(r["exception"]) for r in drops} == {LEFT_UNSENT}
+
+
+def test_a_fleet_that_stops_on_a_defect_closes_its_sockets_says_so_and_still_adds_up(
+    mqtt_broker: RunningBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows: list[dict[str, Any]] = []
+    ended: list[str] = []
+    ride = MqttWorkerRide(
+        worker_options(mqtt_broker), 0, lambda **row: rows.append(row), on_failure=ended.append
+    )
+    ride.start()
+    for _ in range(3):
+        ride.join()
+    wait_for(lambda: ride.fleet.counts.acked >= 6, 15, "messages from three riders")
+    on_tick = ride.fleet.on_tick
+
+    def defect() -> None:
+        assert on_tick is not None
+        on_tick()
+        raise RuntimeError("a defect\nin two lines")
+
+    ride.fleet.on_tick = defect  # the fleet's thread raises on its next pass
+    wait_for(lambda: bool(ended), 5, "the test told to end")
+    said = [r.getMessage() for r in caplog.records if r.name == "alleycat"]
+    assert said == [
+        "alleycat: the MQTT fleet stopped on a defect: RuntimeError('a defect\\nin two lines')"
+    ]
+    assert ended == [said[0].removeprefix("alleycat: ")]
+    failures = [r for r in rows if r["request_type"] == "MQTT fleet"]
+    assert [str(r["exception"]) for r in failures] == ended
+    # Its sockets are closed: the broker saw each connection close (without a goodbye).
+    wait_for(
+        lambda: mqtt_broker.log_path.read_text().count("closed its connection") >= 3,
+        10,
+        "connections closed",
+    )
+    open_to_broker = [
+        c for c in psutil.Process().net_connections("tcp")
+        if c.raddr and c.raddr.port == mqtt_broker.port and c.status == "ESTABLISHED"
+    ]  # fmt: skip
+    assert open_to_broker == []
+    started = time.monotonic()
+    report = ride.finish()
+    assert time.monotonic() - started < 2  # no wait for a drain that will never come
+    summary = report["summary"]
+    assert report["final"] and report["error"] == ended[0]
+    assert summary["acked"] >= 6 and adds_up(summary)
+    assert len(failures) == 1  # said once
