@@ -297,6 +297,12 @@ def _on_init(environment: Environment, runner: Runner, **kwargs: Any) -> None:
         environment.events.report_to_master.add_listener(_worker.report)
     if isinstance(runner, WorkerRunner):
         runner.register_message(FINISH, _send_final, concurrent=True)
+        options = environment.parsed_options
+        if options is not None and getattr(options, "json_file", None):
+            # A worker's statistics go to the master; under --processes the workers share the
+            # master's options, and their (empty) --json-file, written as they quit, could
+            # replace the master's.
+            options.json_file = None
 
         def finish_on_stop(environment: Environment, **kw: Any) -> None:
             _worker.finish()
@@ -339,5 +345,10 @@ def _worker_failed(environment: Environment, msg: Any, **kwargs: Any) -> None:
 def _send_final(environment: Environment, msg: Any, **kwargs: Any) -> None:
     report = _worker.finish()
     runner = environment.runner
-    if report is not None and runner is not None:
+    if report is not None and isinstance(runner, WorkerRunner):
+        # The request rows fired while finishing (the last PUBACKs, drops), ahead of the final
+        # figures on the same connection: the master has both before it writes its statistics.
+        # Left to Locust's own last report, sent after the master's quit message, they could
+        # come after the master (which waits only half a second for it) wrote them.
+        runner._send_stats()
         runner.send_message(SUMMARY, report)
