@@ -91,16 +91,22 @@ def test_a_stopped_users_riders_send_nothing_more_and_disconnect(
     assert len(publishes) == summary["acked"] and not any(r["exception"] for r in rows)
 
 
-def test_a_user_that_stops_while_its_rider_is_offline_delivers_what_it_held_then_leaves(
-    mqtt_broker: RunningBroker,
-) -> None:
-    ride = MqttWorkerRide(worker_options(mqtt_broker), 0, lambda **row: None)
+def leaving_while_offline(broker: RunningBroker, rows: list[dict[str, Any]]) -> MqttWorkerRide:
+    """A worker's one user, whose rider rode, lost its broker and held messages, then stopped."""
+    ride = MqttWorkerRide(worker_options(broker), 0, lambda **row: rows.append(row))
     ride.start()
     group = ride.join()
     wait_for(lambda: ride.fleet.counts.acked >= 2, 15, "messages")
-    mqtt_broker.stop()
+    broker.stop()
     wait_for(lambda: ride.fleet.held >= 2, 10, "messages held while offline")
     ride.leave(group)
+    return ride
+
+
+def test_a_user_that_stops_while_its_rider_is_offline_delivers_what_it_held_then_leaves(
+    mqtt_broker: RunningBroker,
+) -> None:
+    ride = leaving_while_offline(mqtt_broker, [])
     gevent.sleep(1.0)
     assert ride.fleet.counts.left == 0  # it waits to deliver what it holds
     mqtt_broker.start()
@@ -117,13 +123,7 @@ def test_what_a_stopped_users_rider_cannot_deliver_in_time_is_dropped_and_counte
     mqtt_broker: RunningBroker,
 ) -> None:
     rows: list[dict[str, Any]] = []
-    ride = MqttWorkerRide(worker_options(mqtt_broker), 0, lambda **row: rows.append(row))
-    ride.start()
-    group = ride.join()
-    wait_for(lambda: ride.fleet.counts.acked >= 2, 15, "messages")
-    mqtt_broker.stop()
-    wait_for(lambda: ride.fleet.held >= 2, 10, "messages held while offline")
-    ride.leave(group)
+    ride = leaving_while_offline(mqtt_broker, rows)
     held = ride.fleet.held
     wait_for(lambda: ride.fleet.counts.left == 1, DRAIN_SECONDS + 5, "rider seen off")
     report = ride.finish()
