@@ -290,6 +290,8 @@ def main() -> None:
     parser.add_argument("--riders", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=60.0)
     args = parser.parse_args()
+    # Stopped from outside (a timeout's SIGTERM), still stop the servers it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
         AWS_EC2_METADATA_DISABLED="true",
