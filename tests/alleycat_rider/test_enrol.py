@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from alleycat_rider.agent.enrol import Claim, enrol, stored_identity
+from alleycat_rider.agent.enrol import Claim, Identity, enrol, stored_identity
 from simulator.backend.acl import RULE_CLIENT_ID
 from simulator.backend.fleet_template import ProvisioningTemplate, default_template
 from simulator.backend.provisioning import CSR_TOPIC, Reply
@@ -173,24 +173,32 @@ def test_a_template_that_refuses_is_one_line_and_exit_1(
     assert stored_identity(tmp_path) is None
 
 
-def test_a_step_without_an_answer_is_asked_again_with_backoff(
-    stand_in: ProvisioningBroker, requests: Requests, tmp_path: Path
-) -> None:
-    requests.csr_to_drop = 2
+def _enrol(
+    stand_in: ProvisioningBroker, state: Path, serial: str, *, racer_id: int, timeout: int
+) -> tuple[Identity, list[tuple[str, str, dict[str, Any]]], list[float]]:
+    """Enrol in this process; the identity, the events reported and the pauses asked for."""
     claim = Claim(
-        settings=stand_in.settings(*stand_in.claim, "SN-1003"),
+        settings=stand_in.settings(*stand_in.claim, serial),
         template=TEMPLATE,
-        parameters={"SerialNumber": "SN-1003", "RacerId": "3"},
-        timeout=1,
+        parameters={"SerialNumber": serial, "RacerId": str(racer_id)},
+        timeout=timeout,
     )
     events: list[tuple[str, str, dict[str, Any]]] = []
     pauses: list[float] = []
     identity = enrol(
         claim,
-        tmp_path,
+        state,
         report=lambda level, message, **fields: events.append((level, message, fields)),
         sleep=pauses.append,
     )
+    return identity, events, pauses
+
+
+def test_a_step_without_an_answer_is_asked_again_with_backoff(
+    stand_in: ProvisioningBroker, requests: Requests, tmp_path: Path
+) -> None:
+    requests.csr_to_drop = 2
+    identity, events, pauses = _enrol(stand_in, tmp_path, "SN-1003", racer_id=3, timeout=1)
     stored = stored_identity(tmp_path)
     assert stored is not None and stored.thing_name == identity.thing_name == "SN-1003"
     assert requests.topics.count(CSR_TOPIC) == 3
@@ -207,20 +215,7 @@ def test_a_certificate_for_another_key_is_never_stored_and_the_bike_asks_again(
     # Against a broker that sends every answer to every subscriber (mosquitto, unlike IoT Core),
     # a bike may receive the certificate another bike asked for.
     requests.csr_for_another_key = 1
-    claim = Claim(
-        settings=stand_in.settings(*stand_in.claim, "SN-1004"),
-        template=TEMPLATE,
-        parameters={"SerialNumber": "SN-1004", "RacerId": "4"},
-        timeout=5,
-    )
-    events: list[tuple[str, str, dict[str, Any]]] = []
-    pauses: list[float] = []
-    identity = enrol(
-        claim,
-        tmp_path,
-        report=lambda level, message, **fields: events.append((level, message, fields)),
-        sleep=pauses.append,
-    )
+    identity, events, pauses = _enrol(stand_in, tmp_path, "SN-1004", racer_id=4, timeout=5)
     assert [(level, message) for level, message, _ in events] == [
         ("warning", "enrolment answer for another key")
     ]
