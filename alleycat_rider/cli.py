@@ -35,7 +35,6 @@ from alleycat_rider.sensors.base import SENSOR_KINDS
 if TYPE_CHECKING:
     from alleycat_rider.agent.display import Reporter
     from alleycat_rider.agent.loop import Agent
-    from alleycat_rider.mqtt import MqttSettings
     from alleycat_rider.sensors.base import SensorOptions
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -309,20 +308,6 @@ def sensor_options(config: RiderConfig) -> SensorOptions:
     )
 
 
-def mqtt_settings(config: RiderConfig) -> MqttSettings:
-    """The MQTT connection a configuration asks for."""
-    from alleycat_rider.mqtt import MqttSettings
-
-    return MqttSettings(
-        endpoint=config.endpoint,
-        port=config.port,
-        client_id=config.client_id,
-        cert=config.cert,
-        key=config.key,
-        ca=config.ca,
-    )
-
-
 def run_agent(config: RiderConfig, reporter: Reporter) -> Agent:
     """Run the agent with real adapters until it is asked to stop; return it for its counters.
 
@@ -337,7 +322,7 @@ def run_agent(config: RiderConfig, reporter: Reporter) -> Agent:
 
     if config.fleet_template is not None and config.cert is None:
         config = enrolled(config, reporter)
-    settings = mqtt_settings(config)
+    settings = config.mqtt_settings
     check_credentials(settings)
     sensor = open_sensor(sensor_options(config))
     spool = None
@@ -375,7 +360,6 @@ def enrolled(config: RiderConfig, reporter: Reporter) -> RiderConfig:
     from dataclasses import replace
 
     from alleycat_rider.agent.enrol import Claim, enrol, stored_identity
-    from alleycat_rider.mqtt import MqttSettings
 
     assert config.fleet_template is not None and config.serial_number is not None
     state = config.spool.parent
@@ -385,14 +369,7 @@ def enrolled(config: RiderConfig, reporter: Reporter) -> RiderConfig:
             "info", "enrolling", template=config.fleet_template, serial_number=config.serial_number
         )
         claim = Claim(
-            settings=MqttSettings(
-                endpoint=config.endpoint,
-                port=config.port,
-                client_id=config.serial_number,
-                cert=config.claim_cert,
-                key=config.claim_key,
-                ca=config.ca,
-            ),
+            settings=config.claim_settings,
             template=config.fleet_template,
             parameters={"SerialNumber": config.serial_number, "RacerId": str(config.racer_id)},
             keys=config.enrol_keys,

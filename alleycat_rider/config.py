@@ -28,6 +28,7 @@ from alleycat_rider.bounds import Bounds
 from alleycat_rider.core.message import DEFAULT_RACE_SECONDS, MessageError, RiderIdentity
 from alleycat_rider.core.physiology import DEFAULT_BOUNDS
 from alleycat_rider.errors import ConfigError
+from alleycat_rider.mqtt import MqttSettings
 from alleycat_rider.sensors.base import SENSOR_KINDS
 
 #: The system-wide config file, read when it exists and no other file is named.
@@ -131,6 +132,31 @@ class RiderConfig:
     def identity(self) -> RiderIdentity:
         """The rider as the message sees it."""
         return RiderIdentity(racer_id=self.racer_id, name=self.name, class_id=self.class_id)
+
+    @property
+    def mqtt_settings(self) -> MqttSettings:
+        """The connection the bike rides on: its own certificate and client id."""
+        return MqttSettings(
+            endpoint=self.endpoint,
+            port=self.port,
+            client_id=self.client_id,
+            cert=self.cert,
+            key=self.key,
+            ca=self.ca,
+        )
+
+    @property
+    def claim_settings(self) -> MqttSettings:
+        """The connection enrolment makes: the claim certificate, the serial number as client id."""
+        assert self.serial_number is not None
+        return MqttSettings(
+            endpoint=self.endpoint,
+            port=self.port,
+            client_id=self.serial_number,
+            cert=self.claim_cert,
+            key=self.claim_key,
+            ca=self.ca,
+        )
 
 
 def _parse_bool(text: str) -> bool:

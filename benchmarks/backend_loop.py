@@ -52,6 +52,8 @@ from simulator.backend.stack import BROKER_LIMITS
 KINESALITE = Path(__file__).resolve().parent.parent / "tests" / "servers" / "kinesalite"
 RIDERS_PER_CONNECTION = 100
 WARM_UP = 10.0
+#: Seconds without a record written before the throughput run gives up.
+STALL = 30.0
 
 
 def kinesis_server(kind: str, port: int) -> subprocess.Popen[bytes]:
@@ -75,6 +77,8 @@ class Publisher:
         settings = MqttSettings(
             endpoint="127.0.0.1", port=port, client_id=device, cert=cert, key=key, ca=pki.ca_cert
         )
+        self.topic = f"alleycat-publish/{device}"
+        """The device's own ride topic: the ACL lets it publish there only, as IoT Core would."""
         self.acked = 0
         self.connected = threading.Event()
         self._on_message = on_message
@@ -136,7 +140,8 @@ def throughput(
     encoder = MessageEncoder(RiderIdentity(racer_id=101, name="bench", class_id=1))
     for n in range(args.messages):
         payload = ride_message(encoder, n % 300 + 1, 80.0, 50.0)
-        publishers[n % len(publishers)].link.publish("alleycat-publish", payload, 1, n)
+        publisher = publishers[n % len(publishers)]
+        publisher.link.publish(publisher.topic, payload, 1, n)
     while sum(p.acked for p in publishers) < args.messages:
         time.sleep(0.05)
     for publisher in publishers:
@@ -145,12 +150,19 @@ def throughput(
     launched = time.perf_counter()
     rule = start_service(rule_args, log)
     first_at = written_at = None
-    first_count = 0
+    first_count = last = 0
     pattern = re.compile(r"written ([\d,]+)")
+    progressed = time.perf_counter()
     while written_at is None and rule.poll() is None:
         time.sleep(0.02)
         found = [int(m.group(1).replace(",", "")) for m in pattern.finditer(log.read_text())]
         written = max(found, default=0)
+        if written > last:
+            last, progressed = written, time.perf_counter()
+        elif time.perf_counter() - progressed > STALL:
+            rule.kill()
+            raise SystemExit(f"the rule wrote {written:,} of {args.messages:,} and then nothing "
+                             f"for {STALL:.0f} s; its log: {log}")  # fmt: skip
         if first_at is None and written > 0:
             first_at, first_count = time.perf_counter(), written
         if written >= args.messages:
@@ -225,9 +237,8 @@ def fleet(
             value = round(output(round(c, 1), round(r, 1)), 4)
             with lock:
                 best.setdefault(100 + index, {})[value] = json.loads(payload)["deviceTimestamp"]
-            publishers[index // RIDERS_PER_CONNECTION].link.publish(
-                "alleycat-publish", payload, 1, published
-            )
+            publisher = publishers[index // RIDERS_PER_CONNECTION]
+            publisher.link.publish(publisher.topic, payload, 1, published)
             published += 1
         for name, process in processes.items():
             peak[name] = max(peak[name], process.memory_info().rss)
@@ -279,6 +290,8 @@ def main() -> None:
     parser.add_argument("--riders", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=60.0)
     args = parser.parse_args()
+    # Stopped from outside (a timeout's SIGTERM), still stop the servers it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
         AWS_EC2_METADATA_DISABLED="true",

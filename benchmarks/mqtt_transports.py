@@ -43,7 +43,7 @@ from alleycat_rider.iot.broker import MosquittoBroker
 from alleycat_rider.iot.devcerts import device_paths, make_dev_pki
 from alleycat_rider.mqtt import MqttSettings
 from benchmarks.command import free_port, load_average
-from simulator.mqtt import wire
+from simulator.mqtt import connect, wire
 
 TOPIC = "alleycat-publish"
 PAYLOAD = b'{"racerId": 100}'.ljust(202, b" ")  # the ride message's size
@@ -124,12 +124,12 @@ async def connect_all(
     """Every connection, 50 at a time, each with its CONNACK."""
     links: list[Any] = []
     rng = random.Random(1)
-    resolver = wire.Resolver(loop)
+    resolver = connect.Resolver(loop)
     for index in range(riders):
         port = ports[index % len(ports)]
         link: Any
         if transport == "fleet":
-            endpoint = wire.Endpoint("127.0.0.1", port)
+            endpoint = connect.Endpoint("127.0.0.1", port)
             link = wire.Link(
                 loop, counts, index, f"bench-{index}", endpoint, context, settings.cert,
                 settings, rng, resolver,
@@ -182,7 +182,7 @@ def run(transport: str, args: argparse.Namespace, work: Path) -> None:
         ]
         for broker in brokers:
             broker.start()
-        loop = wire.new_event_loop()
+        loop = connect.new_event_loop()
         try:
             counts = Counts()
             load_before = load_average()

@@ -15,6 +15,8 @@ CreateKeysAndCertificate) and comes over the connection: for bikes that cannot m
 
 The SDK's identity client (``IotIdentityClientV2``) waits for one request at a time over one
 MQTT 5 connection made with the claim certificate; the connection retries by itself with backoff.
+A certificate that is not for the bike's key (another bike's answer, on a broker that sends
+answers to every subscriber) is never stored: the bike asks again.
 
 ::
 
@@ -179,6 +181,14 @@ def enrol(
                             ).decode()
                         )
                     ).result()
+                if not _matches(made.certificate_pem, key_pem):
+                    # Not this bike's: another bike's answer (a broker that sends answers to
+                    # every subscriber, as mosquitto does) or a damaged one. Stored, it would
+                    # lock the bike out: ask again.
+                    report("warning", "enrolment answer for another key", retry_in=backoff)
+                    sleep(backoff)
+                    backoff = min(2 * backoff, RETRY_BACKOFF[1])
+                    continue
                 registered = client.register_thing(
                     iotidentity.RegisterThingRequest(
                         template_name=claim.template,
@@ -202,6 +212,20 @@ def enrol(
         key_pem=key_pem,
         configuration=dict(registered.device_configuration or {}),
     )
+
+
+def _matches(certificate_pem: str, key_pem: bytes) -> bool:
+    """Whether the certificate is for this private key: an answer meant for this bike."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        certified = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
+        own = serialization.load_pem_private_key(key_pem, password=None).public_key()
+    except (ValueError, TypeError):  # not a certificate, or not a key
+        return False
+    return certified.public_bytes(*spki) == own.public_bytes(*spki)
 
 
 def _refusal(template: str, exc: Any) -> str:

@@ -33,7 +33,6 @@ from alleycat_rider.agent.schedule import LatenessWindow, TickSchedule
 from alleycat_rider.agent.spool import Spool
 from alleycat_rider.config import RiderConfig
 from alleycat_rider.core.message import MessageEncoder, RideEvent, output, uuid4
-from alleycat_rider.mqtt import MqttSettings
 from alleycat_rider.sensors.base import Reading, Sensor
 
 #: How long before its deadline a message is read and spooled (the spool's fsync takes time, on
@@ -214,15 +213,7 @@ class Agent:
             return
         from alleycat_rider.tlscheck import start_tls_check  # only now: ssl costs memory
 
-        config = self.config
-        settings = MqttSettings(
-            endpoint=config.endpoint,
-            port=config.port,
-            client_id=config.client_id,
-            cert=config.cert,
-            key=config.key,
-            ca=config.ca,
-        )
+        settings = self.config.mqtt_settings
         start_tls_check(settings, lambda refusal: self._inbox.put(TlsChecked(refusal)))
 
     def _prepare(self, tick: int, deadline: float) -> str:

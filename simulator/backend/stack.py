@@ -22,6 +22,10 @@ the results topic; a claim certificate may use only the provisioning topics; onl
 read the rides and only the standings backend may publish results (a mosquitto ACL, as IoT
 policies would: :mod:`simulator.backend.acl`).
 
+Device certificates added to ``certs/dev/devices`` while the stack runs (``alleycat certs dev
+--client-id``) are picked up within :data:`DEVICE_POLL_SECONDS`: the ACL is written again and
+mosquitto reads it again, so the new bike may ride on its own topic without a restart.
+
 The work folder keeps ``provisioning-templates/*.json`` (``alleycat-bikes.json`` written when
 there is none) and ``things.json``, the things enrolment made.
 """
@@ -77,6 +81,8 @@ STACK_RACER_IDS = {"bike-1": 1, "bike-2": 2}
 CLAIM_BIKE_SERIAL = "SN-0001"
 CLAIM_BIKE_RACER_ID = 3
 DEFAULT_MQTT_PORT = 8883
+#: Seconds between looks at ``certs/dev/devices`` for certificates added or removed.
+DEVICE_POLL_SECONDS = 2.0
 DEFAULT_KINESIS_PORT = 4567
 KINESIS_SERVERS = ("moto", "kinesalite")
 LOCAL_REGION = "us-east-1"
@@ -163,6 +169,8 @@ class Stack:
     errors: list[str] = field(default_factory=list)
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _scratch: tempfile.TemporaryDirectory[str] | None = None
+    _acl_file: AclFile | None = None
+    _acl_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
         """Start every part, in order; on failure, stop what started and raise StackError."""
@@ -188,8 +196,9 @@ class Stack:
         self.registry = ThingRegistry(o.workdir / "things.json")
         self._scratch = tempfile.TemporaryDirectory(prefix="alleycat-stack-")
         os.chmod(self._scratch.name, 0o755)  # mosquitto may read it as its own user
-        acl_file = AclFile(Path(self._scratch.name) / "acl")
-        acl_file.write(self._acl())
+        self._acl_file = acl_file = AclFile(Path(self._scratch.name) / "acl")
+        devices = self._devices()
+        acl_file.write(self._acl(devices))
         broker_log = (o.workdir / "mosquitto.log").open("ab")
         self._closers.append(broker_log.close)
         self.broker = MosquittoBroker(
@@ -207,20 +216,48 @@ class Stack:
         self.say(f"stack: {o.kinesis} on {self.kinesis.url}")
         self._start_rule()
         self._start_standings()
-        self._start_provisioning(acl_file, templates)
+        self._start_provisioning(templates)
+        self._thread("devices", lambda: self._watch_devices(devices))
 
-    def _acl(self) -> str:
-        """The broker's ACL: the services, the certificates in ``certs/devices``, the claim
-        certificate and the things enrolment made."""
-        o = self.options
-        assert self.pki is not None and self.registry is not None
+    def _devices(self) -> list[str]:
+        """The bikes' certificate names in ``certs/devices``: each its own thing name."""
+        assert self.pki is not None
         services = {FLEET_CLIENT_ID, RULE_CLIENT_ID, STANDINGS_CLIENT_ID, PROVISIONING_CLIENT_ID}
         services.add(CLAIM_NAME)  # a device certificate of that name would ride as the claim
-        devices = sorted(
+        return sorted(
             path.stem
             for path in (self.pki.directory / "devices").glob("*.crt")
             if path.stem not in services
         )
+
+    def _reload_acl(self) -> None:
+        """Write the ACL anew and have mosquitto read it again (enrolment, new devices)."""
+        assert self._acl_file is not None and self.broker is not None
+        with self._acl_lock:
+            self._acl_file.write(self._acl(self._devices()))
+            AclFile.reload(self.broker.pid)
+
+    def _watch_devices(self, seen: list[str]) -> None:
+        """Let device certificates made while the stack runs ride, without a restart."""
+        while not self.stop_event.wait(DEVICE_POLL_SECONDS):
+            devices = self._devices()
+            if devices == seen:
+                continue
+            self._reload_acl()
+            added = sorted(set(devices) - set(seen))
+            removed = sorted(set(seen) - set(devices))
+            if added:
+                topics = ", ".join(f"{self.options.rule_topic}/{name}" for name in added)
+                self.say(f"stack: new device certificates may ride on {topics}")
+            if removed:
+                self.say(f"stack: device certificates gone: {', '.join(removed)}")
+            seen = devices
+
+    def _acl(self, devices: Sequence[str]) -> str:
+        """The broker's ACL: the services, the certificates in ``certs/devices``, the claim
+        certificate and the things enrolment made."""
+        o = self.options
+        assert self.registry is not None
         return acl(
             o.rule_topic,
             o.results_topic,
@@ -231,22 +268,14 @@ class Stack:
             shared_topic=o.shared_topic,
         )
 
-    def _start_provisioning(
-        self, acl_file: AclFile, templates: Mapping[str, ProvisioningTemplate]
-    ) -> None:
+    def _start_provisioning(self, templates: Mapping[str, ProvisioningTemplate]) -> None:
         from simulator.backend.provisioning import LocalCa
         from simulator.backend.services import start_provisioning
 
         assert self.pki is not None and self.registry is not None
         self.provisioning = service = FleetProvisioning(LocalCa(self.pki), templates, self.registry)
-
-        def reload_acl() -> None:
-            acl_file.write(self._acl())
-            assert self.broker is not None
-            AclFile.reload(self.broker.pid)
-
         run = start_provisioning(
-            self._mqtt(PROVISIONING_CLIENT_ID), service, reload_acl=reload_acl, say=self.say
+            self._mqtt(PROVISIONING_CLIENT_ID), service, reload_acl=self._reload_acl, say=self.say
         )
         self._thread("provisioning", lambda: run(self.stop_event))
         self.say(f"stack: fleet provisioning, templates {', '.join(self.templates)}")

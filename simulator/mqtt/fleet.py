@@ -244,7 +244,7 @@ class MqttFleet:
         Raises:
             CertificateError: the fleet's certificate, or a rider's own, cannot be used.
         """
-        from simulator.mqtt.wire import TlsContexts, new_event_loop
+        from simulator.mqtt.connect import TlsContexts, new_event_loop
 
         settings = self.options.settings
         self._tls = None if settings.cert is None else TlsContexts(settings.ca)

@@ -4,6 +4,7 @@ provisioning service (:mod:`simulator.backend.provisioning`) with the developmen
 
 from __future__ import annotations
 
+import json
 import signal
 import stat
 import threading
@@ -12,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from alleycat_rider.agent.enrol import Claim, enrol, stored_identity
+from alleycat_rider.agent.enrol import Claim, Identity, enrol, stored_identity
 from simulator.backend.acl import RULE_CLIENT_ID
 from simulator.backend.fleet_template import ProvisioningTemplate, default_template
 from simulator.backend.provisioning import CSR_TOPIC, Reply
@@ -30,6 +35,14 @@ TEMPLATES = {
 }
 
 
+def _another_csr() -> str:
+    """A CSR of a key that is not the bike's: as another bike enrolling at once would send."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SN-OTHER")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
 class Requests:
     """What the service was asked, and a hand on its answers: requests to drop, and
     RegisterThing held back (the bike loses power before the answer)."""
@@ -38,6 +51,7 @@ class Requests:
         self._handle = handle
         self.topics: list[str] = []
         self.csr_to_drop = 0
+        self.csr_for_another_key = 0
         self.answer_register = threading.Event()
         self.answer_register.set()
         self.register_asked = threading.Event()
@@ -47,6 +61,9 @@ class Requests:
         if topic == CSR_TOPIC and self.csr_to_drop:
             self.csr_to_drop -= 1  # lost on the way
             return None
+        if topic == CSR_TOPIC and self.csr_for_another_key:
+            self.csr_for_another_key -= 1  # the answer another bike's request got
+            payload = json.dumps({"certificateSigningRequest": _another_csr()}).encode()
         if "/provision/" in topic:
             self.register_asked.set()
             if not self.answer_register.is_set():
@@ -156,24 +173,32 @@ def test_a_template_that_refuses_is_one_line_and_exit_1(
     assert stored_identity(tmp_path) is None
 
 
-def test_a_step_without_an_answer_is_asked_again_with_backoff(
-    stand_in: ProvisioningBroker, requests: Requests, tmp_path: Path
-) -> None:
-    requests.csr_to_drop = 2
+def _enrol(
+    stand_in: ProvisioningBroker, state: Path, serial: str, *, racer_id: int, timeout: int
+) -> tuple[Identity, list[tuple[str, str, dict[str, Any]]], list[float]]:
+    """Enrol in this process; the identity, the events reported and the pauses asked for."""
     claim = Claim(
-        settings=stand_in.settings(*stand_in.claim, "SN-1003"),
+        settings=stand_in.settings(*stand_in.claim, serial),
         template=TEMPLATE,
-        parameters={"SerialNumber": "SN-1003", "RacerId": "3"},
-        timeout=1,
+        parameters={"SerialNumber": serial, "RacerId": str(racer_id)},
+        timeout=timeout,
     )
     events: list[tuple[str, str, dict[str, Any]]] = []
     pauses: list[float] = []
     identity = enrol(
         claim,
-        tmp_path,
+        state,
         report=lambda level, message, **fields: events.append((level, message, fields)),
         sleep=pauses.append,
     )
+    return identity, events, pauses
+
+
+def test_a_step_without_an_answer_is_asked_again_with_backoff(
+    stand_in: ProvisioningBroker, requests: Requests, tmp_path: Path
+) -> None:
+    requests.csr_to_drop = 2
+    identity, events, pauses = _enrol(stand_in, tmp_path, "SN-1003", racer_id=3, timeout=1)
     stored = stored_identity(tmp_path)
     assert stored is not None and stored.thing_name == identity.thing_name == "SN-1003"
     assert requests.topics.count(CSR_TOPIC) == 3
@@ -182,3 +207,27 @@ def test_a_step_without_an_answer_is_asked_again_with_backoff(
         ("warning", "enrolment unanswered")
     ] * 2
     assert pauses == [1.0, 2.0]
+
+
+def test_a_certificate_for_another_key_is_never_stored_and_the_bike_asks_again(
+    stand_in: ProvisioningBroker, requests: Requests, tmp_path: Path
+) -> None:
+    # Against a broker that sends every answer to every subscriber (mosquitto, unlike IoT Core),
+    # a bike may receive the certificate another bike asked for.
+    requests.csr_for_another_key = 1
+    identity, events, pauses = _enrol(stand_in, tmp_path, "SN-1004", racer_id=4, timeout=5)
+    assert [(level, message) for level, message, _ in events] == [
+        ("warning", "enrolment answer for another key")
+    ]
+    assert pauses == [1.0] and requests.topics.count(CSR_TOPIC) == 2
+    assert identity.thing_name == "SN-1004"
+    certified = x509.load_pem_x509_certificate(identity.cert.read_bytes()).public_key()
+    own = serialization.load_pem_private_key(identity.key.read_bytes(), None).public_key()
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert certified.public_bytes(*spki) == own.public_bytes(*spki)
+    # Two certificates made, one registered: the one for the bike's key.
+    assert (stand_in.service.counts["certificates"], stand_in.service.counts["registered"]) == (
+        2,
+        1,
+    )
+    assert stand_in.registry.racers()["SN-1004"] == 4

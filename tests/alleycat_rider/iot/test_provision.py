@@ -17,7 +17,6 @@ from botocore import exceptions as bce
 from click.testing import CliRunner, Result
 
 from alleycat.cli import cli
-from alleycat_rider.cli import mqtt_settings
 from alleycat_rider.config import load_config
 from alleycat_rider.iot.provision import (
     ProvisionError,
@@ -203,13 +202,13 @@ def test_rider_config_finds_its_files_from_any_directory_and_after_being_moved(
     config = load_config(
         {"racer_id": 1}, {"HOME": str(tmp_path)}, tmp_path / "certs/bike-7/rider.toml"
     )
-    check_credentials(mqtt_settings(config))  # raises if the certificate or key is not found
+    check_credentials(config.mqtt_settings)  # raises if the certificate or key is not found
     assert config.cert == tmp_path / "certs" / "bike-7" / "certificate.pem.crt"
 
     # Copied to the bike's own place, as the printed advice says.
     moved = shutil.copytree(tmp_path / "certs" / "bike-7", tmp_path / "home" / "bike-7")
     config = load_config({"racer_id": 1}, {"HOME": str(tmp_path)}, moved / "rider.toml")
-    check_credentials(mqtt_settings(config))
+    check_credentials(config.mqtt_settings)
     assert config.key == moved / "private.pem.key"
 
 

@@ -11,7 +11,7 @@ import mqtt5
 import pytest
 
 from alleycat_rider.mqtt import MqttSettings
-from simulator.mqtt import wire
+from simulator.mqtt import connect, wire
 
 
 class Events:
@@ -44,7 +44,7 @@ def linked() -> Iterator[tuple[wire.Link, socket.socket, Events]]:
     events = Events()
     settings = MqttSettings(endpoint="127.0.0.1", port=1, client_id="")
     link = wire.Link(
-        loop, events, 0, "rider", wire.Endpoint("127.0.0.1", 1), None, None, settings,
+        loop, events, 0, "rider", connect.Endpoint("127.0.0.1", 1), None, None, settings,
         random.Random(1),
     )  # fmt: skip
     link._sock, link._fd, link.state = ours, ours.fileno(), wire.CONNECTED
@@ -126,9 +126,9 @@ def test_bytes_that_are_not_mqtt_drop_the_connection_and_what_it_had_in_flight(
 
 
 def test_a_broker_name_is_looked_up_by_the_loop_once_and_an_address_never() -> None:
-    loop = wire.new_event_loop()
+    loop = connect.new_event_loop()
     try:
-        resolver = wire.Resolver(loop)
+        resolver = connect.Resolver(loop)
         assert resolver.address("127.0.0.1", 8883) == (socket.AF_INET, ("127.0.0.1", 8883))
         assert resolver.address("localhost", 8883) is None  # a name: looked up first
         lookup = resolver.lookup("localhost", 8883)
