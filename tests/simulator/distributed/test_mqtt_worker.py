@@ -10,6 +10,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -20,6 +21,8 @@ from simulator.distributed.mqtt_worker import MqttWorkerRide
 from simulator.distributed.options import RunOptions, add_arguments
 from simulator.mqtt.fleet import DRAIN_SECONDS, LEFT_UNSENT
 from tests.servers.mosquitto import RunningBroker
+from tests.servers.ports import free_port
+from tests.simulator.distributed.locust_runs import locust_processes, locust_rows, read_summary
 
 #: Real servers over seconds: run once, not on both builds.
 pytestmark = pytest.mark.e2e
@@ -181,3 +184,57 @@ def test_a_fleet_that_stops_on_a_defect_closes_its_sockets_says_so_and_still_add
     assert report["final"] and report["error"] == ended[0]
     assert summary["acked"] >= 6 and adds_up(summary)
     assert len(failures) == 1  # said once
+
+
+#: A locustfile loaded beside ours (as a load shape would be): the fleet raises once 8 messages
+#: are acknowledged, a defect in a real ``alleycat locust`` worker.
+DEFECT = """
+from simulator.mqtt.fleet import MqttFleet
+
+_step = MqttFleet.step
+
+
+def step(self):
+    if self.counts.acked >= 8:
+        raise RuntimeError("a defect")
+    _step(self)
+
+
+MqttFleet.step = step
+"""
+
+
+def test_a_worker_whose_fleet_fails_ends_the_test_with_its_counts_summed(
+    mqtt_broker: RunningBroker, tmp_path: Path
+) -> None:
+    (tmp_path / "defect.py").write_text(DEFECT)
+    cert, key = mqtt_broker.pki.client("bike-3")
+    port = free_port()
+    summary_file, stats = tmp_path / "summary.json", tmp_path / "stats"
+    with locust_processes(tmp_path) as locust:
+        started = time.monotonic()
+        run = locust.start(
+            "local",
+            *("-f", str(tmp_path / "defect.py"), "--headless", "--processes", "1"),
+            *("-u", "4", "-r", "4", "-t", "60s", "--via", "mqtt"),
+            *("--mqtt-port", str(mqtt_broker.port), "--ca", str(mqtt_broker.pki.ca_cert)),
+            *("--cert", str(cert), "--key", str(key)),
+            *("--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
+            *("--master-host", "127.0.0.1", "--master-port", str(port)),
+            *("--summary-json", str(summary_file), "--json-file", str(stats)),
+        )
+        assert locust.wait(run, "local") == 1, locust.output("local")[-3000:]
+        took = time.monotonic() - started
+    said = locust.output("local")
+    assert took < 40  # ended by the failure, not by its 60 s
+    lines = [line for line in said.splitlines() if "stopped on a defect" in line]
+    assert any(
+        line.endswith("alleycat: the MQTT fleet stopped on a defect: RuntimeError('a defect')")
+        for line in lines
+    ), said[-3000:]
+    summary = read_summary(summary_file)
+    assert summary["error"] == "the MQTT fleet stopped on a defect: RuntimeError('a defect')"
+    assert summary["acked"] >= 8 and adds_up(summary) and summary["lost"] == 0
+    rows = locust_rows(stats)
+    assert rows[("MQTT fleet", "stopped")]["num_failures"] == 1
+    assert rows[("PUBLISH", "alleycat-publish")]["num_requests"] == summary["acked"]
