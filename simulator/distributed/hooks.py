@@ -72,6 +72,12 @@ class WorkerSide:
         ride.start()
         self.ride = ride
 
+    def stopping(self, environment: Environment, **kwargs: Any) -> None:
+        """The test is stopping: its users stop with it, not one by one (see
+        :meth:`MqttWorkerRide.ending`)."""
+        if isinstance(self.ride, MqttWorkerRide):
+            self.ride.ending()
+
     def report(self, client_id: str, data: dict[str, Any]) -> None:
         """Add our figures to the worker's periodic report to the master."""
         if self.ride is not None:
@@ -294,6 +300,7 @@ def _on_init(environment: Environment, runner: Runner, **kwargs: Any) -> None:
     runs_users = isinstance(runner, (WorkerRunner, LocalRunner))
     if runs_users:
         environment.events.test_start.add_listener(_worker.start)
+        environment.events.test_stopping.add_listener(_worker.stopping)
         environment.events.report_to_master.add_listener(_worker.report)
     if isinstance(runner, WorkerRunner):
         runner.register_message(FINISH, _send_final, concurrent=True)

@@ -165,6 +165,8 @@ class MqttWorkerRide:
         self._firing: Any = None
         self._left: deque[int] = deque()
         """Groups whose user stopped, for the loop's timer to see off."""
+        self._ending = False
+        """The test is stopping: its users stop with it, and the fleet's drain sees to all."""
 
     def share(self, workers: int) -> None:
         """The connect rate is the whole test's: this worker opens its share of it."""
@@ -191,7 +193,14 @@ class MqttWorkerRide:
         """A user stopped: its riders make no more messages, send what they hold and
         disconnect (see :meth:`MqttFleet.leave`)."""
         self.groups.leave(group)
-        self._left.append(group)
+        if not self._ending:
+            self._left.append(group)
+
+    def ending(self) -> None:
+        """The test is stopping (Locust's ``test_stopping``): the users that stop from now on
+        stop with it, and :meth:`finish` delivers what their riders hold (not counted as
+        ``left``)."""
+        self._ending = True
 
     def report(self) -> dict[str, Any]:
         """This worker's figures as of the last second (final once :meth:`finish` returned)."""

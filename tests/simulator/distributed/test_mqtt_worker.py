@@ -94,6 +94,23 @@ def test_a_stopped_users_riders_send_nothing_more_and_disconnect(
     assert len(publishes) == summary["acked"] and not any(r["exception"] for r in rows)
 
 
+def test_users_that_stop_with_the_test_are_left_to_its_drain_not_seen_off_one_by_one(
+    mqtt_broker: RunningBroker,
+) -> None:
+    ride = MqttWorkerRide(worker_options(mqtt_broker), 0, lambda **row: None)
+    ride.start()
+    groups = [ride.join() for _ in range(3)]
+    wait_for(lambda: ride.fleet.counts.acked >= 6, 15, "messages from three riders")
+    ride.ending()  # Locust's test_stopping: the users stop next, with the test
+    for group in groups:
+        ride.leave(group)
+    gevent.sleep(0.5)  # fifty passes of the fleet's timer
+    assert ride.fleet.counts.left == 0
+    summary = ride.finish()["summary"]
+    assert summary["left"] == 0 and summary["acked"] == summary["generated"] and adds_up(summary)
+    assert mqtt_broker.log_path.read_text().count("disconnected.") == 3  # the drain's goodbyes
+
+
 def leaving_while_offline(broker: RunningBroker, rows: list[dict[str, Any]]) -> MqttWorkerRide:
     """A worker's one user, whose rider rode, lost its broker and held messages, then stopped."""
     ride = MqttWorkerRide(worker_options(broker), 0, lambda **row: rows.append(row))
