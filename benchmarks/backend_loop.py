@@ -64,8 +64,13 @@ def kinesis_server(kind: str, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=KINESALITE
     )
-    if not wait_for_port("127.0.0.1", port, 30.0, alive=process):
-        raise RuntimeError(f"{kind} did not start on {port}")
+    try:
+        if not wait_for_port("127.0.0.1", port, 30.0, alive=process):
+            raise RuntimeError(f"{kind} did not start on {port}")
+    except BaseException:  # not started, or stopped while starting (SIGTERM)
+        process.kill()
+        process.wait()
+        raise
     return process
 
 
@@ -308,17 +313,19 @@ def main() -> None:
             pki, port=mqtt_port, log=broker_log,
             extra_config=[*BROKER_LIMITS, f"acl_file {work / 'acl'}"],
         )  # fmt: skip
-        broker.start()
-        server = kinesis_server(args.kinesis, kinesis_port)
-        aws = ["--stream", "alleycat", "--endpoint-url", f"http://127.0.0.1:{kinesis_port}"]
+        server = None
         try:
+            broker.start()
+            server = kinesis_server(args.kinesis, kinesis_port)
+            aws = ["--stream", "alleycat", "--endpoint-url", f"http://127.0.0.1:{kinesis_port}"]
             if args.mode == "throughput":
                 throughput(args, pki, mqtt_port, aws, work)
             else:
                 fleet(args, pki, mqtt_port, aws, work)
         finally:
-            server.terminate()
-            server.wait(10)
+            if server is not None:
+                server.terminate()
+                server.wait(10)
             broker.stop()
             broker_log.close()
 
