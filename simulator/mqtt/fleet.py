@@ -310,7 +310,10 @@ class MqttFleet:
             del self._leaving[index]
             self._settled(rider)  # a first attempt under way: it ends here, unreported
             if rider.link is not None:  # what is in flight comes back failed: held, dropped below
-                rider.link.stop() if self._on_loop else rider.link.stop(timeout=1.0)
+                if self._on_loop:
+                    rider.link.stop()
+                else:
+                    rider.link.stop(timeout=1.0)
             rider.connected = False
             self.counts.left += 1
             while rider.held:
