@@ -18,7 +18,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -149,13 +149,11 @@ class RiderConfig:
     def claim_settings(self) -> MqttSettings:
         """The connection enrolment makes: the claim certificate, the serial number as client id."""
         assert self.serial_number is not None
-        return MqttSettings(
-            endpoint=self.endpoint,
-            port=self.port,
+        return replace(
+            self.mqtt_settings,
             client_id=self.serial_number,
             cert=self.claim_cert,
             key=self.claim_key,
-            ca=self.ca,
         )
 
 
